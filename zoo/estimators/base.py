@@ -1,0 +1,340 @@
+"""ZOOptimizer: the shared machinery of every zoo estimator.
+
+A step of an estimator with n directions (MeZO, Malladi et al. 2023,
+Algorithms 1 and 2):
+
+    for j = 1..n:   d_j = (L(theta + eps z_j) - L(theta - eps z_j)) / 2
+    g_hat = (1/n) sum_j (d_j / eps) z_j
+    theta <- rule(theta, g_hat)
+
+z_j is regenerated from (step seed, j, parameter uid, element index) on every
+sweep and never stored. The pieces that vary between estimators are a
+direction field (sampler, masks, subspace), an update rule, and how the
+weights come back from a perturbation (`inplace` or `exact`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from ..perturb import (
+    DirectionField,
+    DirectionKey,
+    ExactPerturbation,
+    InplacePerturbation,
+    ParamSlot,
+    make_backend,
+    measure_sphere_scale,
+    step_seed,
+)
+from .rules import UpdateRule, gradient_coefficients
+
+logger = logging.getLogger("zoo")
+
+PERTURBATIONS = ("inplace", "exact")
+
+
+def _check_hyper(group: dict) -> None:
+    if not (isinstance(group.get("lr"), (int, float)) or torch.is_tensor(group.get("lr"))) or group["lr"] < 0:
+        raise ValueError(f"lr: must be a number >= 0, got {group.get('lr')!r}")
+    if not isinstance(group.get("eps"), (int, float)) or not group["eps"] > 0 or not math.isfinite(group["eps"]):
+        raise ValueError(f"eps: the perturbation scale must be a finite number > 0, got {group.get('eps')!r}")
+    if group.get("weight_decay", 0.0) < 0:
+        raise ValueError(f"weight_decay: must be >= 0, got {group['weight_decay']!r}")
+
+
+def _split_inputs(model_or_params, module: nn.Module | None):
+    if isinstance(model_or_params, nn.Module):
+        module = model_or_params
+        params = [p for p in module.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("model_or_params: the module has no parameter with requires_grad=True")
+        return module, params
+    if isinstance(model_or_params, torch.Tensor):
+        raise ValueError("model_or_params: pass an nn.Module or an iterable of tensors/param groups, not one tensor")
+    params = list(model_or_params)
+    if not params:
+        raise ValueError("model_or_params: got an empty parameter list")
+    return module, params
+
+
+def _layer_index(module: nn.Module) -> dict[int, int]:
+    """Maps id(param) to the index of its repeated block (the largest ModuleList)."""
+    lists = [m for m in module.modules() if isinstance(m, nn.ModuleList) and len(m) > 1]
+    if not lists:
+        return {}
+    blocks = max(lists, key=lambda m: (len(m), sum(p.numel() for p in m.parameters())))
+    return {id(p): i for i, block in enumerate(blocks) for p in block.parameters()}
+
+
+class ZOOptimizer(Optimizer):
+    """Base class of zoo's zeroth-order estimators (a torch.optim.Optimizer).
+
+    Args:
+        model_or_params: an nn.Module (its trainable parameters are optimized),
+            an iterable of tensors, or an iterable of param-group dicts.
+        defaults: per-group hyper-parameters (lr, eps, weight_decay, ...).
+        rule: the update rule.
+        n: directions per step (n-SPSA); 2n forward passes per step.
+        seed: base seed; with it, the whole trajectory is reproducible.
+        sampler: `gaussian` (default), `rademacher` or `sphere`.
+        perturbation: `inplace` (default) or `exact` (needs the module).
+        backend: `auto` or `torch`.
+        chunk_size: elements per sweep chunk (scratch memory, not results).
+        threads: sweep worker threads on the CPU.
+        module: the model, when model_or_params are param groups and
+            perturbation='exact' is wanted.
+        field_options: layers / magnitude / subspace for DirectionField.
+    """
+
+    def __init__(
+        self,
+        model_or_params,
+        defaults: dict,
+        *,
+        rule: UpdateRule,
+        n: int = 1,
+        seed: int = 0,
+        sampler="gaussian",
+        perturbation: str = "inplace",
+        backend="auto",
+        chunk_size: int = 1 << 17,
+        threads: int | None = None,
+        module: nn.Module | None = None,
+        **field_options,
+    ):
+        _check_hyper(defaults)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n: the number of directions per step must be an integer >= 1, got {n!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ValueError(f"seed: must be an integer, got {seed!r}")
+        if perturbation not in PERTURBATIONS:
+            raise ValueError(f"perturbation: must be one of {PERTURBATIONS}, got {perturbation!r}")
+        module, params = _split_inputs(model_or_params, module)
+        if perturbation == "exact" and module is None:
+            raise ValueError(
+                "perturbation='exact' needs the model: pass the nn.Module as model_or_params "
+                "(or module=model with param groups), not a parameter list"
+            )
+        self._ready = False
+        super().__init__(params, defaults)
+        self.module = module
+        self.n = n
+        self.rule = rule
+        self.field = DirectionField(sampler, **field_options)
+        self.backend = make_backend(backend, chunk_size=chunk_size, threads=threads)
+        self.zo_state = {"seed": seed, "step": 0, "skipped_steps": 0, "forward_passes": 0}
+        self._build_slots()
+        if perturbation == "exact":
+            self.perturbation = ExactPerturbation(module, self.backend, self.field, self._slots)
+        else:
+            self.perturbation = InplacePerturbation(self.backend, self.field)
+        self._ready = True
+
+    # -- parameters -------------------------------------------------------------
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        _check_hyper(group)
+        for p in group["params"]:
+            if not p.is_floating_point():
+                raise ValueError(f"params: ZO estimators need floating-point parameters, got {p.dtype}")
+            if not p.is_contiguous():
+                raise ValueError("params: parameters must be contiguous (z is indexed by flat element position)")
+        if getattr(self, "_ready", False):
+            self._build_slots()
+
+    def _build_slots(self) -> None:
+        names, layers = {}, {}
+        if self.module is not None:
+            names = {id(p): n for n, p in self.module.named_parameters()}
+            layers = _layer_index(self.module)
+        self._slots = [
+            ParamSlot(uid, p, group, names.get(id(p)), layers.get(id(p)))
+            for uid, (p, group) in enumerate((p, g) for g in self.param_groups for p in g["params"])
+        ]
+        if getattr(self, "perturbation", None) is not None and isinstance(self.perturbation, ExactPerturbation):
+            self.perturbation.set_slots(self._slots)
+
+    @property
+    def slots(self) -> list[ParamSlot]:
+        return list(self._slots)
+
+    # -- the step ---------------------------------------------------------------
+    def _call(self, closure: Callable) -> float:
+        loss = closure()
+        self.zo_state["forward_passes"] += 1
+        if torch.is_tensor(loss):
+            if loss.numel() != 1:
+                raise ValueError(f"closure: must return a scalar loss, got a tensor of shape {tuple(loss.shape)}")
+            return float(loss.detach().reshape(()).item())
+        if isinstance(loss, (int, float)):
+            return float(loss)
+        raise ValueError(f"closure: must return a scalar loss tensor or float, got {type(loss).__name__}")
+
+    def _begin(self) -> tuple[list[ParamSlot], list[DirectionKey]]:
+        zs = self.zo_state
+        seed = step_seed(zs["seed"], zs["step"])
+        self.field.begin_step(
+            self._slots,
+            base_seed=zs["seed"],
+            step=zs["step"],
+            step_seed=seed,
+            cache_masks=self.perturbation.name == "inplace",
+        )
+        return self.field.active_slots(self._slots), [DirectionKey(seed, j) for j in range(self.n)]
+
+    def _probe(self, closure, slots, keys) -> tuple[list[float], list[float]]:
+        """Evaluates L(theta +- eps z_j); stops at the first non-finite loss."""
+        diffs, losses = [], []
+        for key in keys:
+            if self.field.needs_norm and not self.field.has_scale(key):
+                self.field.set_scale(
+                    key,
+                    measure_sphere_scale(self.backend, self.field, slots, key, at_theta=self.perturbation.at_theta),
+                )
+            plus = self._call(lambda: self.perturbation.evaluate(closure, key, +1.0, slots))
+            losses.append(plus)
+            if not math.isfinite(plus):
+                break
+            minus = self._call(lambda: self.perturbation.evaluate(closure, key, -1.0, slots))
+            losses.append(minus)
+            if not math.isfinite(minus):
+                break
+            diffs.append((plus - minus) / 2.0)
+        return diffs, losses
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor | float]) -> torch.Tensor:
+        """Performs one ZO step.
+
+        Args:
+            closure: computes the loss with forward passes only (no backward)
+                and returns it as a scalar tensor or float. It is called 2n
+                times, under torch.no_grad(), each time at different weights.
+                It should evaluate the same minibatch every time within a step.
+
+        Returns:
+            The mean of the losses the step evaluated (float64 scalar tensor),
+            NaN when the step was skipped.
+
+        A non-finite loss skips the step: the weights go back to where they
+        were, `zo_state['skipped_steps']` goes up and a warning is logged. If
+        the closure raises, the weights are restored before the exception
+        propagates.
+        """
+        if closure is None or not callable(closure):
+            raise ValueError("closure: ZO estimators need a closure that returns the loss")
+        slots, keys = self._begin()
+        try:
+            diffs, losses = self._probe(closure, slots, keys)
+            if len(diffs) < len(keys):
+                self.perturbation.restore()
+                self.zo_state["skipped_steps"] += 1
+                logger.warning(
+                    "zoo: step %d skipped: the closure returned a non-finite loss (%s); weights restored",
+                    self.zo_state["step"],
+                    losses[-1],
+                )
+                return torch.tensor(float("nan"), dtype=torch.float64)
+            if slots:
+                self.rule.apply(
+                    self, slots, keys, diffs, self.perturbation.restore_terms(), self.perturbation.at_theta
+                )
+            self.perturbation.mark_restored()
+            return torch.tensor(math.fsum(losses) / len(losses), dtype=torch.float64)
+        except BaseException:
+            self.perturbation.restore()
+            raise
+        finally:
+            self.field.end_step()
+            self.zo_state["step"] += 1
+
+    @torch.no_grad()
+    def estimate(self, closure: Callable) -> list[torch.Tensor]:
+        """The gradient estimate g_hat of the next step, materialised, without updating.
+
+        For analysis (gradient cosines, second moments): it allocates one
+        tensor per parameter. The weights are restored (exactly with
+        perturbation='exact', up to rounding with 'inplace'); the step counter
+        advances so that the next call draws new directions.
+        """
+        slots, keys = self._begin()
+        try:
+            diffs, losses = self._probe(closure, slots, keys)
+            if len(diffs) < len(keys):
+                raise FloatingPointError(f"estimate: the closure returned a non-finite loss ({losses[-1]})")
+            at_theta = self.perturbation.at_theta
+            active = {s.uid for s in slots}
+            out = []
+            for s in self._slots:
+                dtype = torch.float64 if s.param.dtype == torch.float64 else torch.float32
+                g = torch.zeros(s.param.shape, dtype=dtype, device=s.param.device)
+                if s.uid in active:
+                    for key, coefs in gradient_coefficients(slots, keys, diffs):
+                        g.add_(self.field.materialize(s, key, at_theta=at_theta).to(dtype), alpha=coefs[s.uid])
+                out.append(g)
+            return out
+        finally:
+            self.perturbation.restore()
+            self.field.end_step()
+            self.zo_state["step"] += 1
+
+    # -- checkpoints ------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """torch's optimizer state plus `zo`: seeds, step counter, masks, backend."""
+        sd = super().state_dict()
+        sd["zo"] = {
+            **self.zo_state,
+            "n": self.n,
+            "sampler": self.field.sampler.name,
+            "perturbation": self.perturbation.name,
+            "backend": self.backend.name,
+            "rule": self.rule.name,
+            "magnitude": self.field.magnitude.state_dict() if self.field.magnitude is not None else None,
+        }
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        zo = state_dict.pop("zo", None)
+        if zo is None:
+            raise ValueError("state_dict: no 'zo' entry; it was not saved by a zoo estimator")
+        for field, mine in (("rule", self.rule.name), ("sampler", self.field.sampler.name), ("n", self.n)):
+            if zo[field] != mine:
+                raise ValueError(f"state_dict: saved with {field}={zo[field]!r}, this estimator has {mine!r}")
+        super().load_state_dict(state_dict)
+        for k in ("seed", "step", "skipped_steps", "forward_passes"):
+            self.zo_state[k] = zo[k]
+        if self.field.magnitude is not None and zo.get("magnitude"):
+            self.field.magnitude.load_state_dict(zo["magnitude"])
+        self._build_slots()
+
+    # -- accounting -------------------------------------------------------------
+    @property
+    def forwards_per_step(self) -> int:
+        return 2 * self.n
+
+    def extra_state_bytes(self) -> int:
+        """Bytes of parameter-sized state (moments, subspace factors); scratch excluded."""
+        total = 0
+        for st in self.state.values():
+            if isinstance(st, dict):
+                total += sum(v.numel() * v.element_size() for v in st.values() if torch.is_tensor(v) and v.dim() > 0)
+        if self.field.subspace is not None:
+            total += 4 * self.field.subspace.extra_state_numel(self._slots)
+        return total
+
+    def __repr__(self) -> str:
+        hyper = {k: v for k, v in self.defaults.items() if k != "params"}
+        return (
+            f"{type(self).__name__}(n={self.n}, sampler={self.field.sampler.name}, "
+            f"perturbation={self.perturbation.name}, backend={self.backend.name}, seed={self.zo_state['seed']}, "
+            f"{', '.join(f'{k}={v}' for k, v in hyper.items())})"
+        )

@@ -1,0 +1,99 @@
+"""The estimator registry: look estimators up by kebab-case name."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class EstimatorSpec:
+    """What the registry knows about one estimator.
+
+    Attributes:
+        name: kebab-case name.
+        factory: callable(model_or_params, **hyper) -> torch.optim.Optimizer.
+        description: one line.
+        defaults: hyper-parameters the factory is called with unless overridden.
+        forwards_per_step: callable(**hyper) -> forward passes per step.
+        extra_state: parameter-sized state kept besides the weights.
+        paper: citation.
+    """
+
+    name: str
+    factory: Callable
+    description: str
+    defaults: dict = field(default_factory=dict)
+    forwards_per_step: Callable[..., int] = lambda **hyper: 2 * hyper.get("n", 1)
+    extra_state: str = "none"
+    paper: str = ""
+
+
+_REGISTRY: dict[str, EstimatorSpec] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register(name: str, factory: Callable, *, description: str, defaults: dict | None = None,
+             forwards_per_step: Callable[..., int] | None = None, extra_state: str = "none", paper: str = "",
+             aliases: tuple[str, ...] = (), overwrite: bool = False) -> EstimatorSpec:
+    """Registers an estimator under a kebab-case name.
+
+    Raises:
+        ValueError: the name is not kebab-case, or is taken and overwrite is False.
+    """
+    for n in (name, *aliases):
+        if not _NAME.match(n):
+            raise ValueError(f"name: estimator names are kebab-case (e.g. 'my-estimator'), got {n!r}")
+        if not overwrite and (n in _REGISTRY or n in _ALIASES):
+            raise ValueError(f"name: {n!r} is already registered; pass overwrite=True to replace it")
+    spec = EstimatorSpec(
+        name, factory, description, dict(defaults or {}),
+        forwards_per_step or (lambda **hyper: 2 * hyper.get("n", 1)), extra_state, paper,
+    )
+    _REGISTRY[name] = spec
+    for alias in aliases:
+        _ALIASES[alias] = name
+    return spec
+
+
+def available() -> list[str]:
+    """Sorted names of every registered estimator (aliases excluded)."""
+    return sorted(_REGISTRY)
+
+
+def aliases() -> dict[str, str]:
+    return dict(_ALIASES)
+
+
+def resolve(name: str) -> EstimatorSpec:
+    """The spec for a name or alias; ValueError with the closest match otherwise."""
+    if not isinstance(name, str):
+        raise ValueError(f"name: expected a string, got {type(name).__name__}")
+    key = name.strip().lower().replace("_", "-")
+    key = _ALIASES.get(key, key)
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    close = difflib.get_close_matches(key, [*_REGISTRY, *_ALIASES], n=1, cutoff=0.4)
+    hint = f" Did you mean {_ALIASES.get(close[0], close[0])!r}?" if close else ""
+    raise ValueError(f"unknown estimator {name!r}.{hint} Known: {', '.join(available())}")
+
+
+def spec(name: str) -> EstimatorSpec:
+    return resolve(name)
+
+
+def get(name: str, model_or_params, **hyper):
+    """Builds the estimator `name` over a model or parameters.
+
+    Args:
+        name: a registered name or alias (see `available()`).
+        model_or_params: nn.Module, parameters, or param groups.
+        **hyper: hyper-parameters (lr, eps, seed, n, perturbation, ...),
+            overriding the registered defaults.
+    """
+    s = resolve(name)
+    return s.factory(model_or_params, **{**s.defaults, **hyper})

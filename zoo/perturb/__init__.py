@@ -1,0 +1,47 @@
+"""The perturbation backend: directions regenerated from seeds, applied in place.
+
+Public pieces:
+    DirectionKey, BLOCK_SIZE, mix, step_seed   -- the counter-based noise stream
+    Gaussian, Rademacher, Sphere, make_sampler -- distributions of z
+    LayerSubset, MagnitudeMask                 -- masks (LeZO, Sparse MeZO)
+    LowRankSubspace                            -- SubZero directions
+    DirectionField                             -- sampler + masks + subspace
+    TorchBackend, make_backend                 -- chunked, threaded execution
+    apply_, direction_chunk                    -- sweeps
+    InplacePerturbation, ExactPerturbation     -- the two ways back
+"""
+
+from .backend import TorchBackend, Workspace, make_backend
+from .field import DirectionField
+from .keys import BLOCK_SIZE, DirectionKey, mix, step_seed
+from .masks import LayerSubset, MagnitudeMask
+from .modes import ExactPerturbation, InplacePerturbation
+from .samplers import Gaussian, Rademacher, Sampler, Sphere, make_sampler
+from .slots import ParamSlot
+from .subspace import LowRankSubspace
+from .sweeps import apply_, direction_chunk, measure_sphere_scale
+
+__all__ = [
+    "BLOCK_SIZE",
+    "DirectionField",
+    "DirectionKey",
+    "ExactPerturbation",
+    "Gaussian",
+    "InplacePerturbation",
+    "LayerSubset",
+    "LowRankSubspace",
+    "MagnitudeMask",
+    "ParamSlot",
+    "Rademacher",
+    "Sampler",
+    "Sphere",
+    "TorchBackend",
+    "Workspace",
+    "apply_",
+    "direction_chunk",
+    "make_backend",
+    "make_sampler",
+    "measure_sphere_scale",
+    "mix",
+    "step_seed",
+]

@@ -1,0 +1,119 @@
+"""Chunked execution of sweeps over parameters, with private generators.
+
+The torch backend walks every parameter in chunks of `chunk_size` elements (a
+multiple of the stream's BLOCK_SIZE). Each chunk is handled by one worker
+thread with its own buffers and its own `torch.Generator`, so the extra
+memory of a sweep is `threads x buffers x chunk_size` floats, whatever the
+size of the largest parameter, and the result does not depend on which
+thread ran which chunk.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable
+
+import torch
+
+from .keys import BLOCK_SIZE
+from .slots import ParamSlot
+
+
+class Workspace:
+    """Per-thread scratch: reusable float32 buffers and generators, per device."""
+
+    def __init__(self):
+        self._buffers: dict[tuple, torch.Tensor] = {}
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def buffer(self, name: str, n: int, device: torch.device, dtype=torch.float32) -> torch.Tensor:
+        key = (name, device, dtype)
+        buf = self._buffers.get(key)
+        if buf is None or buf.numel() < n:
+            buf = torch.empty(n, dtype=dtype, device=device)
+            self._buffers[key] = buf
+        return buf[:n]
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        gen = self._generators.get(device)
+        if gen is None:
+            gen = self._generators[device] = torch.Generator(device=device)
+        return gen
+
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self._buffers.values())
+
+
+ChunkFn = Callable[[ParamSlot, int, int, Workspace], object]
+
+
+class TorchBackend:
+    """Runs a function over every (parameter, chunk) with a small thread pool.
+
+    Args:
+        chunk_size: elements per chunk; rounded up to a multiple of BLOCK_SIZE.
+            It sets the sweep's scratch memory, never the values of z.
+        threads: worker threads for CPU parameters (default: torch's intra-op
+            thread count). Normal generation in torch is single-threaded per
+            call, so two workers on two cores nearly double sweep throughput.
+    """
+
+    name = "torch"
+
+    def __init__(self, chunk_size: int = 2 * BLOCK_SIZE, threads: int | None = None):
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.chunk_size = -(-chunk_size // BLOCK_SIZE) * BLOCK_SIZE
+        self.threads = max(1, threads if threads is not None else torch.get_num_threads())
+        self._local = threading.local()
+        self._workspaces: list[Workspace] = []
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _workspace(self) -> Workspace:
+        ws = getattr(self._local, "ws", None)
+        if ws is None:
+            ws = self._local.ws = Workspace()
+            with self._lock:
+                self._workspaces.append(ws)
+        return ws
+
+    def chunks(self, slots: Iterable[ParamSlot]) -> list[tuple[ParamSlot, int, int]]:
+        out = []
+        for slot in slots:
+            n = slot.numel
+            out.extend((slot, s, min(s + self.chunk_size, n)) for s in range(0, n, self.chunk_size))
+        return out
+
+    def map(self, slots: Iterable[ParamSlot], fn: ChunkFn) -> list:
+        """Applies fn(slot, start, stop, workspace) to every chunk; results in chunk order."""
+        tasks = self.chunks(slots)
+        parallel = self.threads > 1 and len(tasks) > 1 and all(t[0].param.device.type == "cpu" for t in tasks)
+        if not parallel:
+            ws = self._workspace()
+            return [fn(slot, a, b, ws) for slot, a, b in tasks]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="zoo-sweep")
+        return list(self._pool.map(lambda t: fn(t[0], t[1], t[2], self._workspace()), tasks))
+
+    def scratch_bytes(self) -> int:
+        """Bytes of scratch buffers held by all workers (the sweep's extra memory)."""
+        with self._lock:
+            return sum(ws.nbytes() for ws in self._workspaces)
+
+    def __getstate__(self):
+        raise TypeError("TorchBackend holds threads and is not picklable; save the optimizer's state_dict()")
+
+
+BACKENDS = {"torch": TorchBackend}
+
+
+def make_backend(spec: "str | TorchBackend", **kwargs) -> TorchBackend:
+    if not isinstance(spec, str):
+        return spec
+    if spec == "auto":
+        spec = "torch"
+    if spec not in BACKENDS:
+        raise ValueError(f"backend: unknown backend {spec!r}; choose one of {sorted(BACKENDS) + ['auto']}")
+    return BACKENDS[spec](**kwargs)

@@ -1,0 +1,134 @@
+"""The direction field: sampler + masks + subspace, evaluated block by block.
+
+`DirectionField.fill_` is the only place that decides the value of z for an
+element. Everything else (perturb sweeps, fused updates, the float64 reference,
+theory probes) asks it, so every consumer sees the very same direction.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .keys import BLOCK_SIZE, DirectionKey
+from .masks import LayerSubset, MagnitudeMask
+from .samplers import Sampler, make_sampler
+from .slots import ParamSlot
+from .subspace import LowRankSubspace
+
+
+class DirectionField:
+    """Maps (key, parameter, element range) to the values of z.
+
+    Args:
+        sampler: the distribution of z (`gaussian`, `rademacher`, `sphere`).
+        layers: optional LayerSubset (parameter-level mask, LeZO).
+        magnitude: optional MagnitudeMask (element-level mask, Sparse MeZO).
+        subspace: optional LowRankSubspace (SubZero directions for matrices).
+    """
+
+    def __init__(
+        self,
+        sampler: "str | Sampler" = "gaussian",
+        *,
+        layers: LayerSubset | None = None,
+        magnitude: MagnitudeMask | None = None,
+        subspace: LowRankSubspace | None = None,
+    ):
+        self.sampler = make_sampler(sampler)
+        self.layers = layers
+        self.magnitude = magnitude
+        self.subspace = subspace
+        self._scales: dict[DirectionKey, float] = {}
+
+    # -- per-step configuration -------------------------------------------------
+    def begin_step(self, slots: list[ParamSlot], *, base_seed: int, step: int, step_seed: int, cache_masks: bool):
+        """Fixes the step's layer subset, subspace bases and mask thresholds."""
+        self._scales = {}
+        if self.layers is not None:
+            self.layers.begin_step(slots, step_seed)
+        active = self.active_slots(slots)
+        if self.subspace is not None:
+            self.subspace.begin_step(active, base_seed, step)
+        if self.magnitude is not None:
+            self.magnitude.begin_step(active, cache_masks)
+
+    def end_step(self) -> None:
+        self._scales = {}
+        if self.magnitude is not None:
+            self.magnitude.end_step()
+
+    def active_slots(self, slots: list[ParamSlot]) -> list[ParamSlot]:
+        if self.layers is None:
+            return list(slots)
+        return [s for s in slots if self.layers.active(s)]
+
+    @property
+    def needs_norm(self) -> bool:
+        return self.sampler.normalized
+
+    def set_scale(self, key: DirectionKey, scale: float) -> None:
+        self._scales[key] = scale
+
+    def has_scale(self, key: DirectionKey) -> bool:
+        return key in self._scales
+
+    # -- values -----------------------------------------------------------------
+    def fill_(
+        self,
+        out: torch.Tensor,
+        slot: ParamSlot,
+        key: DirectionKey,
+        start: int,
+        generator: torch.Generator,
+        theta: torch.Tensor | None = None,
+        at_theta: bool = True,
+        normalize: bool = True,
+    ) -> torch.Tensor:
+        """Writes z on elements [start, start + len(out)) of `slot` into `out`.
+
+        Args:
+            out: float32 buffer on the parameter's device.
+            start: first element; a multiple of BLOCK_SIZE.
+            generator: a private generator on the parameter's device; reseeded here.
+            theta: the parameter's current values on the range (needed by masks).
+            at_theta: whether the weights are unperturbed right now.
+            normalize: apply the sphere normalisation (False when measuring it).
+        """
+        if start % BLOCK_SIZE:
+            raise ValueError(f"start must be a multiple of BLOCK_SIZE={BLOCK_SIZE}, got {start}")
+        use_subspace = self.subspace is not None and self.subspace.applies(slot)
+        core = self.subspace.core(slot, key, self.sampler) if use_subspace else None
+        n = out.numel()
+        for offset in range(0, n, BLOCK_SIZE):
+            piece = out[offset : offset + BLOCK_SIZE]
+            if use_subspace:
+                self.subspace.fill_(piece, slot, start + offset, core)
+            else:
+                generator.manual_seed(key.block_seed(slot.uid, (start + offset) // BLOCK_SIZE))
+                self.sampler.fill_(piece, generator)
+        if self.magnitude is not None:
+            if theta is None:
+                raise ValueError("a magnitude mask needs the parameter values")
+            out.mul_(self.magnitude.mask(slot, start, theta, at_theta))
+        if normalize and self.sampler.normalized:
+            out.mul_(self._scales[key])
+        return out
+
+    def materialize(self, slot: ParamSlot, key: DirectionKey, at_theta: bool = True) -> torch.Tensor:
+        """The whole z of one parameter as a new float32 tensor shaped like it.
+
+        For tests, references and analysis only: estimators never call it.
+        """
+        out = torch.zeros(slot.numel, dtype=torch.float32, device=slot.param.device)
+        if self.layers is not None and not self.layers.active(slot):
+            return out.view_as(slot.param)
+        gen = torch.Generator(device=slot.param.device)
+        self.fill_(out, slot, key, 0, gen, theta=slot.flat(), at_theta=at_theta)
+        return out.view_as(slot.param)
+
+    @staticmethod
+    def sphere_scale(sum_squares: float, count: int) -> float:
+        """sqrt(d) / ||g||: the factor that puts g on the sphere of radius sqrt(d)."""
+        return math.sqrt(count / sum_squares) if sum_squares > 0 else 0.0

@@ -1,0 +1,150 @@
+"""Masks: which parameters, and which of their elements, a direction touches.
+
+A mask changes *which* z is applied, never how a sweep runs, so sparse and
+layer-wise variants are configurations of the same backend.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .keys import mix
+from .slots import ParamSlot
+
+_LAYER_TAG = 0x1A7E
+
+
+class LayerSubset:
+    """Each step perturbs and updates a random subset of layers (LeZO).
+
+    LeZO (Wang et al., "Simultaneous Computation and Memory Efficient
+    Zeroth-Order Optimizer for Fine-Tuning Large Language Models",
+    arXiv 2410.09823) samples, every step, a subset of transformer layers;
+    z is zero on the others, so their perturb and update sweeps are skipped.
+
+    Args:
+        active_fraction: fraction of the repeated layers perturbed per step
+            (at least one layer).
+        always_active_outside_layers: parameters outside the repeated blocks
+            (embeddings, final norm, heads) are perturbed every step.
+    """
+
+    def __init__(self, active_fraction: float = 0.25, always_active_outside_layers: bool = True):
+        if not 0.0 < active_fraction <= 1.0:
+            raise ValueError(f"active_fraction must be in (0, 1], got {active_fraction}")
+        self.active_fraction = active_fraction
+        self.always_active_outside_layers = always_active_outside_layers
+        self._active: set[int] = set()
+        self._num_layers = 0
+
+    def begin_step(self, slots: list[ParamSlot], step_seed: int) -> None:
+        layers = sorted({s.layer for s in slots if s.layer is not None})
+        self._num_layers = len(layers)
+        if not layers:
+            self._active = set()
+            return
+        k = max(1, round(self.active_fraction * len(layers)))
+        gen = torch.Generator().manual_seed(mix(step_seed, _LAYER_TAG))
+        order = torch.randperm(len(layers), generator=gen)[:k].tolist()
+        self._active = {layers[i] for i in order}
+
+    def active(self, slot: ParamSlot) -> bool:
+        if slot.layer is None:
+            return self.always_active_outside_layers or self._num_layers == 0
+        return slot.layer in self._active
+
+
+class MagnitudeMask:
+    """Perturb and update only the small-magnitude weights (Sparse MeZO).
+
+    Sparse MeZO (Liu et al., "Sparse MeZO: Less Parameters for Better
+    Performance in Zeroth-Order LLM Fine-Tuning", arXiv 2402.15751) sets, per
+    parameter, a threshold tau = quantile(|theta|, 1 - sparsity) once before
+    training, then at every step perturbs only the elements with
+    |theta| < tau. The mask is recomputed from the weights on the fly.
+
+    Within a step every sweep must see the mask of theta, the unperturbed
+    weights. With exact perturbation the weights are at theta whenever a sweep
+    runs. With in-place perturbation they are not after the first sweep, so the
+    first sweep of a step packs the mask into bits (1/32 of float32 parameter
+    bytes), read by the later sweeps of the same step and dropped at its end.
+
+    Args:
+        sparsity: fraction of each parameter's elements left untouched.
+        sample_size: elements of a strided sample used to estimate tau.
+    """
+
+    def __init__(self, sparsity: float = 0.75, sample_size: int = 1 << 20):
+        if not 0.0 <= sparsity < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+        self.sparsity = sparsity
+        self.sample_size = sample_size
+        self.thresholds: dict[int, float] = {}
+        self._bits: dict[int, torch.Tensor] = {}
+        self._cache = False
+
+    def begin_step(self, slots: list[ParamSlot], cache: bool) -> None:
+        for slot in slots:
+            if slot.uid not in self.thresholds:
+                self.thresholds[slot.uid] = self._threshold(slot.flat())
+        self._cache = cache
+        self._bits = {}
+        if cache:
+            for slot in slots:
+                self._bits[slot.uid] = torch.empty(
+                    math.ceil(slot.numel / 8), dtype=torch.uint8, device=slot.param.device
+                )
+
+    def end_step(self) -> None:
+        self._bits = {}
+
+    def _threshold(self, flat: torch.Tensor) -> float:
+        stride = max(1, flat.numel() // self.sample_size)
+        sample = flat[::stride].detach().abs().float()
+        return torch.quantile(sample, 1.0 - self.sparsity).item()
+
+    def mask(self, slot: ParamSlot, start: int, theta: torch.Tensor, at_theta: bool) -> torch.Tensor:
+        """Boolean mask of elements [start, start + len(theta)) of the parameter.
+
+        Args:
+            theta: the parameter's current values on that range.
+            at_theta: whether the weights are at theta (no perturbation applied).
+        """
+        if at_theta:
+            m = theta.abs() < self.thresholds[slot.uid]
+            if self._cache:
+                _pack_into(self._bits[slot.uid], start, m)
+            return m
+        if not self._cache:
+            raise RuntimeError("MagnitudeMask: weights are perturbed but no mask was cached for this step")
+        return _unpack(self._bits[slot.uid], start, theta.numel())
+
+    def state_dict(self) -> dict:
+        return {"thresholds": dict(self.thresholds)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.thresholds = {int(k): float(v) for k, v in state["thresholds"].items()}
+
+
+_SHIFTS = {}
+
+
+def _shifts(device) -> torch.Tensor:
+    if device not in _SHIFTS:
+        _SHIFTS[device] = torch.arange(8, dtype=torch.uint8, device=device)
+    return _SHIFTS[device]
+
+
+def _pack_into(bits: torch.Tensor, start: int, mask: torch.Tensor) -> None:
+    # start is a multiple of the block size, hence of 8; pad only the tail.
+    n = mask.numel()
+    padded = torch.nn.functional.pad(mask.to(torch.uint8), (0, (-n) % 8))
+    packed = (padded.view(-1, 8) << _shifts(mask.device)).sum(1, dtype=torch.uint8)
+    bits[start // 8 : start // 8 + packed.numel()] = packed
+
+
+def _unpack(bits: torch.Tensor, start: int, n: int) -> torch.Tensor:
+    packed = bits[start // 8 : start // 8 + math.ceil(n / 8)]
+    return ((packed.unsqueeze(1) >> _shifts(bits.device)) & 1).view(-1)[:n].bool()

@@ -1,0 +1,166 @@
+"""The two ways back from a perturbation: `inplace` and `exact`.
+
+`inplace` (MeZO, Malladi et al. 2023, Algorithm 1) adds eps*z to the weights,
+moves to -eps*z, and fuses the way back with the update, so a two-point step
+regenerates z three times. Rounding makes the way back inexact: the weights
+drift even with lr = 0 (docs/drift.md measures how much).
+
+`exact` never leaves a weight rounded: a forward pre-hook on each module that
+owns trainable parameters saves them (a temporary the size of that module's
+own parameters), adds the perturbation, and the forward hook copies the saved
+values back. Tied weights see the same z because z depends on the parameter,
+not on the module. With lr = 0 every weight is bit-identical after any number
+of steps.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .backend import TorchBackend
+from .field import DirectionField
+from .keys import DirectionKey
+from .slots import ParamSlot
+from .sweeps import Term, apply_
+
+logger = logging.getLogger("zoo")
+
+
+def _coefs(slots: Sequence[ParamSlot], scale: float) -> dict[int, float]:
+    return {s.uid: scale * s.group["eps"] for s in slots}
+
+
+class InplacePerturbation:
+    """MeZO's arithmetic on the weights; tracks the offset currently applied."""
+
+    name = "inplace"
+
+    def __init__(self, backend: TorchBackend, field: DirectionField):
+        self.backend = backend
+        self.field = field
+        self._applied: list[tuple[DirectionKey, float, list[ParamSlot]]] = []
+
+    @property
+    def at_theta(self) -> bool:
+        return not self._applied
+
+    def evaluate(self, closure: Callable, key: DirectionKey, sign: float, slots: Sequence[ParamSlot]):
+        """Moves the weights to theta + sign*eps*z(key), in one sweep, and calls the closure."""
+        terms = self.restore_terms()
+        merged = {k: dict(c) for k, c in terms}
+        target = _coefs(slots, sign)
+        if key in merged:
+            for uid, c in target.items():
+                merged[key][uid] = merged[key].get(uid, 0.0) + c
+        else:
+            merged[key] = target
+        apply_(self.backend, self.field, slots, list(merged.items()), at_theta=self.at_theta)
+        self._applied = [(key, sign, list(slots))]
+        return closure()
+
+    def restore_terms(self) -> list[Term]:
+        """Terms that bring the weights back to theta (up to rounding)."""
+        return [(key, _coefs(slots, -sign)) for key, sign, slots in self._applied]
+
+    def restore(self) -> None:
+        if self._applied:
+            slots = self._applied[0][2]
+            apply_(self.backend, self.field, slots, self.restore_terms(), at_theta=False)
+            self._applied = []
+
+    def mark_restored(self) -> None:
+        """Called after an update sweep that folded in `restore_terms()`."""
+        self._applied = []
+
+
+class ExactPerturbation:
+    """Perturbs each module's own parameters only while that module runs forward.
+
+    Args:
+        module: the model; hooks go on every submodule that directly owns a
+            trainable parameter of the optimizer.
+    """
+
+    name = "exact"
+    at_theta = True
+
+    def __init__(self, module: nn.Module, backend: TorchBackend, field: DirectionField, slots: Sequence[ParamSlot]):
+        self.module = module
+        self.backend = backend
+        self.field = field
+        self.set_slots(slots)
+        self._warned_unused = False
+
+    def set_slots(self, slots: Sequence[ParamSlot]) -> None:
+        by_id = {id(s.param): s for s in slots}
+        self._owners: list[tuple[nn.Module, list[ParamSlot]]] = []
+        for mod in self.module.modules():
+            own = [by_id[id(p)] for p in mod.parameters(recurse=False) if id(p) in by_id]
+            if own:
+                self._owners.append((mod, own))
+        self.largest_module_numel = max((sum(s.numel for s in own) for _, own in self._owners), default=0)
+
+    def evaluate(self, closure: Callable, key: DirectionKey, sign: float, slots: Sequence[ParamSlot]):
+        active = {s.uid for s in slots}
+        saved: dict[int, torch.Tensor] = {}
+        depth: dict[int, int] = {}
+        touched: set[int] = set()
+
+        def pre_hook(mod, args, own):
+            enter = [s for s in own if s.uid in active and depth.get(s.uid, 0) == 0]
+            for s in own:
+                if s.uid in active:
+                    depth[s.uid] = depth.get(s.uid, 0) + 1
+            for s in enter:
+                saved[s.uid] = s.param.detach().clone()
+            if enter:
+                apply_(self.backend, self.field, enter, [(key, _coefs(enter, sign))], at_theta=True)
+                touched.update(s.uid for s in enter)
+
+        def post_hook(mod, own):
+            for s in own:
+                if s.uid in active:
+                    depth[s.uid] -= 1
+                    if depth[s.uid] == 0:
+                        s.param.detach().copy_(saved.pop(s.uid))
+
+        handles = []
+        try:
+            for mod, own in self._owners:
+                handles.append(mod.register_forward_pre_hook(lambda m, a, own=own: pre_hook(m, a, own)))
+                handles.append(
+                    mod.register_forward_hook(lambda m, a, o, own=own: post_hook(m, own), always_call=True)
+                )
+            loss = closure()
+        finally:
+            for h in handles:
+                h.remove()
+            for s in slots:
+                if s.uid in saved:
+                    s.param.detach().copy_(saved.pop(s.uid))
+        self._warn_unused(slots, touched)
+        return loss
+
+    def _warn_unused(self, slots: Sequence[ParamSlot], touched: set[int]) -> None:
+        missed = [s.name or f"uid {s.uid}" for s in slots if s.uid not in touched]
+        if missed and not self._warned_unused:
+            self._warned_unused = True
+            logger.warning(
+                "perturbation='exact': %d parameter(s) were not used inside their module's forward, so the "
+                "loss did not see their perturbation (unused, or read outside forward): %s",
+                len(missed),
+                ", ".join(missed[:8]) + (" ..." if len(missed) > 8 else ""),
+            )
+
+    def restore_terms(self) -> list[Term]:
+        return []
+
+    def restore(self) -> None:
+        pass
+
+    def mark_restored(self) -> None:
+        pass

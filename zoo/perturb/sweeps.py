@@ -1,0 +1,105 @@
+"""Sweeps: one pass over the parameters that regenerates z and writes them.
+
+Every in-place change a ZO estimator makes to the weights is
+
+    p <- decay * p + sum_k c_k z_k,
+
+computed in float32 (float64 for float64 parameters) and rounded once into the
+parameter's dtype. A perturbation is one term with decay 1; MeZO's restore
+fused with its SGD update is one term with a merged coefficient. The update
+rules that need more than a linear combination (Adam) use `direction_chunk`
+directly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from .backend import TorchBackend, Workspace
+from .field import DirectionField
+from .keys import BLOCK_SIZE, DirectionKey
+from .slots import ParamSlot
+
+#: One term of a linear combination: a direction and its coefficient per parameter uid.
+Term = tuple[DirectionKey, dict[int, float]]
+
+
+def direction_chunk(
+    field: DirectionField,
+    slot: ParamSlot,
+    key: DirectionKey,
+    start: int,
+    stop: int,
+    ws: Workspace,
+    *,
+    at_theta: bool,
+    buffer: str = "z",
+    normalize: bool = True,
+) -> torch.Tensor:
+    """z of `slot` on [start, stop) in a reusable float32 workspace buffer."""
+    device = slot.param.device
+    out = ws.buffer(buffer, stop - start, device)
+    theta = slot.flat()[start:stop] if field.magnitude is not None else None
+    return field.fill_(out, slot, key, start, ws.generator(device), theta=theta, at_theta=at_theta, normalize=normalize)
+
+
+def _compute_dtype(param: torch.Tensor) -> torch.dtype:
+    return torch.float64 if param.dtype == torch.float64 else torch.float32
+
+
+def apply_(
+    backend: TorchBackend,
+    field: DirectionField,
+    slots: Sequence[ParamSlot],
+    terms: Sequence[Term],
+    *,
+    at_theta: bool,
+    decay: dict[int, float] | None = None,
+) -> None:
+    """p <- decay[uid] * p + sum_k c_k[uid] z_k for every slot, in one write per element."""
+
+    def fn(slot: ParamSlot, start: int, stop: int, ws: Workspace) -> None:
+        live = [(key, coefs[slot.uid]) for key, coefs in terms if coefs.get(slot.uid, 0.0) != 0.0]
+        d = 1.0 if decay is None else decay.get(slot.uid, 1.0)
+        if not live and d == 1.0:
+            return
+        p = slot.flat()[start:stop]
+        if d == 1.0 and len(live) == 1:
+            # add_ of a float32 z into a low-precision p computes in float32 and rounds once.
+            key, c = live[0]
+            p.add_(direction_chunk(field, slot, key, start, stop, ws, at_theta=at_theta), alpha=c)
+            return
+        dtype = _compute_dtype(slot.param)
+        acc = ws.buffer("acc", stop - start, p.device, dtype).zero_()
+        for key, c in live:
+            acc.add_(direction_chunk(field, slot, key, start, stop, ws, at_theta=at_theta), alpha=c)
+        if p.dtype == dtype:
+            if d != 1.0:
+                p.mul_(d)
+            p.add_(acc)
+        else:
+            acc.add_(p, alpha=d)
+            p.copy_(acc)
+
+    backend.map(slots, fn)
+
+
+def measure_sphere_scale(
+    backend: TorchBackend, field: DirectionField, slots: Sequence[ParamSlot], key: DirectionKey, *, at_theta: bool
+) -> float:
+    """sqrt(d)/||g|| for the raw direction g of `key`, summed per stream block.
+
+    Per-block float64 sums combined with math.fsum make the result independent
+    of the chunk size and of thread scheduling.
+    """
+
+    def fn(slot, start, stop, ws):
+        g = direction_chunk(field, slot, key, start, stop, ws, at_theta=at_theta, normalize=False)
+        sums = [g[i : i + BLOCK_SIZE].double().square().sum().item() for i in range(0, g.numel(), BLOCK_SIZE)]
+        return math.fsum(sums), int(torch.count_nonzero(g))
+
+    parts = backend.map(slots, fn)
+    return field.sphere_scale(math.fsum(s for s, _ in parts), sum(c for _, c in parts))

@@ -1,0 +1,1 @@
+"""Theory modules (Hessian effective rank, convergence predictions): a later issue."""
