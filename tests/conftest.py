@@ -1,0 +1,85 @@
+"""Shared fixtures: tiny models built from configs (no hub, no downloads)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+
+def tiny_llama(dtype=torch.float32, seed=0, tie=True):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=tie, attn_implementation="eager",
+    )
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # test fixture only: builds the same random model every time
+    model = LlamaForCausalLM(cfg).to(dtype)
+    torch.random.set_rng_state(gen_state)
+    model.eval()
+    return model
+
+
+def lm_batch(seed=0, batch=4, seq=12, vocab=128):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (batch, seq), generator=g)
+    return {"input_ids": ids, "labels": ids.clone()}
+
+
+class BlockMLP(nn.Module):
+    """A small residual MLP with repeated blocks in a ModuleList (for LeZO)."""
+
+    def __init__(self, d=12, hidden=20, blocks=3, dtype=torch.float64, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.inp = nn.Linear(6, d).to(dtype)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(d, hidden), nn.Tanh(), nn.Linear(hidden, d)) for _ in range(blocks))
+        self.out = nn.Linear(d, 1).to(dtype)
+        self.blocks.to(dtype)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g, dtype=dtype) * 0.3)
+
+    def forward(self, x):
+        h = self.inp(x)
+        for b in self.blocks:
+            h = h + b(h)
+        return self.out(h)
+
+
+def regression_data(dtype=torch.float64, n=32, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g, dtype=dtype)
+    y = torch.sin(x.sum(1, keepdim=True))
+    return x, y
+
+
+@pytest.fixture
+def block_mlp():
+    return BlockMLP()
+
+
+def snapshot(model_or_params):
+    params = model_or_params.parameters() if isinstance(model_or_params, nn.Module) else model_or_params
+    return [p.detach().clone() for p in params]
+
+
+def as_bits(t):
+    return t.detach().contiguous().view({8: torch.int64, 4: torch.int32, 2: torch.int16}[t.element_size()])
+
+
+def bits_equal(a, b):
+    """Every tensor of a has the same dtype, shape and bits as its partner in b."""
+    a, b = list(a), list(b)
+    return len(a) == len(b) and all(x.dtype == y.dtype and torch.equal(as_bits(x), as_bits(y)) for x, y in zip(a, b))
+
+
+#: Small hyper-parameters that make each registered estimator work on tiny models.
+SMALL = {
+    "subzero": {"rank": 4, "refresh": 2},
+    "sparse-mezo": {"sparsity": 0.5},
+    "lezo": {"active_fraction": 0.5},
+    "n-spsa": {"n": 3},
+}

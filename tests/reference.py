@@ -1,0 +1,118 @@
+"""A slow float64 reference of every estimator: z materialised from the stream's definition.
+
+It shares no code with zoo's sweeps, masks, subspaces or update rules: only the
+published definition of the stream (block b of parameter uid is drawn by the
+sampler from a generator seeded with DirectionKey.block_seed) and the
+estimators' papers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.func import functional_call
+
+from zoo.perturb import BLOCK_SIZE, DirectionKey, mix, step_seed
+
+
+def stream(uid, numel, key, sampler="gaussian"):
+    out = []
+    for b in range(math.ceil(numel / BLOCK_SIZE)):
+        g = torch.Generator().manual_seed(key.block_seed(uid, b))
+        block = torch.empty(min(BLOCK_SIZE, numel - b * BLOCK_SIZE))
+        if sampler == "rademacher":
+            block.random_(0, 2, generator=g).mul_(2).sub_(1)
+        else:
+            block.normal_(generator=g)
+        out.append(block)
+    return torch.cat(out).double()
+
+
+class Reference:
+    def __init__(self, model, name, hyper, seed=0):
+        self.model = model
+        self.name = name
+        self.h = dict(hyper)
+        self.seed = seed
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+        self.theta = {n: p.detach().clone().double() for n, p in model.named_parameters() if p.requires_grad}
+        self.t = 0
+        self.m = {n: torch.zeros_like(v) for n, v in self.theta.items()}
+        self.v = {n: torch.zeros_like(v) for n, v in self.theta.items()}
+        self.adam_t = 0
+        self.tau = {}
+        if name == "sparse-mezo":
+            q = 1 - self.h.get("sparsity", 0.75)
+            self.tau = {n: torch.quantile(v.abs().float().flatten(), q).item() for n, v in self.theta.items()}
+
+    def _layer_of(self):
+        layers = {}
+        for i, block in enumerate(self.model.blocks):
+            for n, _ in block.named_parameters():
+                layers[f"blocks.{i}.{n}"] = i
+        return layers
+
+    def direction(self, key, step):
+        zs = {}
+        self.active = set(self.names)
+        active = set(self.names)
+        if self.name == "lezo":
+            layer_of = self._layer_of()
+            nl = len(self.model.blocks)
+            k = max(1, round(self.h.get("active_fraction", 0.25) * nl))
+            g = torch.Generator().manual_seed(mix(key.seed, 0x1A7E))
+            chosen = set(torch.randperm(nl, generator=g)[:k].tolist())
+            active = {n for n in self.names if layer_of.get(n) is None or layer_of[n] in chosen}
+            self.active = active
+        for uid, n in enumerate(self.names):
+            th = self.theta[n]
+            if n not in active:
+                zs[n] = torch.zeros_like(th)
+                continue
+            r = self.h.get("rank", 16)
+            if self.name == "subzero" and th.dim() == 2 and min(th.shape) > r:
+                m_, n_ = th.shape
+                epoch = step // self.h.get("refresh", 1000)
+                g = torch.Generator().manual_seed(mix(self.seed, uid, epoch, 0x5B5B))
+                a, b = torch.randn(m_, r, generator=g), torch.randn(n_, r, generator=g)
+                u, v = torch.linalg.qr(a.double()).Q, torch.linalg.qr(b.double()).Q.T
+                gz = torch.Generator().manual_seed(key.tagged_seed(uid, 0))
+                core = torch.empty(r, r).normal_(generator=gz).double()
+                zs[n] = math.sqrt(m_ * n_) / r * (u @ core @ v)
+                continue
+            z = stream(uid, th.numel(), key, self.h.get("sampler", "gaussian")).view_as(th)
+            if self.name == "sparse-mezo":
+                z = z * (th.abs() < self.tau[n])
+            zs[n] = z
+        return zs
+
+    def loss(self, params, x, y):
+        return torch.nn.functional.mse_loss(functional_call(self.model, params, (x,)), y).item()
+
+    def step(self, x, y):
+        n = self.h.get("n", 1)
+        lr, eps, wd = self.h["lr"], self.h["eps"], self.h.get("weight_decay", 0.0)
+        sseed = step_seed(self.seed, self.t)
+        ghat = {k: torch.zeros_like(v) for k, v in self.theta.items()}
+        for j in range(n):
+            z = self.direction(DirectionKey(sseed, j), self.t)
+            plus = self.loss({k: self.theta[k] + eps * z[k] for k in self.names}, x, y)
+            minus = self.loss({k: self.theta[k] - eps * z[k] for k in self.names}, x, y)
+            d = (plus - minus) / 2
+            for k in self.names:
+                ghat[k] += d / (n * eps) * z[k]
+        if self.name == "mezo-adam":
+            b1, b2 = self.h.get("betas", (0.9, 0.999))
+            self.adam_t += 1
+            for k in self.names:
+                self.m[k] = b1 * self.m[k] + (1 - b1) * ghat[k]
+                self.v[k] = b2 * self.v[k] + (1 - b2) * ghat[k] ** 2
+                mhat = self.m[k] / (1 - b1**self.adam_t)
+                vhat = self.v[k] / (1 - b2**self.adam_t)
+                self.theta[k] = self.theta[k] * (1 - lr * wd) - lr * mhat / (vhat.sqrt() + self.h.get("adam_eps", 1e-8))
+        else:
+            for k in self.names:
+                if k in self.active:  # LeZO leaves inactive layers untouched, weight decay included
+                    self.theta[k] = self.theta[k] - lr * (ghat[k] + wd * self.theta[k])
+        self.t += 1
