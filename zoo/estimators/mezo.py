@@ -40,7 +40,7 @@ class MeZOSGD(ZOOptimizer):
 
 
 class MeZOAdam(ZOOptimizer):
-    """Adam on the MeZO gradient estimate (Malladi et al. 2023, Appendix B).
+    """Adam on the MeZO gradient estimate (Malladi et al. 2023, arXiv 2305.17333, Appendix B).
 
         g_hat = (1/n) sum_j (d_j / eps) z_j
         m <- b1 m + (1 - b1) g_hat,  v <- b2 v + (1 - b2) g_hat^2

@@ -1,0 +1,99 @@
+"""Same seed, same bits; the global RNG changes nothing; resume is bit-exact."""
+
+import io
+
+import pytest
+import torch
+
+import zoo
+from conftest import SMALL, bits_equal, lm_batch, snapshot, tiny_llama
+
+
+def run(name, steps, seed=0, use_global_rng=False, **extra):
+    model = tiny_llama()
+    batch = lm_batch()
+
+    def closure():
+        if use_global_rng:
+            torch.randn(100)  # e.g. dropout or shuffling inside the closure
+        return model(**batch).loss
+
+    opt = zoo.get(name, model, lr=1e-3, eps=1e-3, seed=seed, **{**SMALL.get(name, {}), **extra})
+    for _ in range(steps):
+        opt.step(closure)
+    return model, opt
+
+
+@pytest.mark.parametrize("name", zoo.available())
+def test_same_seed_same_bits_and_global_rng_is_irrelevant(name):
+    a, _ = run(name, 4)
+    b, _ = run(name, 4, use_global_rng=True)
+    c, _ = run(name, 4, seed=1)
+    assert bits_equal(snapshot(a), snapshot(b))
+    assert not bits_equal(snapshot(a), snapshot(c))
+
+
+def test_step_leaves_global_rng_untouched():
+    model = tiny_llama()
+    opt = zoo.get("sparse-mezo", model, lr=1e-3)
+    state = torch.random.get_rng_state()
+    opt.step(lambda: model(**lm_batch()).loss)
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_thread_count_and_chunk_size_do_not_change_results():
+    a, _ = run("n-spsa", 3, threads=1, chunk_size=1 << 16)
+    b, _ = run("n-spsa", 3, threads=2, chunk_size=1 << 20)
+    assert bits_equal(snapshot(a), snapshot(b))
+
+
+@pytest.mark.parametrize("perturbation", ["inplace", "exact"])
+@pytest.mark.parametrize("name", zoo.available())
+def test_resume_is_bit_exact(name, perturbation):
+    full, full_opt = run(name, 6, perturbation=perturbation)
+
+    half, half_opt = run(name, 3, perturbation=perturbation)
+    buf = io.BytesIO()
+    torch.save({"model": half.state_dict(), "opt": half_opt.state_dict()}, buf)
+    buf.seek(0)
+    ckpt = torch.load(buf)
+
+    resumed = tiny_llama(seed=99)  # different init: everything must come from the checkpoint
+    resumed.load_state_dict(ckpt["model"])
+    opt = zoo.get(name, resumed, lr=5.0, eps=9.0, seed=123, perturbation=perturbation, **SMALL.get(name, {}))
+    opt.load_state_dict(ckpt["opt"])
+    batch = lm_batch()
+    for _ in range(3):
+        opt.step(lambda: resumed(**batch).loss)
+    assert bits_equal(snapshot(full), snapshot(resumed))
+    assert opt.zo_state == full_opt.zo_state
+    sa, sb = full_opt.state_dict()["state"], opt.state_dict()["state"]
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert bits_equal([v for v in sa[k].values() if torch.is_tensor(v)], [v for v in sb[k].values() if torch.is_tensor(v)])
+
+
+def test_state_dict_records_backend_and_seed():
+    model = tiny_llama()
+    opt = zoo.get("mezo-sgd", model, seed=5)
+    zo = opt.state_dict()["zo"]
+    assert zo["backend"] == "torch" and zo["seed"] == 5 and zo["perturbation"] == "inplace"
+
+
+def test_load_rejects_mismatched_estimator():
+    model = tiny_llama()
+    sd = zoo.get("mezo-adam", model).state_dict()
+    with pytest.raises(ValueError, match="rule"):
+        zoo.get("mezo-sgd", model).load_state_dict(sd)
+    with pytest.raises(ValueError, match="zo"):
+        zoo.get("mezo-sgd", model).load_state_dict({"state": {}, "param_groups": []})
+
+
+def test_lr_scheduler_drives_param_groups():
+    model = tiny_llama()
+    opt = zoo.get("mezo-sgd", model, lr=1e-3)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    for _ in range(3):
+        opt.step(lambda: model(**lm_batch()).loss)
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 / 8)
