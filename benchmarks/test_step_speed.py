@@ -1,0 +1,88 @@
+"""Step time of mezo-sgd against two inference forwards and the original MeZO step.
+
+Run (about 3 minutes on a 2-core CPU):
+
+    pytest benchmarks/test_step_speed.py
+
+Model: the SmolLM2-135M config (LlamaConfig: hidden 576, 30 layers, 9 heads,
+3 kv heads, intermediate 1536, vocab 49152, tied embeddings), random weights,
+float32, batch 16 x sequence 64, on the CPU. The three benchmarks run in one
+session on one model; the last test turns their medians into ratios, writes
+them to benchmarks/results/step_speed.json and checks the targets:
+
+    zoo step / (2 x forward)   <= 1.4
+    zoo step / MeZO original   <= 0.8
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import date
+from pathlib import Path
+
+import pytest
+import torch
+
+import zoo
+from mezo_original import MeZOOriginal
+from models import random_batch, random_model, smollm2_135m_config
+
+ROUNDS = 5
+MEDIANS: dict[str, float] = {}
+EXTRA: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    cfg = smollm2_135m_config()
+    model = random_model(cfg)
+    batch = random_batch(cfg.vocab_size, batch=16, seq=64)
+    return model, batch
+
+
+def _run(benchmark, key, fn):
+    benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    MEDIANS[key] = benchmark.stats.stats.median
+
+
+@torch.no_grad()
+def test_two_forwards(benchmark, setup):
+    model, batch = setup
+    _run(benchmark, "two_forwards", lambda: (model(**batch).loss, model(**batch).loss))
+
+
+def test_zoo_mezo_sgd_step(benchmark, setup):
+    model, batch = setup
+    opt = zoo.get("mezo-sgd", model, lr=1e-7, eps=1e-3)
+    _run(benchmark, "zoo_step", lambda: opt.step(lambda: model(**batch).loss))
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    EXTRA["scratch_bytes"] = opt.backend.scratch_bytes()
+    EXTRA["param_bytes"] = param_bytes
+
+
+def test_mezo_original_step(benchmark, setup):
+    model, batch = setup
+    opt = MeZOOriginal(model.parameters(), lr=1e-7, eps=1e-3)
+    _run(benchmark, "original_step", lambda: opt.step(lambda: model(**batch).loss))
+
+
+def test_ratios_meet_targets():
+    if len(MEDIANS) < 3:
+        pytest.fail(f"the three benchmarks must run in this session first (have {sorted(MEDIANS)})")
+    ratios = {
+        "zoo_over_two_forwards": MEDIANS["zoo_step"] / MEDIANS["two_forwards"],
+        "zoo_over_original": MEDIANS["zoo_step"] / MEDIANS["original_step"],
+        "scratch_over_param_bytes": EXTRA["scratch_bytes"] / EXTRA["param_bytes"],
+    }
+    out = Path(__file__).parent / "results" / "step_speed.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({
+        "medians_s": MEDIANS, "ratios": ratios, **EXTRA, "rounds": ROUNDS,
+        "command": "pytest benchmarks/test_step_speed.py",
+        "date": str(date.today()), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+    }, indent=1))
+    assert ratios["zoo_over_two_forwards"] <= 1.4, ratios
+    assert ratios["zoo_over_original"] <= 0.8, ratios
+    assert ratios["scratch_over_param_bytes"] <= 0.01, ratios
