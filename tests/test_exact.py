@@ -63,3 +63,12 @@ def test_exact_perturbs_tied_weights_consistently():
     lb = zoo.get("mezo-sgd", b, lr=0.0, perturbation="inplace").estimate(lambda: b(**batch).loss)
     for ga, gb in zip(la, lb):
         torch.testing.assert_close(ga, gb, rtol=1e-7, atol=1e-9)
+
+
+def test_exact_memory_is_at_most_the_largest_module():
+    model = tiny_llama()
+    opt = zoo.get("mezo-sgd", model, perturbation="exact")
+    opt.step(lambda: model(**lm_batch()).loss)
+    own = [sum(p.numel() * p.element_size() for p in m.parameters(recurse=False)) for m in model.modules()]
+    assert 0 < opt.perturbation.peak_saved_bytes <= max(own)
+    assert opt.perturbation.largest_module_bytes == max(own)

@@ -94,6 +94,8 @@ class ExactPerturbation:
         self.field = field
         self.set_slots(slots)
         self._warned_unused = False
+        #: Largest number of parameter bytes held aside at once (the mode's extra memory).
+        self.peak_saved_bytes = 0
 
     def set_slots(self, slots: Sequence[ParamSlot]) -> None:
         by_id = {id(s.param): s for s in slots}
@@ -102,7 +104,9 @@ class ExactPerturbation:
             own = [by_id[id(p)] for p in mod.parameters(recurse=False) if id(p) in by_id]
             if own:
                 self._owners.append((mod, own))
-        self.largest_module_numel = max((sum(s.numel for s in own) for _, own in self._owners), default=0)
+        self.largest_module_bytes = max(
+            (sum(s.numel * s.param.element_size() for s in own) for _, own in self._owners), default=0
+        )
 
     def evaluate(self, closure: Callable, key: DirectionKey, sign: float, slots: Sequence[ParamSlot]):
         active = {s.uid for s in slots}
@@ -117,6 +121,8 @@ class ExactPerturbation:
                     depth[s.uid] = depth.get(s.uid, 0) + 1
             for s in enter:
                 saved[s.uid] = s.param.detach().clone()
+            held = sum(t.numel() * t.element_size() for t in saved.values())
+            self.peak_saved_bytes = max(self.peak_saved_bytes, held)
             if enter:
                 apply_(self.backend, self.field, enter, [(key, _coefs(enter, sign))], at_theta=True)
                 touched.update(s.uid for s in enter)
