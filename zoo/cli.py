@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, default=300)
     d.add_argument("--k", type=int, default=16, help="training examples per class")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--lr", type=float, default=0.5)
+    d.add_argument("--lr", type=float, default=0.1)
     d.add_argument("--eps", type=float, default=1e-3)
     d.add_argument("--estimator", default="mezo-sgd")
     d.add_argument("--train", choices=["head", "all"], default="head")

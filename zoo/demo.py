@@ -96,7 +96,7 @@ def accuracy(model, enc, labels, batch=128):
     return correct / len(labels)
 
 
-def run(out: str, steps: int = 300, k: int = 16, seed: int = 0, lr: float = 0.5, eps: float = 1e-3,
+def run(out: str, steps: int = 300, k: int = 16, seed: int = 0, lr: float = 0.1, eps: float = 1e-3,
         estimator: str = "mezo-sgd", train: str = "head", data_dir: str | None = None, dev_limit: int = 872) -> dict:
     data = Path(data_dir) if data_dir else default_data_dir()
     train_rows = k_shot(read_sst2(data / "glue-sst2" / "train_full.tsv"), k, seed)
