@@ -98,6 +98,7 @@ def accuracy(model, enc, labels, batch=128):
 
 def run(out: str, steps: int = 300, k: int = 16, seed: int = 0, lr: float = 0.1, eps: float = 1e-3,
         estimator: str = "mezo-sgd", train: str = "head", data_dir: str | None = None, dev_limit: int = 872) -> dict:
+    zoo.estimators.spec(estimator)  # fail on a bad name before loading anything
     data = Path(data_dir) if data_dir else default_data_dir()
     train_rows = k_shot(read_sst2(data / "glue-sst2" / "train_full.tsv"), k, seed)
     dev_rows = read_sst2(data / "glue-sst2" / "dev.tsv")[:dev_limit]

@@ -90,7 +90,8 @@ class ZOOptimizer(Optimizer):
         threads: sweep worker threads on the CPU.
         module: the model, when model_or_params are param groups and
             perturbation='exact' is wanted.
-        field_options: layers / magnitude / subspace for DirectionField.
+        layers: a LayerSubset (LeZO), magnitude: a MagnitudeMask (Sparse MeZO),
+            subspace: a LowRankSubspace (SubZero): the direction field's pieces.
     """
 
     def __init__(
@@ -107,7 +108,9 @@ class ZOOptimizer(Optimizer):
         chunk_size: int = 1 << 17,
         threads: int | None = None,
         module: nn.Module | None = None,
-        **field_options,
+        layers=None,
+        magnitude=None,
+        subspace=None,
     ):
         _check_hyper(defaults)
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -127,7 +130,7 @@ class ZOOptimizer(Optimizer):
         self.module = module
         self.n = n
         self.rule = rule
-        self.field = DirectionField(sampler, **field_options)
+        self.field = DirectionField(sampler, layers=layers, magnitude=magnitude, subspace=subspace)
         self.backend = make_backend(backend, chunk_size=chunk_size, threads=threads)
         self.zo_state = {"seed": seed, "step": 0, "skipped_steps": 0, "forward_passes": 0}
         self._build_slots()
