@@ -116,3 +116,35 @@ def test_one_step_decrease_ratio_is_one_over_gamma(test_operator, n):
     ratio, se = s.mean().item() / sgd_decrease, s.std().item() / math.sqrt(len(s)) / sgd_decrease
     assert se < 0.08 / gam, "too few samples for the test to mean anything"
     assert abs(ratio - 1 / gam) < 4 * se, (ratio, 1 / gam, se)
+
+
+def test_stability_edge_isotropic_closed_form():
+    from zoo.theory import zo_stability_edge
+
+    for d, n, lam in [(50, 1, 2.0), (50, 4, 0.5), (1, 1, 1.0)]:
+        edge = zo_stability_edge([lam], n=n, multiplicities=[d])
+        assert edge == pytest.approx(2 * n / (lam * (d + n + 1)), rel=1e-8)
+        assert edge == pytest.approx(2 / (lam * gamma(d, n)), rel=1e-8)
+
+
+@pytest.mark.parametrize("factor,diverges", [(0.8, False), (1.25, True)])
+def test_stability_edge_separates_convergence_from_divergence(factor, diverges):
+    """zoo's own mezo-sgd on a quadratic: below the edge the loss shrinks, above it blows up."""
+    from zoo.theory import zo_stability_edge
+
+    d = 40
+    g = torch.Generator().manual_seed(0)
+    q = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64)).Q
+    eig = torch.linspace(0.05, 1.0, d, dtype=torch.float64)
+    h = (q * eig) @ q.T
+    edge = zo_stability_edge(eig, n=1)
+    finals = []
+    for seed in range(8):
+        theta = torch.nn.Parameter(torch.randn(d, generator=g, dtype=torch.float64))
+        loss = lambda: 0.5 * theta @ h @ theta
+        opt = zoo.get("mezo-sgd", [theta], lr=factor * edge, eps=1e-6, seed=seed)
+        for _ in range(1500):
+            opt.step(loss)
+        finals.append(loss().item())
+    mean = sum(finals) / len(finals)
+    assert (mean > 1e3) if diverges else (mean < 1e-2), finals

@@ -3,14 +3,16 @@
 Implemented: gamma (predicted slowdown), effective_rank (Hutch++/Hutchinson
 trace and Lanczos lambda_max from any hvp callable), HessianOperator (HVPs of
 a model's loss three ways), SLQ spectral densities and the ranks they give,
-and the forward-only trace probe. The real-model experiments, the CLI and the
-ZO-SGD stability edge are the theory issue's remaining work.
+the forward-only trace probe and the mean-square stability edge of ZO-SGD.
+The real-model experiments, the CLI and the PyHessian comparison are the
+theory issue's remaining work.
 """
 
 from .density import SpectralDensity, slq, trace_probe
 from .hvp import HessianOperator
 from .rank import EffectiveRank, effective_rank
 from .slowdown import gamma
+from .stability import zo_stability_edge
 from .spectral import LanczosResult, TraceEstimate, hutch_plus_plus, hutchinson, lanczos
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "SpectralDensity",
     "slq",
     "trace_probe",
+    "zo_stability_edge",
     "LanczosResult",
     "TraceEstimate",
     "effective_rank",
