@@ -25,7 +25,7 @@ from torch import nn
 
 from zoo import demo
 from zoo.models import load_causal_lm
-from zoo.theory import HessianOperator, effective_rank, gamma
+from zoo.theory import HessianOperator, effective_rank, gamma, slq
 
 
 def build(model, tok, rows, prompt: bool):
@@ -56,6 +56,8 @@ def main():
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--matvecs", type=int, default=45)
     ap.add_argument("--lanczos", type=int, default=15)
+    ap.add_argument("--slq-steps", type=int, default=20)
+    ap.add_argument("--slq-probes", type=int, default=2)
     ap.add_argument("--out", default="docs/theory_preliminary.json")
     args = ap.parse_args()
     rows = demo.k_shot(demo.read_sst2(demo.default_data_dir() / "glue-sst2" / "train_full.tsv"), args.k, 0)
@@ -71,11 +73,16 @@ def main():
         op = HessianOperator(model, loss_fn, batch, params=params)
         t0 = time.time()
         res = effective_rank(op, op.dim, num_matvecs=args.matvecs, lanczos_steps=args.lanczos, seed=0)
+        dens = slq(op, op.dim, steps=args.slq_steps, probes=args.slq_probes, seed=1)
         with torch.no_grad():
             loss = loss_fn(model, batch).item()
         key = "prompt" if prompt else "no_prompt"
+        ranks = dens.ranks()
         results[key] = {**res.to_dict(), "loss": loss, "seconds": time.time() - t0,
-                        "gamma_n1": gamma(res.r, 1) if res.r > 0 else None}
+                        "gamma_n1": gamma(res.r, 1) if res.r > 0 else None,
+                        "slq": {**ranks, "lambda_max": dens.lambda_max, "lambda_min": float(dens.nodes.min()),
+                                "matvecs": dens.matvecs},
+                        "slq_nodes": dens.nodes.tolist(), "slq_weights": dens.weights.tolist()}
         print(key, json.dumps(results[key]), flush=True)
     meta = {"command": f"python benchmarks/theory_rank_preliminary.py --k {args.k} --matvecs {args.matvecs} "
                        f"--lanczos {args.lanczos} --out {args.out}",
@@ -83,6 +90,31 @@ def main():
             "params": "model.layers[29].mlp (gate_proj, up_proj, down_proj)", "batch": 2 * args.k}
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=1)
+    plot(results, args.out.replace(".json", ".png"), meta)
+
+
+def plot(results, path, meta):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for key, r in results.items():
+        nodes, weights = torch.tensor(r["slq_nodes"]), torch.tensor(r["slq_weights"])
+        lo, hi = nodes.min().item(), nodes.max().item()
+        grid = torch.linspace(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo), 800, dtype=torch.float64)
+        width = 0.01 * (hi - lo)
+        diff = grid[:, None] - nodes[None, :]
+        dens = (torch.exp(-0.5 * (diff / width) ** 2) / (width * (2 * torch.pi) ** 0.5)) @ weights
+        ax.semilogy(grid, dens.clamp(min=1e-8), label=f"{key.replace('_', ' ')} (λmax {r['slq']['lambda_max']:.3g})")
+    ax.set_xlabel("eigenvalue")
+    ax.set_ylabel("smoothed SLQ density")
+    ax.set_title(f"SmolLM2-135M last MLP, SST-2 batch {meta['batch']}")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
