@@ -101,7 +101,8 @@ def plot(results, path, meta):
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for key, r in results.items():
-        nodes, weights = torch.tensor(r["slq_nodes"]), torch.tensor(r["slq_weights"])
+        nodes = torch.tensor(r["slq_nodes"], dtype=torch.float64)
+        weights = torch.tensor(r["slq_weights"], dtype=torch.float64)
         lo, hi = nodes.min().item(), nodes.max().item()
         grid = torch.linspace(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo), 800, dtype=torch.float64)
         width = 0.01 * (hi - lo)
