@@ -61,6 +61,13 @@ def test_zoo_mezo_sgd_step(benchmark, setup):
     EXTRA["param_bytes"] = param_bytes
 
 
+def test_zoo_exact_step(benchmark, setup):
+    model, batch = setup
+    opt = zoo.get("mezo-sgd", model, lr=1e-7, eps=1e-3, perturbation="exact")
+    _run(benchmark, "zoo_exact_step", lambda: opt.step(lambda: model(**batch).loss))
+    EXTRA["exact_saved_bytes"] = opt.perturbation.peak_saved_bytes
+
+
 def test_mezo_original_step(benchmark, setup):
     model, batch = setup
     opt = MeZOOriginal(model.parameters(), lr=1e-7, eps=1e-3)
@@ -68,12 +75,14 @@ def test_mezo_original_step(benchmark, setup):
 
 
 def test_ratios_meet_targets():
-    if len(MEDIANS) < 3:
-        pytest.fail(f"the three benchmarks must run in this session first (have {sorted(MEDIANS)})")
+    if len(MEDIANS) < 4:
+        pytest.fail(f"the four benchmarks must run in this session first (have {sorted(MEDIANS)})")
     ratios = {
         "zoo_over_two_forwards": MEDIANS["zoo_step"] / MEDIANS["two_forwards"],
         "zoo_over_original": MEDIANS["zoo_step"] / MEDIANS["original_step"],
         "scratch_over_param_bytes": EXTRA["scratch_bytes"] / EXTRA["param_bytes"],
+        "exact_over_two_forwards": MEDIANS["zoo_exact_step"] / MEDIANS["two_forwards"],
+        "exact_saved_over_param_bytes": EXTRA["exact_saved_bytes"] / EXTRA["param_bytes"],
     }
     out = Path(__file__).parent / "results" / "step_speed.json"
     out.parent.mkdir(exist_ok=True)
