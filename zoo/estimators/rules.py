@@ -40,7 +40,7 @@ class UpdateRule:
 
 
 class SGDRule(UpdateRule):
-    """ZO-SGD with decoupled-from-nothing L2 weight decay (MeZO Algorithm 1).
+    """ZO-SGD with L2 weight decay (MeZO Algorithm 1).
 
     theta <- theta - lr * (g_hat + weight_decay * theta).
 
@@ -82,6 +82,7 @@ class AdamRule(UpdateRule):
         restore = dict(restore_terms)
         grads = dict(gradient_coefficients(slots, keys, diffs))
         all_keys = list(dict.fromkeys([*restore, *grads]))
+        steps = {}
         for s in slots:
             st = opt.state[s.param]
             if "exp_avg" not in st:
@@ -89,11 +90,12 @@ class AdamRule(UpdateRule):
                 st["exp_avg"] = torch.zeros_like(s.param, memory_format=torch.contiguous_format)
                 st["exp_avg_sq"] = torch.zeros_like(s.param, memory_format=torch.contiguous_format)
             st["step"] += 1
+            steps[s.uid] = st["step"].item()
 
         def fn(slot, start, stop, ws):
             group, st = slot.group, opt.state[slot.param]
             beta1, beta2 = group["betas"]
-            t = st["step"].item()
+            t = steps[slot.uid]
             dtype = torch.float64 if slot.param.dtype == torch.float64 else torch.float32
             dev = slot.param.device
             n = stop - start

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -27,7 +27,6 @@ class ParamSlot:
     group: dict
     name: str | None = None
     layer: int | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def numel(self) -> int:

@@ -71,8 +71,7 @@ def slq(matvec: Matvec, dim: int, steps: int = 30, probes: int = 4, seed: int = 
     for i in range(probes):
         start = torch.randint(0, 2, (dim,), generator=gen, dtype=torch.float64).mul_(2).sub_(1)
         res = lanczos(matvec, dim, steps, start=start)
-        t = torch.diag(res.alphas) + torch.diag(res.betas, 1) + torch.diag(res.betas, -1)
-        theta, vecs = torch.linalg.eigh(t)
+        theta, vecs = torch.linalg.eigh(res.tridiagonal())
         nodes.append(theta)
         weights.append(vecs[0] ** 2 / probes)
         used += res.matvecs

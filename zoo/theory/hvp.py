@@ -74,11 +74,14 @@ class HessianOperator:
     def _loss(self):
         return self.loss_fn(self.model, self.batch)
 
-    def gradient(self) -> torch.Tensor:
-        with torch.enable_grad():
-            grads = torch.autograd.grad(self._loss(), self.params, allow_unused=True)
+    def _flat(self, grads) -> torch.Tensor:
+        """Per-parameter grads as one float64 vector; an unused parameter contributes zeros."""
         return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).double()
                           for g, p in zip(grads, self.params)])
+
+    def gradient(self) -> torch.Tensor:
+        with torch.enable_grad():
+            return self._flat(torch.autograd.grad(self._loss(), self.params, allow_unused=True))
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         v = v.to(torch.float64)
@@ -93,9 +96,7 @@ class HessianOperator:
             grads = torch.autograd.grad(self._loss(), self.params, create_graph=True, allow_unused=True)
             pairs = [(g, t) for g, t in zip(grads, self._split(v)) if g is not None]
             dot = sum((g * t).sum() for g, t in pairs)
-            hv = torch.autograd.grad(dot, self.params, allow_unused=True)
-        return torch.cat([(h if h is not None else torch.zeros_like(p)).reshape(-1).double()
-                          for h, p in zip(hv, self.params)])
+            return self._flat(torch.autograd.grad(dot, self.params, allow_unused=True))
 
     def _fwd_rev(self, v):
         from torch.func import functional_call, grad, jvp

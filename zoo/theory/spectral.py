@@ -49,6 +49,10 @@ class LanczosResult:
     def lambda_max(self) -> float:
         return self.ritz_values.max().item()
 
+    def tridiagonal(self) -> torch.Tensor:
+        """T_k, the Lanczos tridiagonal matrix."""
+        return torch.diag(self.alphas) + torch.diag(self.betas, 1) + torch.diag(self.betas, -1)
+
 
 def lanczos(matvec: Matvec, dim: int, steps: int, seed: int = 0, start: torch.Tensor | None = None) -> LanczosResult:
     """k-step Lanczos with full reorthogonalisation.
@@ -80,8 +84,9 @@ def lanczos(matvec: Matvec, dim: int, steps: int, seed: int = 0, start: torch.Te
         q_prev, q = q, w / beta
     a = torch.tensor(alphas, dtype=torch.float64)
     b = torch.tensor(betas[: len(alphas) - 1], dtype=torch.float64)
-    t = torch.diag(a) + torch.diag(b, 1) + torch.diag(b, -1)
-    return LanczosResult(a, b, torch.linalg.eigvalsh(t), len(alphas))
+    result = LanczosResult(a, b, torch.empty(0), len(alphas))
+    result.ritz_values = torch.linalg.eigvalsh(result.tridiagonal())
+    return result
 
 
 def hutchinson(matvec: Matvec, dim: int, num_matvecs: int, seed: int = 0) -> TraceEstimate:
