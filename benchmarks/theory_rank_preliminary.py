@@ -23,7 +23,7 @@ from datetime import date
 import torch
 from torch import nn
 
-from zoo import demo
+from zoo.tasks import few_shot, get_task
 from zoo.models import load_causal_lm
 from zoo.theory import HessianOperator, effective_rank, gamma, slq
 
@@ -60,7 +60,8 @@ def main():
     ap.add_argument("--slq-probes", type=int, default=2)
     ap.add_argument("--out", default="docs/theory_preliminary.json")
     args = ap.parse_args()
-    rows = demo.k_shot(demo.read_sst2(demo.default_data_dir() / "glue-sst2" / "train_full.tsv"), args.k, 0)
+    # the k-shot sample changed with zoo.tasks (2026-11-24, session 2): numbers in docs/theory.md used the old one
+    rows = [(e.text, e.label) for e in few_shot(get_task("sst2"), args.k, 0).train]
     model, tok = load_causal_lm("smollm2-135m", attn_implementation="eager")
     params = list(model.model.layers[-1].mlp.parameters())
     for p in model.parameters():

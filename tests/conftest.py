@@ -83,3 +83,36 @@ SMALL = {
     "lezo": {"active_fraction": 0.5},
     "n-spsa": {"n": 3},
 }
+
+
+WORDS = ("good great fine nice bad awful poor sad movie film plot was it the a an , . ! ? review sentiment : "
+         "answer positive negative neg pos yes no maybe suppose can we infer that because so he she").split()
+
+
+def word_tokenizer(words=WORDS):
+    """A word-level fast tokenizer (lower-cased, split on spaces and punctuation); unknown words map to [UNK]."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[PAD]": 0, "[UNK]": 1}
+    for w in words:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", eos_token="[PAD]")
+
+
+def sentiment_file(path, n=48, seed=0):
+    """A TSV task a tiny model can learn: the sentiment word decides the label."""
+    import random
+
+    rng = random.Random(seed)
+    pos, neg = ["good", "great", "fine", "nice"], ["bad", "awful", "poor", "sad"]
+    rows = []
+    for i in range(n):
+        label = i % 2
+        word = rng.choice(pos if label else neg)
+        rows.append(f"the {rng.choice(['movie', 'film', 'plot'])} was {word} .\t{['neg', 'pos'][label]}")
+    path.write_text("text\tlabel\n" + "\n".join(rows) + "\n")
+    return path

@@ -3,7 +3,6 @@
 import pytest
 
 from zoo.cli import main
-from zoo.demo import DemoError, k_shot, read_sst2
 
 
 def test_estimators_lists_every_name(capsys):
@@ -30,20 +29,12 @@ def test_missing_data_is_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("text,line", [
     ("sentence\tlabel\ngood\t1\nbad\n", 3),
     ("sentence\tlabel\ngood\t1\nbad\t7\n", 3),
-    ("text\tlabel\ngood\t1\n", 1),
+    ("text\tlabel\ngood\t1\n", 2),
 ])
-def test_bad_rows_name_file_and_line(tmp_path, text, line):
-    f = tmp_path / "train.tsv"
+def test_bad_sst2_rows_name_file_and_line(tmp_path, capsys, text, line):
+    (tmp_path / "glue-sst2").mkdir()
+    f = tmp_path / "glue-sst2" / "train_full.tsv"
     f.write_text(text)
-    with pytest.raises(DemoError, match=f"{f}:{line}:"):
-        read_sst2(f)
-
-
-def test_empty_file_and_k_shot(tmp_path):
-    f = tmp_path / "e.tsv"
-    f.write_text("sentence\tlabel\n")
-    with pytest.raises(DemoError, match="no data rows"):
-        read_sst2(f)
-    rows = [(f"s{i}", i % 2) for i in range(40)]
-    a, b = k_shot(rows, 5, 0), k_shot(rows, 5, 0)
-    assert a == b and sorted(y for _, y in a) == [0] * 5 + [1] * 5
+    assert main(["demo", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{f}:{line}:" in err

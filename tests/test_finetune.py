@@ -1,0 +1,165 @@
+"""The fine-tuning loop on a tiny model: results, counts, exact resume, first-order baselines, the CLI."""
+
+import json
+
+import pytest
+import torch
+
+from zoo.finetune import loop
+from zoo.finetune.build import prepare
+from zoo.finetune.loop import FinetuneConfig, finetune, minibatch
+from zoo.tasks import few_shot, user_task
+from conftest import bits_equal, sentiment_file, tiny_llama, word_tokenizer
+
+
+def _setup(tmp_path, tuning="full", mode="prompt", **cfg):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = sentiment_file(tmp_path / "sentiment.tsv")
+    task = user_task(path)
+    model = tiny_llama()
+    if mode == "head":
+        from transformers import LlamaForSequenceClassification
+
+        model = LlamaForSequenceClassification(model.config)
+        model.config.pad_token_id = 0
+    built = prepare(model, word_tokenizer(), task, mode, tuning)
+    defaults = dict(model="tiny", task=str(path), steps=8, k=8, batch_size=4, lr=1e-2, eps=1e-2, eval_every=4,
+                    checkpoint_every=3, mode=mode, tuning=tuning)
+    config = FinetuneConfig(**{**defaults, **cfg})
+    return config, built, few_shot(task, config.k, config.seed)
+
+
+def _count_calls(model):
+    calls = []
+    model.register_forward_pre_hook(lambda *a: calls.append(1))
+    return calls
+
+
+def test_results_file_has_what_users_read(tmp_path):
+    cfg, built, splits = _setup(tmp_path)
+    calls = _count_calls(built.model)
+    r = finetune(cfg, built, splits, tmp_path / "run", progress=False)
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved == json.loads(json.dumps(r))
+    for key in ("config", "metrics", "forward_passes", "wall_time_s", "peak_memory_bytes"):
+        assert key in saved
+    assert 0 <= saved["metrics"]["accuracy"] <= 1 and saved["metrics"]["test_examples"] == len(splits.test)
+    assert saved["forward_passes"] == 2 * cfg.steps == sum(1 for _ in range(2 * cfg.steps))
+    eval_batches = (1 + 2) * 1 + -(-len(splits.test) // 32)  # dev at 0, 4, 8 (one batch each), then test
+    assert len(calls) == saved["forward_passes"] + eval_batches
+    assert (tmp_path / "run" / "curve.png").stat().st_size > 1000
+    assert [e["step"] for e in saved["history"]["evals"]] == [0, 4, 8]
+
+
+def test_resume_after_interruption_is_bit_exact(tmp_path, monkeypatch):
+    cfg, built, splits = _setup(tmp_path / "a")
+    straight = finetune(cfg, built, splits, tmp_path / "a" / "run", progress=False)
+    final = [p.detach().clone() for p in built.model.parameters()]
+
+    cfg, built, splits = _setup(tmp_path / "b")
+    real = loop.minibatch
+    def interrupt_at_5(n, b, seed, step):
+        if step == 5:
+            raise KeyboardInterrupt
+        return real(n, b, seed, step)
+    monkeypatch.setattr(loop, "minibatch", interrupt_at_5)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg, built, splits, tmp_path / "b" / "run", progress=False)
+    assert torch.load(tmp_path / "b" / "run" / "checkpoint.pt", weights_only=False)["step"] == 5
+    monkeypatch.setattr(loop, "minibatch", real)
+    cfg, fresh, splits = _setup(tmp_path / "b")  # a new process: weights back at their start
+    resumed = finetune(cfg, fresh, splits, tmp_path / "b" / "run", progress=False)
+    assert bits_equal(final, fresh.model.parameters())
+    assert resumed["history"]["loss"] == straight["history"]["loss"]
+    assert resumed["metrics"] == straight["metrics"]
+
+
+def test_a_finished_run_is_not_redone_and_a_changed_config_is_refused(tmp_path):
+    cfg, built, splits = _setup(tmp_path)
+    first = finetune(cfg, built, splits, tmp_path / "run", progress=False)
+    calls = _count_calls(built.model)
+    assert finetune(cfg, built, splits, tmp_path / "run", progress=False) == json.loads(json.dumps(first))
+    assert not calls
+    cfg.lr = 0.5
+    with pytest.raises(ValueError, match="different config"):
+        finetune(cfg, built, splits, tmp_path / "run", progress=False)
+
+
+def test_minibatches_cover_each_epoch_once():
+    batches = [minibatch(10, 4, 3, s) for s in range(6)]
+    assert sorted(sum(batches[:3], [])) == list(range(10)) == sorted(sum(batches[3:], []))
+    assert batches[:3] != batches[3:] and batches == [minibatch(10, 4, 3, s) for s in range(6)]
+
+
+@pytest.mark.parametrize("estimator", ["sgd", "adam", "mezo-sgd"])
+def test_training_lowers_the_training_loss(tmp_path, estimator):
+    lr, drop = {"sgd": (1e-2, 0.05), "adam": (3e-3, 0.5), "mezo-sgd": (5e-3, 0.03)}[estimator]
+    cfg, built, splits = _setup(tmp_path, estimator=estimator, steps=30, lr=lr, batch_size=16, eval_every=30,
+                                checkpoint_every=100)
+    enc = built.scorer.encode(splits.train)
+    loss = lambda: torch.nn.functional.cross_entropy(built.scorer(built.model, enc), enc.labels).item()
+    with torch.no_grad():
+        before = loss()
+    r = finetune(cfg, built, splits, tmp_path / "run", progress=False)
+    with torch.no_grad():
+        assert loss() < before - drop
+    assert r["backward_passes"] == (30 if estimator != "mezo-sgd" else 0)
+
+
+def test_non_differentiable_objective(tmp_path):
+    cfg, built, splits = _setup(tmp_path, objective="accuracy", steps=4)
+    r = finetune(cfg, built, splits, tmp_path / "run", progress=False)
+    assert all(0 <= v <= 1 for v in r["history"]["loss"])
+    cfg, built, splits = _setup(tmp_path, objective="f1", estimator="adam")
+    with pytest.raises(ValueError, match="not differentiable"):
+        finetune(cfg, built, splits, tmp_path / "run2", progress=False)
+
+
+@pytest.mark.parametrize("tuning,mode", [("lora", "prompt"), ("prefix", "prompt"), ("head", "head"), ("lora", "head")])
+def test_tunings_change_only_their_parameters(tmp_path, tuning, mode):
+    cfg, built, splits = _setup(tmp_path, tuning=tuning, mode=mode, steps=3, lr=0.1)
+    frozen = {n: p.detach().clone() for n, p in built.model.named_parameters() if not p.requires_grad}
+    trained = {n: p.detach().clone() for n, p in built.model.named_parameters() if p.requires_grad}
+    finetune(cfg, built, splits, tmp_path / "run", progress=False)
+    now = dict(built.model.named_parameters())
+    assert all(torch.equal(now[n], v) for n, v in frozen.items())
+    assert any(not torch.equal(now[n], v) for n, v in trained.items())
+    if mode == "head":
+        assert any("score" in n for n in trained)
+
+
+def test_cli_finetune_and_eval_on_a_local_model_folder(tmp_path, capsys):
+    from zoo.cli import main
+
+    folder = tmp_path / "tiny"
+    tiny_llama().save_pretrained(folder)
+    word_tokenizer().save_pretrained(folder)
+    data = sentiment_file(tmp_path / "s.tsv")
+    out = tmp_path / "run"
+    args = ["--model", str(folder), "--task", str(data), "--k", "4", "--quiet"]
+    assert main(["finetune", *args, "--steps", "4", "--batch-size", "4", "--lr", "0.01", "--out", str(out)]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    r = json.loads((out / "results.json").read_text())
+    assert r["forward_passes"] == 8
+    assert main(["eval", *args, "--run", str(out), "--json", str(tmp_path / "e.json")]) == 0
+    e = json.loads((tmp_path / "e.json").read_text())
+    assert e["metrics"]["accuracy"] == pytest.approx(r["metrics"]["accuracy"])
+    assert main(["eval", *args, "--icl", "1", "--limit", "5", "--json", str(tmp_path / "i.json")]) == 0
+    assert json.loads((tmp_path / "i.json").read_text())["metrics"]["examples"] == 5
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["finetune", "--estimator", "mezo-sdg", "--out", "x"], "mezo-sgd"),
+    (["finetune", "--task", "imdb", "--out", "x"], "unknown task"),
+    (["finetune", "--model", "gpt-17", "--task", "{data}", "--out", "x"], "unknown model"),
+    (["finetune", "--task", "{data}", "--label-column", "stars", "--out", "x"], "missing column 'stars'"),
+    (["eval", "--task", "{data}", "--model", "minilm-l6x"], "unknown model"),
+])
+def test_cli_errors_are_one_line(tmp_path, capsys, argv, needle):
+    from zoo.cli import main
+
+    data = sentiment_file(tmp_path / "s.tsv")
+    argv = [a.replace("{data}", str(data)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err

@@ -1,0 +1,133 @@
+"""Candidate scoring against an unpadded float64 reference; heads; the prefix initialisation; objectives."""
+
+import numpy as np
+import pytest
+import torch
+
+from zoo.finetune.build import prepare
+from zoo.finetune.objectives import get_objective, macro_f1
+from zoo.finetune.scoring import PromptScorer
+from zoo.tasks import Example, Template, user_task
+from conftest import sentiment_file, tiny_llama, word_tokenizer
+
+
+def reference_scores(model, tok, template, examples):
+    """Each (example, candidate) alone, unpadded, in float64: mean log p of the answer tokens."""
+    out = []
+    for e in examples:
+        row = []
+        ctx = tok(template.context(e), add_special_tokens=False)["input_ids"]
+        for cand in template.candidates(e):
+            ans = tok(cand, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([ctx + ans])
+            logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)
+            row.append(sum(logp[len(ctx) - 1 + t, a].item() for t, a in enumerate(ans)) / len(ans))
+        out.append(row)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def _examples():
+    texts = ["the movie was good .", "bad", "the plot was awful , sad , poor and the film was bad !", "nice film"]
+    return [Example({"text": t}, i % 2) for i, t in enumerate(texts)]
+
+
+@pytest.mark.parametrize("answers", [(" bad", " good"), (" bad movie", " good"), (" poor", " nice plot !")])
+def test_batched_left_padded_scores_equal_the_unpadded_reference(answers):
+    # float32: HF's eager float64 attention turns fully masked padding rows into NaN, which then leaks
+    model = tiny_llama()
+    tok = word_tokenizer()
+    template = Template("t", "review : {text} sentiment :", answers)
+    scorer = PromptScorer(tok, template)
+    enc = scorer.encode(_examples())
+    assert enc.shared_answers == (answers == (" bad", " good"))
+    with torch.no_grad():
+        got = scorer(model, enc)
+        want = reference_scores(model, tok, template, _examples())
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-6)
+
+
+def test_per_example_candidates_and_truncation_keep_the_answer():
+    model = tiny_llama()
+    tok = word_tokenizer()
+    template = Template("t", "{text} because", (" {a}", " {b}"))
+    ex = [Example({"text": "the movie was good " * 20, "a": "he", "b": "she was sad"}, 1)]
+    scorer = PromptScorer(tok, template, max_length=8)
+    enc = scorer.encode(ex)
+    assert enc.input_ids.shape[1] <= 8 and not enc.shared_answers
+    with torch.no_grad():
+        got = scorer(model, enc)
+    ctx = tok(template.context(ex[0]), add_special_tokens=False)["input_ids"]
+    for c, answer in enumerate([" he", " she was sad"]):
+        ans = tok(answer, add_special_tokens=False)["input_ids"]
+        ids = ctx[-(8 - len(ans)):] + ans  # the context loses its start, never the answer
+        logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].double(), -1)
+        start = len(ids) - len(ans)
+        want = sum(logp[start - 1 + t, a].item() for t, a in enumerate(ans)) / len(ans)
+        assert got[0, c].item() == pytest.approx(want, abs=2e-6)
+
+
+def test_head_mode_starts_uniform_and_trains_only_the_head(tmp_path):
+    from transformers import LlamaForSequenceClassification
+
+    task = user_task(sentiment_file(tmp_path / "s.tsv"))
+    base = tiny_llama()
+    model = LlamaForSequenceClassification(base.config)
+    model.config.pad_token_id = 0
+    built = prepare(model, word_tokenizer(), task, "head", "head")
+    trainable = [n for n, p in built.model.named_parameters() if p.requires_grad]
+    assert trainable == ["score.weight"]
+    enc = built.scorer.encode(task.examples("all")[:5])
+    with torch.no_grad():
+        s = built.scorer(built.model, enc)
+    assert torch.equal(s, torch.zeros(5, 2))
+
+
+@pytest.mark.parametrize("tuning,expect", [("lora", "lora_"), ("prefix", "prompt_encoder")])
+def test_peft_tunings_train_only_their_adapters(tmp_path, tuning, expect):
+    task = user_task(sentiment_file(tmp_path / "s.tsv"))
+    built = prepare(tiny_llama(), word_tokenizer(), task, "prompt", tuning)
+    names = [n for n, p in built.model.named_parameters() if p.requires_grad]
+    assert names and all(expect in n for n in names)
+    enc = built.scorer.encode(task.examples("all")[:4])
+    with torch.no_grad():
+        assert torch.isfinite(built.scorer(built.model, enc)).all()
+
+
+def test_prefix_starts_as_the_cache_of_real_tokens():
+    """MeZO's init: the prefix equals the keys/values of random real tokens, so the model sees those tokens."""
+    from zoo.finetune.adapters import apply_tuning
+
+    model = tiny_llama(dtype=torch.float64)
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    wrapped = apply_tuning(model, "prefix", prefix_tokens=3, seed=4)
+    prefix = torch.randint(0, 128, (1, 3), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        want = wrapped.get_base_model()(input_ids=torch.cat([prefix, ids], 1)).logits[:, 3:]
+        # position ids count from 0: peft moves them past the virtual tokens itself
+        got = wrapped(input_ids=ids, attention_mask=torch.ones_like(ids),
+                      position_ids=torch.arange(0, 5).unsqueeze(0)).logits
+    # peft stores the prefix in float32, so the float64 cache is rounded once
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-7)
+    wrong = torch.randint(0, 128, (1, 3), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        other = wrapped.get_base_model()(input_ids=torch.cat([wrong, ids], 1)).logits[:, 3:]
+    assert (got - other).abs().max() > 1e-3
+
+
+def test_macro_f1_matches_a_confusion_matrix():
+    g = torch.Generator().manual_seed(0)
+    pred, lab = torch.randint(0, 4, (200,), generator=g), torch.randint(0, 4, (200,), generator=g)
+    cm = np.zeros((4, 4))
+    np.add.at(cm, (lab.numpy(), pred.numpy()), 1)
+    tp = np.diag(cm)
+    f1 = 2 * tp / (cm.sum(0) + cm.sum(1))
+    assert macro_f1(pred, lab, 4) == pytest.approx(f1.mean(), abs=1e-12)
+
+
+def test_objectives():
+    scores = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]])
+    labels = torch.tensor([0, 1, 1])
+    assert get_objective("accuracy")(scores, labels).item() == pytest.approx(1 / 3)
+    torch.testing.assert_close(get_objective("ce")(scores, labels), torch.nn.functional.cross_entropy(scores, labels))
+    with pytest.raises(ValueError, match="ce, accuracy, f1"):
+        get_objective("auc")

@@ -1,0 +1,70 @@
+"""Which parameters train: full, head only, LoRA or prefix tuning (the latter two through `peft`).
+
+MeZO (section 3.2, appendix E.5) runs ZO on LoRA (r=8, alpha=16 on the query
+and value projections) and on prefix tuning (5 virtual tokens per layer,
+initialised from the keys and values of real tokens, which it found matters
+for ZO). ZO estimators simply train whatever `requires_grad` marks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+TUNINGS = ("full", "head", "lora", "prefix")
+
+
+def apply_tuning(model, tuning: str, *, head: torch.nn.Module | None = None, lora_r: int = 8,
+                 lora_alpha: int = 16, prefix_tokens: int = 5, seed: int = 0):
+    """Mark the trainable parameters; returns the model (wrapped by peft for lora/prefix)."""
+    if tuning not in TUNINGS:
+        raise ValueError(f"unknown tuning {tuning!r}: use one of {', '.join(TUNINGS)}")
+    if tuning == "full":
+        model.requires_grad_(True)
+        return model
+    if tuning == "head":
+        if head is None:
+            raise ValueError("tuning='head' needs a classification head (use --head mode)")
+        model.requires_grad_(False)
+        head.requires_grad_(True)
+        return model
+    try:
+        import peft
+    except ImportError as e:
+        raise ValueError(f"tuning={tuning!r} needs peft: pip install peft") from e
+    task_type = "CAUSAL_LM" if head is None else "SEQ_CLS"
+    if tuning == "lora":
+        targets = [n for n in ("q_proj", "v_proj", "query", "value") if any(m.endswith(n) for m, _ in model.named_modules())]
+        config = peft.LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=targets,
+                                 task_type=task_type)
+        # LoRA's A is initialised randomly: seed it locally so runs repeat without touching the global RNG
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            wrapped = peft.get_peft_model(model, config)
+        return wrapped
+    config = peft.PrefixTuningConfig(num_virtual_tokens=prefix_tokens, task_type=task_type)
+    wrapped = peft.get_peft_model(model, config)
+    _init_prefix_from_real_tokens(wrapped, seed)
+    return wrapped
+
+
+@torch.no_grad()
+def _init_prefix_from_real_tokens(wrapped, seed: int) -> None:
+    """Set the prefix to the keys and values that random real tokens produce (MeZO's init_by_real_act)."""
+    cfg = wrapped.peft_config[wrapped.active_adapter]
+    embedding = wrapped.prompt_encoder[wrapped.active_adapter].embedding.weight
+    base = wrapped.get_base_model()
+    gen = torch.Generator().manual_seed(seed)
+    vocab = base.config.vocab_size
+    ids = torch.randint(0, vocab, (1, cfg.num_virtual_tokens), generator=gen)
+    cache = base(input_ids=ids, use_cache=True).past_key_values
+    per_layer = [(cache.layers[i].keys, cache.layers[i].values) for i in range(cfg.num_layers)]
+    # peft views each row as [layers*2, kv_heads, head_dim], keys before values, layer by layer
+    kv = torch.stack([t[0] for pair in per_layer for t in pair])  # [layers*2, kv_heads, tokens, head_dim]
+    rows = kv.permute(2, 0, 1, 3).reshape(cfg.num_virtual_tokens, -1)
+    if rows.shape != embedding.shape:
+        raise ValueError(f"prefix layout {tuple(embedding.shape)} does not match the model's cache {tuple(rows.shape)}")
+    embedding.copy_(rows.to(embedding.dtype))
+
+
+def trainable_parameters(model) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]

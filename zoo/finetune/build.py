@@ -1,0 +1,87 @@
+"""Assemble what a run needs: model, trainable parameters, and the scorer that turns examples into class scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..tasks import Example, Task
+from .adapters import apply_tuning
+from .heads import PooledClassifier, zero_head
+from .scoring import HeadScorer, PromptScorer
+
+MODES = ("prompt", "head")
+
+
+@dataclass
+class Built:
+    model: nn.Module
+    tokenizer: object
+    scorer: object
+    mode: str
+    tuning: str
+
+
+def model_kind(name: str) -> str:
+    """"causal-lm" or "encoder", from the shipped table or the folder's config."""
+    from transformers import AutoConfig
+
+    from ..models import SHIPPED, local_folder
+
+    if name in SHIPPED:
+        return SHIPPED[name].kind
+    config = AutoConfig.from_pretrained(local_folder(name))
+    return "causal-lm" if any(a.endswith("ForCausalLM") for a in (config.architectures or [])) else "encoder"
+
+
+def load(name: str, task: Task, mode: str = "prompt", tuning: str = "full", *, template: str | None = None,
+         max_length: int = 256, dtype: torch.dtype = torch.float32, demonstrations: list[Example] | None = None,
+         seed: int = 0) -> Built:
+    """Load a pretrained model by short name or folder and prepare it for `task`."""
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+    from ..models import load_causal_lm, local_folder
+
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+    kind = model_kind(name)
+    if mode == "prompt":
+        if kind != "causal-lm":
+            raise ValueError(f"model {name!r} is an encoder without a language-model head: use --mode head")
+        model, tok = load_causal_lm(name, dtype=dtype)
+        return prepare(model, tok, task, mode, tuning, template=template, max_length=max_length,
+                       demonstrations=demonstrations, seed=seed)
+    folder = local_folder(name)
+    tok = AutoTokenizer.from_pretrained(folder)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if kind == "causal-lm":
+        model = AutoModelForSequenceClassification.from_pretrained(
+            folder, num_labels=task.num_classes, dtype=dtype, pad_token_id=tok.pad_token_id)
+    else:
+        model = AutoModel.from_pretrained(folder, dtype=dtype)
+    return prepare(model.eval(), tok, task, mode, tuning, max_length=max_length, seed=seed)
+
+
+def prepare(model: nn.Module, tokenizer, task: Task, mode: str, tuning: str, *, template: str | None = None,
+            max_length: int = 256, demonstrations: list[Example] | None = None, seed: int = 0) -> Built:
+    """Attach the head (head mode), apply the tuning, and build the scorer. Works on any in-memory model."""
+    if mode == "prompt":
+        model = apply_tuning(model, tuning, seed=seed)
+        scorer = PromptScorer(tokenizer, task.template(template), max_length, demonstrations)
+        return Built(model, tokenizer, scorer, mode, tuning)
+    if hasattr(model, "score"):  # a *ForSequenceClassification decoder: its new head is `score`
+        head = zero_head(model.score)
+    elif hasattr(model, "classifier"):
+        head = zero_head(model.classifier)
+    else:
+        model = PooledClassifier(model, task.num_classes)
+        head = model.head
+    model = apply_tuning(model, tuning, head=head, seed=seed)
+    if tuning in ("lora", "prefix"):
+        for name, p in model.named_parameters():  # peft freezes everything else, but a new head must train
+            if any(p is q for q in head.parameters()):
+                p.requires_grad_(True)
+    return Built(model, tokenizer, HeadScorer(tokenizer, max_length), mode, tuning)

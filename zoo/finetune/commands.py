@@ -1,0 +1,101 @@
+"""What `zoo finetune` and `zoo eval` do, separate from argument parsing."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .. import tasks
+from .build import load, prepare
+from .evaluate import evaluate
+from .loop import FIRST_ORDER, FinetuneConfig, finetune, peak_memory_bytes
+
+# MeZO's grids (appendix E): the middle of each, per tuning; first-order Adam uses its own scale
+DEFAULT_LR = {"full": 1e-6, "lora": 5e-5, "prefix": 1e-3, "head": 1e-2}
+DEFAULT_EPS = {"full": 1e-3, "lora": 1e-2, "prefix": 1e-1, "head": 1e-3}
+DEFAULT_LR_FIRST_ORDER = {"full": 1e-5, "lora": 1e-4, "prefix": 1e-3, "head": 1e-3}
+
+
+def default_lr(estimator: str, tuning: str) -> float:
+    return (DEFAULT_LR_FIRST_ORDER if estimator in FIRST_ORDER else DEFAULT_LR)[tuning]
+
+
+def load_task(name, data_dir=None, text_column=None, text_b_column=None, label_column="label", labels=None):
+    if Path(name).suffix.lower() in (".tsv", ".csv", ".jsonl", ".json"):
+        return tasks.user_task(name, text_column, text_b_column, label_column, labels)
+    return tasks.get_task(name, data_dir)
+
+
+def sample(task, protocol: str, k: int, seed: int, test_limit: int | None):
+    if protocol == "mezo":
+        s = tasks.mezo_split(task, seed)
+        return tasks.Splits(s.train, s.dev, s.test[:test_limit] if test_limit else s.test)
+    return tasks.few_shot(task, k, seed, test_limit)
+
+
+def run_finetune(cfg: FinetuneConfig, out: str, task_args: dict, progress: bool = True) -> dict:
+    cfg.validate()  # a bad estimator or objective fails before any model is loaded
+    from .build import model_kind
+
+    model_kind(cfg.model)  # an unknown model fails before the data is read
+    task = load_task(cfg.task, **task_args)
+    splits = sample(task, cfg.protocol, cfg.k, cfg.seed, cfg.test_limit)
+    built = load(cfg.model, task, cfg.mode, cfg.tuning, template=cfg.template, max_length=cfg.max_length,
+                 seed=cfg.seed)
+    return finetune(cfg, built, splits, out, progress=progress)
+
+
+def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int | None = None,
+             template: str | None = None, mode: str = "prompt", icl: int = 0, linear_probe: bool = False,
+             k: int = 16, seed: int = 0, from_run: str | None = None, max_length: int = 256,
+             task_args: dict | None = None, progress: bool = True) -> dict:
+    """Zero-shot, in-context or linear-probe accuracy; or the accuracy of a finished `zoo finetune` run."""
+    task_args = task_args or {}
+    run_cfg = None
+    if from_run:
+        ckpt = Path(from_run) / "checkpoint.pt"
+        if not ckpt.exists():
+            raise ValueError(f"{from_run}: no checkpoint.pt (is it the --out of `zoo finetune`?)")
+        payload = torch.load(ckpt, weights_only=False)
+        run_cfg = payload["config"]
+        model, task_name, mode, template = run_cfg["model"], run_cfg["task"], run_cfg["mode"], run_cfg["template"]
+        max_length = run_cfg["max_length"]
+    task = load_task(task_name, **task_args)
+    t0 = time.time()
+    if linear_probe:
+        from .probe import linear_probe as probe
+
+        splits = tasks.few_shot(task, k, seed, limit)
+        built = load(model, task, mode, "full", template=template, max_length=max_length)
+        metrics = probe(built.model, built.scorer, splits, task.num_classes)
+        how = f"linear probe on k={k} (seed {seed})"
+    else:
+        split = split or task.eval_split
+        # a user's single file is evaluated on its held-out fifth, the test set of `zoo finetune`
+        examples = tasks.held_out(task)[1] if split == "all" else task.examples(split)
+        examples = examples[:limit] if limit else examples
+        demos = []
+        if icl:
+            rng = random.Random(f"{task.name}/icl{icl}/seed{seed}")
+            demos = tasks.few_shot(task, icl, seed).train
+            rng.shuffle(demos)
+        tuning = run_cfg["tuning"] if run_cfg else "full"
+        built = load(model, task, mode, tuning, template=template, max_length=max_length, demonstrations=demos,
+                     seed=run_cfg["seed"] if run_cfg else seed)
+        if run_cfg:
+            with torch.no_grad():
+                named = dict(built.model.named_parameters())
+                for n, v in payload["params"].items():
+                    named[n].copy_(v)
+        metrics = evaluate(built.model, built.scorer, examples, progress=split if progress else None)
+        how = (f"fine-tuned run {from_run}" if run_cfg else
+               f"{icl}-shot in-context per class" if icl else "zero-shot")
+    return {"config": {"model": model, "task": task.name, "split": split if not linear_probe else task.eval_split,
+                       "template": None if mode == "head" else task.template(template).name,
+                       "mode": mode, "method": how, "limit": limit, "seed": seed},
+            "metrics": metrics, "wall_time_s": time.time() - t0, "peak_memory_bytes": peak_memory_bytes()}

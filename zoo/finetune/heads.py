@@ -1,0 +1,29 @@
+"""Classification heads for the no-prompt mode. Heads start at zero: the initial prediction is uniform."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class PooledClassifier(nn.Module):
+    """An encoder's mean-pooled last hidden states, then a linear head."""
+
+    def __init__(self, encoder: nn.Module, num_labels: int):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.config.hidden_size, num_labels)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, input_ids, attention_mask):
+        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        m = attention_mask.unsqueeze(-1).to(h.dtype)
+        return self.head((h * m).sum(1) / m.sum(1))
+
+
+def zero_head(module: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        for p in module.parameters():
+            p.zero_()
+    return module

@@ -1,0 +1,225 @@
+"""The fine-tuning loop: minibatches, ZO or first-order steps, evaluation, checkpoints and resume.
+
+A run is fully determined by its config: the minibatch of step t comes from
+(seed, epoch) alone, and the estimator's state_dict holds its seed and step,
+so a run resumed from a checkpoint retraces the uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..tasks import Splits
+from .build import Built
+from .evaluate import evaluate
+from .objectives import DIFFERENTIABLE, get_objective
+
+FIRST_ORDER = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything that defines a run. Saved in results.json and checked on resume."""
+
+    model: str = "smollm2-135m"
+    task: str = "sst2"
+    estimator: str = "mezo-sgd"
+    steps: int = 100
+    k: int = 16
+    protocol: str = "kshot"
+    seed: int = 0
+    lr: float = 1e-6
+    eps: float = 1e-3
+    batch_size: int = 16
+    mode: str = "prompt"
+    tuning: str = "full"
+    template: str | None = None
+    objective: str = "ce"
+    eval_every: int = 0
+    test_limit: int | None = None
+    max_length: int = 256
+    checkpoint_every: int = 50
+    estimator_options: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        from .. import estimators
+
+        if self.estimator not in FIRST_ORDER:
+            estimators.spec(self.estimator)  # raises with the closest registered names
+        elif self.objective not in DIFFERENTIABLE:
+            raise ValueError(f"objective {self.objective!r} is not differentiable: first-order {self.estimator!r} "
+                             "cannot use it; pick a ZO estimator")
+        get_objective(self.objective)
+        for name in ("steps", "k", "batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.protocol not in ("kshot", "mezo"):
+            raise ValueError(f"unknown protocol {self.protocol!r}: use kshot or mezo")
+
+
+def minibatch(n: int, batch_size: int, seed: int, step: int) -> list[int]:
+    """Indices of step `step`'s minibatch: epochs are seeded permutations of range(n)."""
+    per_epoch = math.ceil(n / batch_size)
+    epoch, i = divmod(step, per_epoch)
+    order = list(range(n))
+    random.Random(f"{seed}/epoch{epoch}").shuffle(order)
+    return order[i * batch_size:(i + 1) * batch_size]
+
+
+def _optimizer(cfg: FinetuneConfig, params, module):
+    if cfg.estimator in FIRST_ORDER:
+        return FIRST_ORDER[cfg.estimator](params, lr=cfg.lr, **cfg.estimator_options)
+    from .. import estimators
+
+    return estimators.get(cfg.estimator, params, lr=cfg.lr, eps=cfg.eps, seed=cfg.seed, module=module,
+                          **cfg.estimator_options)
+
+
+def _trainable_state(model) -> dict:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def peak_memory_bytes() -> int:
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
+        return torch.cuda.max_memory_allocated()
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+
+
+class Checkpoint:
+    """`DIR/checkpoint.pt`, written atomically: a crash mid-save keeps the previous one."""
+
+    def __init__(self, out: Path):
+        self.path = out / "checkpoint.pt"
+
+    def save(self, payload: dict) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(self.path)
+
+    def load(self, cfg: FinetuneConfig) -> dict | None:
+        if not self.path.exists():
+            return None
+        payload = torch.load(self.path, weights_only=False)
+        if payload["config"] != asdict(cfg):
+            changed = sorted(k for k, v in asdict(cfg).items() if payload["config"].get(k) != v)
+            raise ValueError(f"{self.path} belongs to a run with a different config ({', '.join(changed)}); "
+                             "use another --out or delete it")
+        return payload
+
+
+def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path, progress: bool = True) -> dict:
+    """Train `built.model` on `splits.train`, evaluate on dev along the way and on test at the end.
+
+    Writes DIR/checkpoint.pt every `checkpoint_every` steps (and on Ctrl-C),
+    then DIR/results.json and DIR/curve.png. Calling it again with the same
+    config resumes from the checkpoint, or returns the finished results.
+    """
+    cfg.validate()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    if results_path.exists():
+        done = json.loads(results_path.read_text())
+        if done.get("config") == asdict(cfg):
+            return done
+        raise ValueError(f"{results_path} holds the results of a run with a different config; use another --out")
+    model, scorer = built.model, built.scorer
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("no trainable parameters")
+    opt = _optimizer(cfg, params, model)
+    objective = get_objective(cfg.objective)
+    first_order = cfg.estimator in FIRST_ORDER
+    ckpt = Checkpoint(out)
+    state = ckpt.load(cfg)
+    history = {"steps": [], "forward_passes": [], "loss": [], "evals": []}
+    start, elapsed = 0, 0.0
+    if state is not None:
+        with torch.no_grad():
+            named = dict(model.named_parameters())
+            for n, v in state["params"].items():
+                named[n].copy_(v)
+        opt.load_state_dict(state["optimizer"])
+        history, start, elapsed = state["history"], state["step"], state["elapsed"]
+    eval_every = cfg.eval_every or max(cfg.steps // 10, 1)
+
+    def forwards_so_far(step):
+        return opt.zo_state["forward_passes"] if not first_order else step
+
+    def save(step):
+        ckpt.save({"config": asdict(cfg), "step": step, "params": _trainable_state(model),
+                   "optimizer": opt.state_dict(), "history": history, "elapsed": elapsed + time.time() - t0})
+
+    def dev_eval(step):
+        m = evaluate(model, scorer, splits.dev)
+        history["evals"].append({"step": step, "forward_passes": forwards_so_far(step),
+                                 "dev_accuracy": m["accuracy"], "dev_loss": m["loss"]})
+        return m
+
+    t0 = time.time()
+    if start == 0 and not history["evals"]:
+        dev_eval(0)
+    model.train(False)  # dropout off: ZO differences must see the same function twice
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress,
+               desc=f"{cfg.estimator} {cfg.task} ({cfg.tuning})")
+    step = start
+    try:
+        for step in bar:
+            idx = minibatch(len(splits.train), cfg.batch_size, cfg.seed, step)
+            enc = scorer.encode([splits.train[i] for i in idx])
+
+            def closure():
+                return objective(scorer(model, enc), enc.labels)
+
+            if first_order:
+                opt.zero_grad(set_to_none=True)
+                with torch.enable_grad():
+                    loss = closure()
+                    loss.backward()
+                opt.step()
+            else:
+                with torch.no_grad():
+                    loss = opt.step(closure)
+            history["steps"].append(step + 1)
+            history["forward_passes"].append(forwards_so_far(step + 1))
+            history["loss"].append(float(loss.detach()))
+            if (step + 1) % eval_every == 0 or step + 1 == cfg.steps:
+                m = dev_eval(step + 1)
+                bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", dev_acc=f"{m['accuracy']:.3f}")
+            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+                save(step + 1)
+    except KeyboardInterrupt:
+        if history["steps"]:
+            save(history["steps"][-1])
+        raise
+    save(cfg.steps)
+    test = evaluate(model, scorer, splits.test, progress="test" if progress else None)
+    dev = history["evals"][-1]
+    result = {
+        "config": asdict(cfg),
+        "metrics": {"accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "test_loss": test["loss"],
+                    "test_examples": test["examples"], "dev_accuracy": dev["dev_accuracy"],
+                    "train_examples": len(splits.train), "dev_examples": len(splits.dev)},
+        "forward_passes": forwards_so_far(cfg.steps),
+        "backward_passes": cfg.steps if first_order else 0,
+        "wall_time_s": elapsed + time.time() - t0,
+        "peak_memory_bytes": peak_memory_bytes(),
+        "trainable_params": sum(p.numel() for p in params),
+        "skipped_steps": 0 if first_order else opt.zo_state["skipped_steps"],
+        "history": history,
+    }
+    results_path.write_text(json.dumps(result, indent=1))
+    from .plots import plot_curve
+
+    plot_curve(result, out / "curve.png")
+    return result

@@ -1,0 +1,33 @@
+"""curve.png: training loss and dev accuracy against forward passes."""
+
+from __future__ import annotations
+
+
+def plot_curve(result: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h, c = result["history"], result["config"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(h["forward_passes"], h["loss"], lw=0.6, alpha=0.4, label="minibatch")
+    w = max(len(h["loss"]) // 20, 1)
+    if len(h["loss"]) >= w > 1:
+        smooth = [sum(h["loss"][i - w + 1:i + 1]) / w for i in range(w - 1, len(h["loss"]))]
+        a.plot(h["forward_passes"][w - 1:], smooth, lw=1.5, label=f"mean of {w}")
+    a.set_xlabel("forward passes")
+    a.set_ylabel(f"training loss ({c['objective']})")
+    a.legend()
+    ev = h["evals"]
+    b.plot([e["forward_passes"] for e in ev], [e["dev_accuracy"] for e in ev], "o-")
+    b.axhline(result["metrics"]["accuracy"], ls="--", c="gray", label=f"test {result['metrics']['accuracy']:.3f}")
+    b.set_xlabel("forward passes")
+    b.set_ylabel("dev accuracy")
+    b.legend()
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{c['estimator']} on {c['task']} ({c['model']}, {c['mode']}, {c['tuning']}, k={c['k']}, seed {c['seed']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
