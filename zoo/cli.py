@@ -70,6 +70,34 @@ def _eval(args):
           f"({c['method']}, template {c['template']}, {r['wall_time_s']:.0f} s)")
 
 
+def _theory_rank(args):
+    import json
+
+    from .finetune.build import load
+    from .finetune.commands import load_task, sample
+    from .theory.measure import measure
+
+    task = load_task(args.task, **_task_args(args))
+    mode = "head" if args.no_prompt else "prompt"
+    splits = sample(task, "kshot", args.k, args.seed, None)
+    built = load(args.model, task, mode, "full", template=args.template, max_length=args.max_length,
+                 attn_implementation="eager")
+    r = measure(built, splits.train, args.params, args.matvecs, args.lanczos, args.slq_steps, args.slq_probes,
+                args.seed)
+    r["config"] = {"model": args.model, "task": task.name, "k": args.k, "seed": args.seed, "mode": mode,
+                   "template": None if args.no_prompt else task.template(args.template).name}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(r, f, indent=1)
+    if args.plot:
+        from .theory.plots import plot_density
+
+        plot_density({mode: r}, args.plot, f"{args.model} ({r['params']}), {task.name} batch {r['batch']}")
+    print(f"{task.name} {mode}: tr H = {r['trace']:.4g} ± {r['trace_stderr']:.2g}, lambda_max = {r['lambda_max']:.4g}, "
+          f"r = {r['r']:.3g} ± {r['r_stderr']:.2g}, r+ = {r['slq']['r_plus']:.3g} (SLQ), over {r['dim']} parameters "
+          f"({r['params']}), {r['total_matvecs']} HVPs in {r['hvp_seconds']:.0f} s")
+
+
 def _add_task_options(p):
     p.add_argument("--task", default="sst2",
                    help="a built-in task (sst2, sst5, trec, rte, cb, boolq, copa, wic, wsc, multirc) or a .tsv/.csv/.jsonl file")
@@ -130,6 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--run", default=None, help="a `zoo finetune --out` folder: evaluate its trained weights")
     v.add_argument("--json", default=None, help="write the metrics here")
     v.set_defaults(fn=_eval)
+    t = sub.add_parser("theory", help="Hessian effective rank of a real model's fine-tuning loss")
+    tsub = t.add_subparsers(dest="theory_command", required=True)
+    r = tsub.add_parser("effective-rank", help="tr H, lambda_max, r = tr H / lambda_max and the SLQ spectrum")
+    r.add_argument("--model", default="smollm2-135m")
+    _add_task_options(r)
+    r.add_argument("--no-prompt", action="store_true", help="a classification head (fitted first) instead of the template")
+    r.add_argument("--params", choices=["last-mlp", "last-block", "head", "all"], default="last-mlp",
+                   help="the parameter subset whose Hessian is measured")
+    r.add_argument("--matvecs", type=int, default=45, help="HVPs for the Hutch++ trace")
+    r.add_argument("--lanczos", type=int, default=15, help="HVPs for lambda_max")
+    r.add_argument("--slq-steps", type=int, default=20)
+    r.add_argument("--slq-probes", type=int, default=2)
+    r.add_argument("--json", default=None)
+    r.add_argument("--plot", default=None, help="PNG of the SLQ spectral density")
+    r.set_defaults(fn=_theory_rank)
     e = sub.add_parser("estimators", help="list the registered estimators")
     e.set_defaults(fn=_estimators)
     return ap

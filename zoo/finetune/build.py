@@ -38,8 +38,11 @@ def model_kind(name: str) -> str:
 
 def load(name: str, task: Task, mode: str = "prompt", tuning: str = "full", *, template: str | None = None,
          max_length: int = 256, dtype: torch.dtype = torch.float32, demonstrations: list[Example] | None = None,
-         seed: int = 0) -> Built:
-    """Load a pretrained model by short name or folder and prepare it for `task`."""
+         seed: int = 0, attn_implementation: str = "sdpa") -> Built:
+    """Load a pretrained model by short name or folder and prepare it for `task`.
+
+    Use attn_implementation="eager" for Hessian-vector products (SDPA has no double backward on the CPU).
+    """
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     from ..models import load_causal_lm, local_folder
@@ -50,7 +53,7 @@ def load(name: str, task: Task, mode: str = "prompt", tuning: str = "full", *, t
     if mode == "prompt":
         if kind != "causal-lm":
             raise ValueError(f"model {name!r} is an encoder without a language-model head: use --mode head")
-        model, tok = load_causal_lm(name, dtype=dtype)
+        model, tok = load_causal_lm(name, dtype=dtype, attn_implementation=attn_implementation)
         return prepare(model, tok, task, mode, tuning, template=template, max_length=max_length,
                        demonstrations=demonstrations, seed=seed)
     folder = local_folder(name)
@@ -59,9 +62,10 @@ def load(name: str, task: Task, mode: str = "prompt", tuning: str = "full", *, t
         tok.pad_token = tok.eos_token
     if kind == "causal-lm":
         model = AutoModelForSequenceClassification.from_pretrained(
-            folder, num_labels=task.num_classes, dtype=dtype, pad_token_id=tok.pad_token_id)
+            folder, num_labels=task.num_classes, dtype=dtype, pad_token_id=tok.pad_token_id,
+            attn_implementation=attn_implementation)
     else:
-        model = AutoModel.from_pretrained(folder, dtype=dtype)
+        model = AutoModel.from_pretrained(folder, dtype=dtype, attn_implementation=attn_implementation)
     return prepare(model.eval(), tok, task, mode, tuning, max_length=max_length, seed=seed)
 
 

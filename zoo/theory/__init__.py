@@ -4,8 +4,9 @@ Implemented: gamma (predicted slowdown), effective_rank (Hutch++/Hutchinson
 trace and Lanczos lambda_max from any hvp callable), HessianOperator (HVPs of
 a model's loss three ways), SLQ spectral densities and the ranks they give,
 the forward-only trace probe and the mean-square stability edge of ZO-SGD.
-The real-model experiments, the CLI and the PyHessian comparison are the
-theory issue's remaining work.
+`measure` runs them on a real model's fine-tuning loss (`zoo theory
+effective-rank`). The slowdown experiment and the PyHessian comparison are
+the theory issue's remaining work.
 """
 
 from .density import SpectralDensity, slq, trace_probe

@@ -1,0 +1,64 @@
+"""`zoo theory effective-rank` on a tiny model: against the exact Hessian of a small subset, and the CLI's outputs."""
+
+import json
+
+import pytest
+import torch
+
+from zoo.finetune.build import prepare
+from zoo.tasks import few_shot, user_task
+from zoo.theory import HessianOperator
+from zoo.theory.measure import measure, select_parameters
+from conftest import sentiment_file, tiny_llama, word_tokenizer
+
+
+def _head_model(tmp_path):
+    from transformers import LlamaForSequenceClassification
+
+    task = user_task(sentiment_file(tmp_path / "s.tsv"))
+    model = LlamaForSequenceClassification(tiny_llama(dtype=torch.float64).config).double()
+    model.config.pad_token_id = 0
+    return prepare(model, word_tokenizer(), task, "head", "full"), few_shot(task, 6, 0).train
+
+
+def test_head_hessian_matches_the_exact_matrix(tmp_path):
+    built, train = _head_model(tmp_path)
+    r = measure(built, train, subset="head", matvecs=99, lanczos_steps=30, slq_steps=30, slq_probes=4)
+    assert r["fitted_head_loss"] < 0.69  # the head was fitted before measuring
+    op = HessianOperator(built.model, lambda m, b: torch.nn.functional.cross_entropy(built.scorer(m, b).double(),
+                                                                                     b.labels),
+                         built.scorer.encode(train), params=list(built.model.score.parameters()))
+    exact = torch.stack([op(e) for e in torch.eye(op.dim, dtype=torch.float64)])
+    eig = torch.linalg.eigvalsh((exact + exact.T) / 2)
+    assert r["dim"] == op.dim == 64
+    assert r["trace"] == pytest.approx(eig.sum().item(), rel=1e-6)  # Hutch++ is exact once its sketch spans H
+    assert r["lambda_max"] == pytest.approx(eig.max().item(), rel=1e-6)
+    assert r["r"] == pytest.approx(r["trace"] / r["lambda_max"])
+    assert r["slq"]["lambda_max"] == pytest.approx(eig.max().item(), rel=1e-3)
+    assert r["gamma"]["4"] == pytest.approx((r["r"] + 5) / 4)
+
+
+def test_subsets():
+    model = tiny_llama()
+    where, params = select_parameters(model, "last-mlp")
+    assert where == "model.layers.1.mlp" and sum(p.numel() for p in params) == 3 * 32 * 64
+    assert select_parameters(model, "last-block")[0] == "model.layers.1"
+    with pytest.raises(ValueError, match="needs --no-prompt"):
+        select_parameters(model, "head")
+
+
+def test_cli_writes_json_and_plot(tmp_path, capsys):
+    from zoo.cli import main
+
+    folder = tmp_path / "m"
+    tiny_llama().save_pretrained(folder)
+    word_tokenizer().save_pretrained(folder)
+    data = sentiment_file(tmp_path / "s.tsv")
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    assert main(["theory", "effective-rank", "--model", str(folder), "--task", str(data), "--k", "4", "--matvecs", "9",
+                 "--lanczos", "6", "--slq-steps", "5", "--slq-probes", "1", "--json", str(out), "--plot", str(png)]) == 0
+    r = json.loads(out.read_text())
+    assert r["config"]["mode"] == "prompt" and r["batch"] == 8 and r["total_matvecs"] == 9 + 6 + 5
+    assert r["r"] == pytest.approx(r["trace"] / r["lambda_max"])
+    assert png.stat().st_size > 1000 and "r = " in capsys.readouterr().out
+    assert main(["theory", "effective-rank", "--model", str(folder), "--task", str(data), "--params", "head"]) == 2
