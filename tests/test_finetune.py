@@ -128,6 +128,23 @@ def test_tunings_change_only_their_parameters(tmp_path, tuning, mode):
         assert any("score" in n for n in trained)
 
 
+@pytest.mark.parametrize("tuning", ["lora", "prefix"])
+def test_cli_eval_of_a_peft_run_reproduces_its_test_accuracy(tmp_path, tuning):
+    from zoo.cli import main
+
+    folder = tmp_path / "tiny"
+    tiny_llama().save_pretrained(folder)
+    word_tokenizer().save_pretrained(folder)
+    data = sentiment_file(tmp_path / "s.tsv")
+    out = tmp_path / "run"
+    assert main(["finetune", "--model", str(folder), "--task", str(data), "--k", "4", "--quiet", "--steps", "6",
+                 "--batch-size", "4", "--tuning", tuning, "--lr", "0.5", "--out", str(out)]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert main(["eval", "--run", str(out), "--quiet", "--json", str(tmp_path / "e.json")]) == 0
+    e = json.loads((tmp_path / "e.json").read_text())
+    assert e["metrics"]["loss"] == pytest.approx(r["metrics"]["test_loss"], rel=1e-5)
+
+
 def test_cli_finetune_and_eval_on_a_local_model_folder(tmp_path, capsys):
     from zoo.cli import main
 
