@@ -109,7 +109,8 @@ def report(path: Path):
                 wall = f"{statistics.mean(walls):.0f} s"
             else:
                 acc, cost, wall = "not run yet", "", ""
-            shown = {k: v for k, v in settings.items() if k != "template"}
+            first_order = settings.get("estimator") in ("adam", "sgd")
+            shown = {k: v for k, v in settings.items() if k != "template" and not (first_order and k == "eps")}
             lines.append(f"| {label} | {settings['template']} | {acc} | {len(accs)} | {cost} | {wall} | "
                          f"{', '.join(f'{k}={v}' for k, v in shown.items())} |")
         lines.append("")
