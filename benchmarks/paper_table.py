@@ -79,6 +79,8 @@ def run_one(task, row, seed, kind, settings):
 
 
 def report(path: Path):
+    from zoo.finetune.loop import FIRST_ORDER
+
     lines = ["# Results: MeZO's comparison rows at small scale", "",
              "SmolLM2-135M-Instruct (prompt-based: candidates scored by log-likelihood), k = 16 examples per class,",
              "seeds 0, 1, 2 (the k-shot sample and the estimator's seed). Test sets: SST-2's 872 GLUE dev sentences,",
@@ -109,7 +111,7 @@ def report(path: Path):
                 wall = f"{statistics.mean(walls):.0f} s"
             else:
                 acc, cost, wall = "not run yet", "", ""
-            first_order = settings.get("estimator") in ("adam", "sgd")
+            first_order = settings.get("estimator") in FIRST_ORDER
             shown = {k: v for k, v in settings.items() if k != "template" and not (first_order and k == "eps")}
             lines.append(f"| {label} | {settings['template']} | {acc} | {len(accs)} | {cost} | {wall} | "
                          f"{', '.join(f'{k}={v}' for k, v in shown.items())} |")

@@ -13,7 +13,7 @@ import torch
 from .. import tasks
 from .build import load, prepare
 from .evaluate import evaluate
-from .loop import FIRST_ORDER, FinetuneConfig, finetune, peak_memory_bytes
+from .loop import FIRST_ORDER, FinetuneConfig, finetune, load_trainable_state, peak_memory_bytes
 
 # MeZO's grids (appendix E): the middle of each, per tuning; first-order Adam uses its own scale
 DEFAULT_LR = {"full": 1e-6, "lora": 5e-5, "prefix": 1e-3, "head": 1e-2}
@@ -88,10 +88,7 @@ def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int
         built = load(model, task, mode, tuning, template=template, max_length=max_length, demonstrations=demos,
                      seed=run_cfg["seed"] if run_cfg else seed)
         if run_cfg:
-            with torch.no_grad():
-                named = dict(built.model.named_parameters())
-                for n, v in payload["params"].items():
-                    named[n].copy_(v)
+            load_trainable_state(built.model, payload["params"])
         metrics = evaluate(built.model, built.scorer, examples, progress=split if progress else None)
         how = (f"fine-tuned run {from_run}" if run_cfg else
                f"{icl}-shot in-context per class" if icl else "zero-shot")

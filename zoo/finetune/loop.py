@@ -87,6 +87,14 @@ def _trainable_state(model) -> dict:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+@torch.no_grad()
+def load_trainable_state(model, params: dict) -> None:
+    """Copy a checkpoint's trainable parameters (by name) into `model`."""
+    named = dict(model.named_parameters())
+    for n, v in params.items():
+        named[n].copy_(v)
+
+
 def peak_memory_bytes() -> int:
     if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
         return torch.cuda.max_memory_allocated()
@@ -145,10 +153,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     history = {"steps": [], "forward_passes": [], "loss": [], "evals": []}
     start, elapsed = 0, 0.0
     if state is not None:
-        with torch.no_grad():
-            named = dict(model.named_parameters())
-            for n, v in state["params"].items():
-                named[n].copy_(v)
+        load_trainable_state(model, state["params"])
         opt.load_state_dict(state["optimizer"])
         history, start, elapsed = state["history"], state["step"], state["elapsed"]
     eval_every = cfg.eval_every or max(cfg.steps // 10, 1)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from .scoring import PromptScorer, _position_ids
+from .scoring import PromptScorer, _position_ids, left_pad
 
 
 @torch.no_grad()
@@ -21,12 +21,7 @@ def features(model, scorer, examples, batch_size: int = 32) -> np.ndarray:
         chunk = examples[i:i + batch_size]
         if isinstance(scorer, PromptScorer):
             ctx = [scorer._ids(scorer.prefix + scorer.template.context(e))[-scorer.max_length:] for e in chunk]
-            length = max(map(len, ctx))
-            ids = torch.full((len(ctx), length), scorer.pad_id)
-            mask = torch.zeros_like(ids)
-            for j, c in enumerate(ctx):
-                ids[j, length - len(c):] = torch.tensor(c)
-                mask[j, length - len(c):] = 1
+            ids, mask = left_pad(ctx, scorer.pad_id)
             h = model(input_ids=ids, attention_mask=mask, position_ids=_position_ids(mask),
                       output_hidden_states=True, logits_to_keep=1).hidden_states[-1][:, -1]
         else:

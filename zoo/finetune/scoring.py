@@ -43,6 +43,17 @@ class Encoded:
         return int(self.attention_mask.sum())
 
 
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows padded on the left to one length: (input_ids, attention_mask)."""
+    length = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), length), pad_id)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, length - len(r):] = torch.tensor(r)
+        mask[i, length - len(r):] = 1
+    return input_ids, mask
+
+
 def _position_ids(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp_min(0)
 
@@ -91,12 +102,7 @@ class PromptScorer:
             for i, a in enumerate(tgt):
                 targets[i, width - len(a):] = torch.tensor(a)
                 target_mask[i, width - len(a):] = True
-        length = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), length), self.pad_id)
-        mask = torch.zeros((len(rows), length), dtype=torch.long)
-        for i, r in enumerate(rows):
-            input_ids[i, length - len(r):] = torch.tensor(r)
-            mask[i, length - len(r):] = 1
+        input_ids, mask = left_pad(rows, self.pad_id)
         labels = torch.tensor([e.label for e in examples])
         return Encoded(input_ids, mask, targets, target_mask, labels, num_classes, shared)
 
