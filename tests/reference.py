@@ -1,22 +1,93 @@
 """A slow float64 reference of every estimator: z materialised from the stream's definition.
 
-It shares no code with zoo's sweeps, masks, subspaces or update rules: only the
-published definition of the stream (block b of parameter uid is drawn by the
-sampler from a generator seeded with DirectionKey.block_seed) and the
-estimators' papers.
+It shares no code with zoo's sweeps, kernels, masks, subspaces or update rules:
+only the published definitions of the two streams and the estimators' papers:
+
+- torch-generator: block b of parameter uid is drawn by the sampler from a
+  generator seeded with DirectionKey.block_seed;
+- philox: Philox-4x32-10 (Salmon et al., 2011) keyed by philox_seed, with the
+  counter layout of zoo/perturb/kernels/philox.c and Box-Muller as Triton's
+  randn4x, each float32 operation correctly rounded (numpy, via float64).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch.func import functional_call
 
 from zoo.perturb import BLOCK_SIZE, DirectionKey, mix, step_seed
 
+GROUP = 4096
+M32 = np.uint64(0xFFFFFFFF)
 
-def stream(uid, numel, key, sampler="gaussian"):
+
+def philox4x32(counters: np.ndarray, seed: int):
+    """Philox-4x32-10 of counters (c0 = low word, c1 = high word, c2 = c3 = 0) under a 64-bit key."""
+    c0 = counters.astype(np.uint64) & M32
+    c1 = counters.astype(np.uint64) >> np.uint64(32)
+    c2 = np.zeros_like(c0)
+    c3 = np.zeros_like(c0)
+    k0, k1 = np.uint64(seed & 0xFFFFFFFF), np.uint64(seed >> 32)
+    for _ in range(10):
+        pa = np.uint64(0xD2511F53) * c0
+        pb = np.uint64(0xCD9E8D57) * c2
+        c0, c2, c1, c3 = (pb >> np.uint64(32)) ^ c1 ^ k0, (pa >> np.uint64(32)) ^ c3 ^ k1, pb & M32, pa & M32
+        k0 = (k0 + np.uint64(0x9E3779B9)) & M32
+        k1 = (k1 + np.uint64(0xBB67AE85)) & M32
+    return [c.astype(np.uint32) for c in (c0, c1, c2, c3)]
+
+
+def _f32(x):
+    return np.asarray(x, dtype=np.float64).astype(np.float32)
+
+
+def philox_uniform(x: np.ndarray) -> np.ndarray:
+    i = x.view(np.int32)
+    i = np.where(i < 0, ~i, i)
+    return i.astype(np.float32) * np.float32(4.6566127342e-10)
+
+
+def box_muller(u1, u2):
+    u1 = np.maximum(np.float32(1e-7), u1)
+    r = _f32(np.sqrt(_f32(np.float32(-2.0) * _f32(np.log(u1.astype(np.float64)))).astype(np.float64)))
+    th = np.float32(6.283185307179586) * u2
+    return r * _f32(np.cos(th.astype(np.float64))), r * _f32(np.sin(th.astype(np.float64)))
+
+
+def philox_stream(seed: int, numel: int, sampler: str = "gaussian") -> torch.Tensor:
+    """z[0:numel] of one parameter's direction in the Philox stream, as float32."""
+    groups = math.ceil(numel / GROUP)
+    if sampler == "rademacher":
+        per = GROUP // 128
+        words = philox4x32(np.arange(groups * per, dtype=np.uint64), seed)
+        z = np.empty((groups, 4, 32, per), dtype=np.float32)
+        for k in range(4):
+            w = words[k].reshape(groups, per)
+            for b in range(32):
+                z[:, k, b, :] = ((w >> np.uint32(b)) & np.uint32(1)).astype(np.float32) * 2 - 1
+    else:
+        per = GROUP // 4
+        u = [philox_uniform(w) for w in philox4x32(np.arange(groups * per, dtype=np.uint64), seed)]
+        n0, n1 = box_muller(u[0], u[1])
+        n2, n3 = box_muller(u[2], u[3])
+        z = np.stack([n.reshape(groups, per) for n in (n0, n1, n2, n3)], axis=1)
+    return torch.from_numpy(z.reshape(-1)[:numel].copy())
+
+
+def philox_seed(key: DirectionKey, uid: int) -> int:
+    return mix(0x9E11, key.seed, key.index, uid)
+
+
+def stream(uid, numel, key, sampler="gaussian", kind="torch-generator"):
+    if kind == "philox":
+        return philox_stream(philox_seed(key, uid), numel, sampler).double()
+    return generator_stream(uid, numel, key, sampler)
+
+
+def generator_stream(uid, numel, key, sampler="gaussian"):
     out = []
     for b in range(math.ceil(numel / BLOCK_SIZE)):
         g = torch.Generator().manual_seed(key.block_seed(uid, b))
@@ -30,8 +101,9 @@ def stream(uid, numel, key, sampler="gaussian"):
 
 
 class Reference:
-    def __init__(self, model, name, hyper, seed=0):
+    def __init__(self, model, name, hyper, seed=0, stream="torch-generator"):
         self.model = model
+        self.stream = stream
         self.name = name
         self.h = dict(hyper)
         self.seed = seed
@@ -81,7 +153,7 @@ class Reference:
                 core = torch.empty(r, r).normal_(generator=gz).double()
                 zs[n] = math.sqrt(m_ * n_) / r * (u @ core @ v)
                 continue
-            z = stream(uid, th.numel(), key, self.h.get("sampler", "gaussian")).view_as(th)
+            z = stream(uid, th.numel(), key, self.h.get("sampler", "gaussian"), self.stream).view_as(th)
             if self.name == "sparse-mezo":
                 z = z * (th.abs() < self.tau[n])
             zs[n] = z

@@ -12,9 +12,12 @@ from zoo.perturb import (
     MagnitudeMask,
     ParamSlot,
     TorchBackend,
+    Workspace,
     apply_,
+    make_backend,
     make_sampler,
 )
+from zoo.perturb.kernels import triton_ops
 from zoo.perturb.masks import _pack_into, _unpack
 
 from conftest import bits_equal
@@ -24,9 +27,14 @@ def _slots(sizes, dtype=torch.float32):
     return [ParamSlot(uid, torch.zeros(n, dtype=dtype), {"eps": 1.0}) for uid, n in enumerate(sizes)]
 
 
-def _draw(field, sizes, key, chunk_size, threads, order=None):
+#: Every backend that can run here; Triton runs under its interpreter (TRITON_INTERPRET=1).
+BACKENDS = ["torch", "cpu"] + (["triton"] if triton_ops.available("cpu") else [])
+
+
+def _draw(field, sizes, key, chunk_size, threads, order=None, backend="torch"):
     slots = _slots(sizes)
-    backend = TorchBackend(chunk_size=chunk_size, threads=threads)
+    backend = make_backend(backend, chunk_size=chunk_size, threads=threads)
+    field.stream = backend.stream
     todo = slots if order is None else [slots[i] for i in order]
     apply_(backend, field, todo, [(key, {s.uid: 1.0 for s in slots})], at_theta=True)
     return [s.param for s in slots]
@@ -35,13 +43,14 @@ def _draw(field, sizes, key, chunk_size, threads, order=None):
 SIZES = [3 * BLOCK_SIZE + 123, 17, BLOCK_SIZE]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("sampler", ["gaussian", "rademacher"])
-def test_z_independent_of_chunk_size_threads_and_order(sampler):
+def test_z_independent_of_chunk_size_threads_and_order(sampler, backend):
     field = DirectionField(sampler)
     key = DirectionKey(1234, 0)
-    ref = _draw(field, SIZES, key, BLOCK_SIZE, 1)
-    assert bits_equal(ref, _draw(field, SIZES, key, 4 * BLOCK_SIZE, 2))
-    assert bits_equal(ref, _draw(field, SIZES, key, 10**9, 2, order=[2, 0, 1]))
+    ref = _draw(field, SIZES, key, BLOCK_SIZE, 1, backend=backend)
+    assert bits_equal(ref, _draw(field, SIZES, key, 4 * BLOCK_SIZE, 2, backend=backend))
+    assert bits_equal(ref, _draw(field, SIZES, key, 10**9, 2, order=[2, 0, 1], backend=backend))
     slot = _slots(SIZES)[0]
     assert bits_equal([ref[0]], [field.materialize(slot, key)])
 
@@ -61,14 +70,15 @@ def test_stream_never_touches_global_rng():
     assert torch.equal(state, torch.random.get_rng_state())
 
 
-def test_gaussian_and_rademacher_moments():
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_gaussian_and_rademacher_moments(backend):
     n = 1 << 20
-    z = _draw(DirectionField("gaussian"), [n], DirectionKey(9, 0), BLOCK_SIZE, 2)[0].double()
+    z = _draw(DirectionField("gaussian"), [n], DirectionKey(9, 0), BLOCK_SIZE, 2, backend=backend)[0].double()
     # mean 0 and variance 1 within 6 standard errors
     assert abs(z.mean().item()) < 6 / math.sqrt(n)
     assert abs(z.var().item() - 1) < 6 * math.sqrt(2 / n)
     assert abs((z**4).mean().item() - 3) < 6 * math.sqrt(96 / n)
-    r = _draw(DirectionField("rademacher"), [n], DirectionKey(9, 0), BLOCK_SIZE, 2)[0]
+    r = _draw(DirectionField("rademacher"), [n], DirectionKey(9, 0), BLOCK_SIZE, 2, backend=backend)[0]
     assert set(r.unique().tolist()) == {-1.0, 1.0}
     assert abs(r.double().mean().item()) < 6 / math.sqrt(n)
 
@@ -82,7 +92,7 @@ def test_sampler_names_and_errors():
 def test_block_alignment_is_enforced():
     field = DirectionField()
     with pytest.raises(ValueError, match="multiple of BLOCK_SIZE"):
-        field.fill_(torch.empty(10), _slots([100])[0], DirectionKey(0), 5, torch.Generator())
+        field.fill_(torch.empty(10), _slots([100])[0], DirectionKey(0), 5, Workspace())
 
 
 def test_mask_bits_roundtrip():

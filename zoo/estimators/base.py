@@ -86,8 +86,12 @@ class ZOOptimizer(Optimizer):
         seed: base seed; with it, the whole trajectory is reproducible.
         sampler: `gaussian` (default), `rademacher` or `sphere`.
         perturbation: `inplace` (default) or `exact` (needs the module).
-        backend: `auto` or `torch`.
-        chunk_size: elements per sweep chunk (scratch memory, not results).
+        backend: `auto` (default: `cpu` for CPU parameters where the C kernel
+            builds, `triton` for GPU parameters where Triton is installed,
+            else `torch`), `torch` (torch generators), `cpu` or `triton`
+            (the same Philox stream on either device).
+        chunk_size: elements per sweep chunk (scratch memory, not results);
+            default the backend's (2^17 on the CPU, 2^24 for Triton).
         threads: sweep worker threads on the CPU.
         module: the model, when model_or_params are param groups and
             perturbation='exact' is wanted.
@@ -106,7 +110,7 @@ class ZOOptimizer(Optimizer):
         sampler="gaussian",
         perturbation: str = "inplace",
         backend="auto",
-        chunk_size: int = 1 << 17,
+        chunk_size: int | None = None,
         threads: int | None = None,
         module: nn.Module | None = None,
         layers=None,
@@ -131,8 +135,11 @@ class ZOOptimizer(Optimizer):
         self.module = module
         self.n = n
         self.rule = rule
-        self.field = DirectionField(sampler, layers=layers, magnitude=magnitude, subspace=subspace)
-        self.backend = make_backend(backend, chunk_size=chunk_size, threads=threads)
+        device = next((p.device for g in self.param_groups for p in g["params"]), None)
+        self.backend = make_backend(backend, device=device, chunk_size=chunk_size, threads=threads)
+        self.field = DirectionField(
+            sampler, layers=layers, magnitude=magnitude, subspace=subspace, stream=self.backend.stream
+        )
         self.zo_state = {"seed": seed, "step": 0, "skipped_steps": 0, "forward_passes": 0}
         self._build_slots()
         if perturbation == "exact":
@@ -300,6 +307,7 @@ class ZOOptimizer(Optimizer):
             "sampler": self.field.sampler.name,
             "perturbation": self.perturbation.name,
             "backend": self.backend.name,
+            "stream": self.backend.stream.name,
             "rule": self.rule.name,
             "magnitude": self.field.magnitude.state_dict() if self.field.magnitude is not None else None,
         }
@@ -313,6 +321,12 @@ class ZOOptimizer(Optimizer):
         for field, mine in (("rule", self.rule.name), ("sampler", self.field.sampler.name), ("n", self.n)):
             if zo[field] != mine:
                 raise ValueError(f"state_dict: saved with {field}={zo[field]!r}, this estimator has {mine!r}")
+        if zo.get("stream", self.backend.stream.name) != self.backend.stream.name:
+            raise ValueError(
+                f"state_dict: saved with backend {zo['backend']!r} (stream {zo['stream']!r}); this estimator "
+                f"uses backend {self.backend.name!r} (stream {self.backend.stream.name!r}), whose directions differ. "
+                "Pass the saved backend (the 'cpu' and 'triton' backends share one stream)"
+            )
         super().load_state_dict(state_dict)
         for k in ("seed", "step", "skipped_steps", "forward_passes"):
             self.zo_state[k] = zo[k]

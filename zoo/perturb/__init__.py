@@ -6,23 +6,31 @@ Public pieces:
     LayerSubset, MagnitudeMask                 -- masks (LeZO, Sparse MeZO)
     LowRankSubspace                            -- SubZero directions
     DirectionField                             -- sampler + masks + subspace
-    TorchBackend, make_backend                 -- chunked, threaded execution
+    TorchBackend, CpuBackend, TritonBackend,
+    make_backend                               -- chunked execution: torch generators,
+                                                  or the Philox stream (C / Triton kernels)
+    GeneratorStream, PhiloxStream              -- what the values of z are
     apply_, direction_chunk                    -- sweeps
     InplacePerturbation, ExactPerturbation     -- the two ways back
 """
 
-from .backend import TorchBackend, Workspace, make_backend
+from .backend import CpuBackend, TorchBackend, TritonBackend, Workspace, make_backend
 from .field import DirectionField
 from .keys import BLOCK_SIZE, DirectionKey, mix, step_seed
 from .masks import LayerSubset, MagnitudeMask
 from .modes import ExactPerturbation, InplacePerturbation
 from .samplers import Gaussian, Rademacher, Sampler, Sphere, make_sampler
 from .slots import ParamSlot
+from .streams import GeneratorStream, PhiloxStream
 from .subspace import LowRankSubspace
 from .sweeps import apply_, direction_chunk, measure_sphere_scale
 
 __all__ = [
     "BLOCK_SIZE",
+    "CpuBackend",
+    "GeneratorStream",
+    "PhiloxStream",
+    "TritonBackend",
     "DirectionField",
     "DirectionKey",
     "ExactPerturbation",

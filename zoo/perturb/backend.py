@@ -10,6 +10,7 @@ thread ran which chunk.
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable
@@ -18,6 +19,7 @@ import torch
 
 from .keys import BLOCK_SIZE
 from .slots import ParamSlot
+from .streams import GeneratorStream, PhiloxStream
 
 
 class Workspace:
@@ -62,6 +64,7 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, chunk_size: int = 2 * BLOCK_SIZE, threads: int | None = None):
+        self.stream = self._make_stream()
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.chunk_size = -(-chunk_size // BLOCK_SIZE) * BLOCK_SIZE
@@ -70,6 +73,9 @@ class TorchBackend:
         self._workspaces: list[Workspace] = []
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+
+    def _make_stream(self):
+        return GeneratorStream()
 
     def _workspace(self) -> Workspace:
         ws = getattr(self._local, "ws", None)
@@ -106,14 +112,82 @@ class TorchBackend:
         raise TypeError("TorchBackend holds threads and is not picklable; save the optimizer's state_dict()")
 
 
-BACKENDS = {"torch": TorchBackend}
+class CpuBackend(TorchBackend):
+    """The Philox stream drawn by the compiled C kernel (CPU parameters).
+
+    Same chunking and threads as the torch backend; z is generated in
+    registers, so MeZO's single-direction sweeps are one fused pass per
+    element, and the stream equals the Triton backend's.
+    """
+
+    name = "cpu"
+
+    def _make_stream(self):
+        from .kernels import cpu
+
+        if not cpu.available():
+            raise ValueError(f"backend='cpu': the C kernel did not build here ({cpu.unavailable_reason()})")
+        return PhiloxStream("cpu")
 
 
-def make_backend(spec: "str | TorchBackend", **kwargs) -> TorchBackend:
+class TritonBackend(TorchBackend):
+    """The Philox stream drawn by Triton kernels (GPU parameters; CPU under TRITON_INTERPRET=1).
+
+    Every sweep, including n-SPSA's several directions and weight decay, is
+    one kernel: one read and one write per element, no parameter-sized temporary.
+    """
+
+    name = "triton"
+
+    def __init__(self, chunk_size: int = 1 << 24, threads: int | None = None):
+        # GPU work is one launch per chunk: large chunks, no host threads.
+        super().__init__(chunk_size=chunk_size, threads=1)
+
+    def _make_stream(self):
+        from .kernels import triton_ops
+
+        try:
+            import triton  # noqa: F401
+        except ImportError as exc:
+            raise ValueError("backend='triton' needs the triton package (pip install triton)") from exc
+        return PhiloxStream("triton")
+
+
+BACKENDS = {"torch": TorchBackend, "cpu": CpuBackend, "triton": TritonBackend}
+
+
+def resolve_backend(spec: str, device: torch.device | None) -> str:
+    """The backend `auto` means on `device`: the fastest whose kernel works there.
+
+    The environment variable ZOO_BACKEND, when set, is what `auto` means
+    (how the test suite runs every estimator on every backend).
+    """
+    if spec != "auto":
+        return spec
+    forced = os.environ.get("ZOO_BACKEND")
+    if forced:
+        return forced
+    device = torch.device(device if device is not None else "cpu")
+    if device.type == "cuda":
+        from .kernels import triton_ops
+
+        return "triton" if triton_ops.available(device) else "torch"
+    if device.type == "cpu":
+        from .kernels import cpu
+
+        return "cpu" if cpu.available() else "torch"
+    return "torch"
+
+
+def make_backend(spec: "str | TorchBackend", device: torch.device | None = None, **kwargs) -> TorchBackend:
+    """A backend from a name (`auto`, `torch`, `cpu`, `triton`) or an instance.
+
+    Args:
+        device: where the parameters live; it decides what `auto` picks.
+    """
     if not isinstance(spec, str):
         return spec
-    if spec == "auto":
-        spec = "torch"
-    if spec not in BACKENDS:
+    name = resolve_backend(spec, device)
+    if name not in BACKENDS:
         raise ValueError(f"backend: unknown backend {spec!r}; choose one of {sorted(BACKENDS) + ['auto']}")
-    return BACKENDS[spec](**kwargs)
+    return BACKENDS[name](**{k: v for k, v in kwargs.items() if v is not None})

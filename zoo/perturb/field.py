@@ -11,10 +11,12 @@ import math
 
 import torch
 
+from .backend import Workspace
 from .keys import BLOCK_SIZE, DirectionKey
 from .masks import LayerSubset, MagnitudeMask
 from .samplers import Sampler, make_sampler
 from .slots import ParamSlot
+from .streams import GeneratorStream
 from .subspace import LowRankSubspace
 
 
@@ -26,6 +28,8 @@ class DirectionField:
         layers: optional LayerSubset (parameter-level mask, LeZO).
         magnitude: optional MagnitudeMask (element-level mask, Sparse MeZO).
         subspace: optional LowRankSubspace (SubZero directions for matrices).
+        stream: where the raw draws come from (the backend's `stream`; default
+            torch's per-block generators).
     """
 
     def __init__(
@@ -35,8 +39,10 @@ class DirectionField:
         layers: LayerSubset | None = None,
         magnitude: MagnitudeMask | None = None,
         subspace: LowRankSubspace | None = None,
+        stream=None,
     ):
         self.sampler = make_sampler(sampler)
+        self.stream = stream if stream is not None else GeneratorStream()
         self.layers = layers
         self.magnitude = magnitude
         self.subspace = subspace
@@ -81,7 +87,7 @@ class DirectionField:
         slot: ParamSlot,
         key: DirectionKey,
         start: int,
-        generator: torch.Generator,
+        ws,
         theta: torch.Tensor | None = None,
         at_theta: bool = True,
         normalize: bool = True,
@@ -91,7 +97,7 @@ class DirectionField:
         Args:
             out: float32 buffer on the parameter's device.
             start: first element; a multiple of BLOCK_SIZE.
-            generator: a private generator on the parameter's device; reseeded here.
+            ws: the calling worker's Workspace (private generators and buffers).
             theta: the parameter's current values on the range (needed by masks).
             at_theta: whether the weights are unperturbed right now.
             normalize: apply the sphere normalisation (False when measuring it).
@@ -100,14 +106,11 @@ class DirectionField:
             raise ValueError(f"start must be a multiple of BLOCK_SIZE={BLOCK_SIZE}, got {start}")
         use_subspace = self.subspace is not None and self.subspace.applies(slot)
         core = self.subspace.core(slot, key, self.sampler) if use_subspace else None
-        n = out.numel()
-        for offset in range(0, n, BLOCK_SIZE):
-            piece = out[offset : offset + BLOCK_SIZE]
-            if use_subspace:
-                self.subspace.fill_(piece, slot, start + offset, core)
-            else:
-                generator.manual_seed(key.block_seed(slot.uid, (start + offset) // BLOCK_SIZE))
-                self.sampler.fill_(piece, generator)
+        if use_subspace:
+            for offset in range(0, out.numel(), BLOCK_SIZE):
+                self.subspace.fill_(out[offset : offset + BLOCK_SIZE], slot, start + offset, core)
+        else:
+            self.stream.fill_(out, self.sampler, key, slot.uid, start, ws)
         if self.magnitude is not None:
             if theta is None:
                 raise ValueError("a magnitude mask needs the parameter values")
@@ -124,9 +127,20 @@ class DirectionField:
         out = torch.zeros(slot.numel, dtype=torch.float32, device=slot.param.device)
         if self.layers is not None and not self.layers.active(slot):
             return out.view_as(slot.param)
-        gen = torch.Generator(device=slot.param.device)
-        self.fill_(out, slot, key, 0, gen, theta=slot.flat(), at_theta=at_theta)
+        self.fill_(out, slot, key, 0, Workspace(), theta=slot.flat(), at_theta=at_theta)
         return out.view_as(slot.param)
+
+    def fused_combine_(self, p: torch.Tensor, decay: float, terms, slot: ParamSlot, start: int) -> bool:
+        """p <- decay p + sum c_k z_k in the stream's fused kernel, where z is the raw draw.
+
+        Returns False (and changes nothing) where masks or a subspace shape z,
+        or the stream has no fused kernel for this tensor.
+        """
+        if self.magnitude is not None or (self.subspace is not None and self.subspace.applies(slot)):
+            return False
+        if self.sampler.normalized:
+            terms = [(key, c * self._scales[key]) for key, c in terms]
+        return self.stream.combine_(p, decay, terms, self.sampler, slot.uid, start)
 
     @staticmethod
     def sphere_scale(sum_squares: float, count: int) -> float:

@@ -15,11 +15,14 @@ class Sampler:
 
     Attributes:
         name: registry-facing name of the distribution.
+        distribution: the elementwise draw a counter-based stream makes
+            (`gaussian` or `rademacher`); `sphere` rescales gaussian draws.
         normalized: True when z is rescaled to a fixed global norm, which needs
             one extra generation pass per direction to measure the raw norm.
     """
 
     name = "base"
+    distribution = "gaussian"
     normalized = False
 
     def fill_(self, out: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -42,6 +45,7 @@ class Rademacher(Sampler):
     """z uniform on {-1, +1}^d: Spall's original SPSA perturbation."""
 
     name = "rademacher"
+    distribution = "rademacher"
 
     def fill_(self, out, generator):
         return out.random_(0, 2, generator=generator).mul_(2).sub_(1)

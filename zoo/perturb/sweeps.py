@@ -43,7 +43,7 @@ def direction_chunk(
     device = slot.param.device
     out = ws.buffer(buffer, stop - start, device)
     theta = slot.flat()[start:stop] if field.magnitude is not None else None
-    return field.fill_(out, slot, key, start, ws.generator(device), theta=theta, at_theta=at_theta, normalize=normalize)
+    return field.fill_(out, slot, key, start, ws, theta=theta, at_theta=at_theta, normalize=normalize)
 
 
 def _compute_dtype(param: torch.Tensor) -> torch.dtype:
@@ -67,6 +67,8 @@ def apply_(
         if not live and d == 1.0:
             return
         p = slot.flat()[start:stop]
+        if live and field.fused_combine_(p, d, live, slot, start):
+            return
         if d == 1.0 and len(live) == 1:
             # add_ of a float32 z into a low-precision p computes in float32 and rounds once.
             key, c = live[0]

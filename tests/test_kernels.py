@@ -1,0 +1,154 @@
+"""The Philox kernels: the C kernel, the Triton kernel (interpreted), and the reference agree."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import zoo
+from zoo.perturb import BLOCK_SIZE, DirectionField, DirectionKey, ParamSlot, apply_, make_backend
+from zoo.perturb.backend import resolve_backend
+from zoo.perturb.kernels import cpu, triton_ops
+
+from conftest import bits_equal, tiny_llama
+from reference import philox_stream
+
+pytestmark = pytest.mark.skipif(not cpu.available(), reason=f"no C compiler here: {cpu.unavailable_reason()}")
+needs_interpreter = pytest.mark.skipif(
+    not triton_ops.available("cpu"), reason="run with TRITON_INTERPRET=1 and triton installed (test_backends does)"
+)
+ROOT = Path(__file__).resolve().parents[1]
+SEED = (1 << 62) + 987654321
+
+
+def ulps(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.view(torch.int32).long() - b.view(torch.int32).long()).abs()
+
+
+@pytest.mark.parametrize("distribution", ["gaussian", "rademacher"])
+@pytest.mark.parametrize("start,n", [(0, 10), (0, 3 * 4096 + 17), (4096 * 5, 9000), (BLOCK_SIZE * 7, 4096)])
+def test_cpu_kernel_equals_reference_bits(distribution, start, n):
+    ref = philox_stream(SEED, start + n, distribution)[start:]
+    got = cpu.fill_(torch.empty(n), start, SEED, distribution)
+    assert bits_equal([got], [ref])
+
+
+def test_cpu_kernel_rejects_misaligned_or_wrong_tensors():
+    with pytest.raises(ValueError, match="multiple of 4096"):
+        cpu.fill_(torch.empty(8), 100, SEED, "gaussian")
+    with pytest.raises(ValueError, match="writes float32"):
+        cpu.fill_(torch.empty(8, dtype=torch.float64), 0, SEED, "gaussian")
+    with pytest.raises(ValueError, match="contiguous"):
+        cpu.fill_(torch.empty(8, 2)[:, 0], 0, SEED, "gaussian")
+
+
+def test_fused_axpy_equals_fill_then_fma():
+    p = torch.randn(3 * 4096 + 5, generator=torch.Generator().manual_seed(0))
+    z = cpu.fill_(torch.empty_like(p), 4096, SEED, "gaussian")
+    alpha = float(np.float32(-0.37))
+    # fmaf rounds once: the float32 rounding of the exact alpha z + p (exact in float64 up to double rounding)
+    expected = (alpha * z.double() + p.double()).float()
+    got = cpu.axpy_(p.clone(), 4096, SEED, "gaussian", -0.37)
+    assert ulps(got, expected).max() <= 1 and (ulps(got, expected) == 0).float().mean() > 0.999
+
+
+@needs_interpreter
+@pytest.mark.parametrize("distribution", ["gaussian", "rademacher"])
+def test_cpu_kernel_matches_triton_interpreter(distribution):
+    n, start = 2 * 4096 + 300, 4096 * 3
+    tri = triton_ops.fill_(torch.empty(n), start, SEED, distribution)
+    got = cpu.fill_(torch.empty(n), start, SEED, distribution)
+    if distribution == "rademacher":
+        assert bits_equal([got], [tri])
+    else:
+        # same Philox integers and uniforms; numpy's float32 log/cos/sin are within
+        # 3 ulp of the correctly rounded ones the C kernel computes
+        assert ulps(got, tri).max() <= 4
+        assert (ulps(got, tri) == 0).float().mean() > 0.5
+
+
+@needs_interpreter
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_combine_is_one_rounding_of_the_float32_sum(dtype):
+    p = torch.randn(4096 + 77, generator=torch.Generator().manual_seed(1)).to(dtype)
+    seeds, coefs = [SEED, SEED + 1, 17], [0.5, -1.25, 0.01]
+    acc = torch.zeros(p.numel())
+    for s, c in zip(seeds, coefs):
+        acc += c * triton_ops.fill_(torch.empty(p.numel()), 0, s, "gaussian")
+    expected = (p.float() * 0.9 + acc).to(dtype)
+    got = p.clone()
+    assert triton_ops.combine_(got, 0, seeds, coefs, 0.9, "gaussian")
+    assert (got.float() - expected.float()).abs().max() <= 2e-6 * expected.float().abs().max() + (
+        0 if dtype == torch.float32 else expected.float().abs().max() * 2**-7
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_cpu_backend_restores_every_dtype(dtype):
+    """+eps z then -eps z through the fused kernel (float32) or the generic sweep returns the same bits."""
+    p = torch.randn(3 * BLOCK_SIZE + 11, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(dtype)
+    slot = ParamSlot(0, p.clone(), {"eps": 1.0})
+    backend = make_backend("cpu")
+    field = DirectionField(stream=backend.stream)
+    key = DirectionKey(5, 0)
+    apply_(backend, field, [slot], [(key, {0: 0.25})], at_theta=True)
+    assert not torch.equal(slot.param, p)
+    z = field.materialize(slot, key).to(torch.float64)
+    moved = (slot.param.double() - p.double()).abs().max().item()
+    assert moved > 0.5 and (slot.param.double() - (p.double() + 0.25 * z)).abs().max() <= 0.02 * moved
+
+
+def test_auto_picks_the_c_kernel_on_cpu_and_env_overrides(monkeypatch):
+    monkeypatch.delenv("ZOO_BACKEND", raising=False)
+    assert resolve_backend("auto", torch.device("cpu")) == "cpu"
+    assert zoo.get("mezo-sgd", tiny_llama()).backend.name == "cpu"
+    monkeypatch.setenv("ZOO_BACKEND", "torch")
+    assert zoo.get("mezo-sgd", tiny_llama()).backend.name == "torch"
+    with pytest.raises(ValueError, match="unknown backend"):
+        make_backend("cuda-magic")
+
+
+def test_resume_refuses_a_state_dict_of_another_stream():
+    model = tiny_llama()
+    saved = zoo.get("mezo-sgd", model, backend="torch").state_dict()
+    with pytest.raises(ValueError, match="stream"):
+        zoo.get("mezo-sgd", model, backend="cpu").load_state_dict(saved)
+
+
+def test_cpu_and_triton_backends_share_a_state_dict():
+    pytest.importorskip("triton")
+    model = tiny_llama()
+    saved = zoo.get("mezo-sgd", model, backend="cpu").state_dict()
+    zoo.get("mezo-sgd", model, backend="triton").load_state_dict(saved)  # same stream: accepted
+
+
+#: The estimator tests, rerun with `auto` meaning another backend. The Triton
+#: interpreter runs numpy per program, so it gets the tests that pin every
+#: estimator's values and failure handling (about 2 minutes), not the whole set.
+ESTIMATOR_TESTS = {
+    "torch": [
+        "tests/test_reference.py",
+        "tests/test_exact.py",
+        "tests/test_determinism.py",
+        "tests/test_descent.py",
+        "tests/test_statistics.py",
+        "tests/test_faults.py",
+    ],
+    "triton": ["tests/test_reference.py", "tests/test_faults.py", "tests/test_determinism.py", "-k", "not n-spsa"],
+}
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_estimator_suite_passes_on_backend(backend):
+    """Every estimator passes its tests on every backend (Triton under its CPU interpreter)."""
+    if backend == "triton":
+        pytest.importorskip("triton")
+    env = {**os.environ, "ZOO_BACKEND": backend, "TRITON_INTERPRET": "1" if backend == "triton" else "0"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *ESTIMATOR_TESTS[backend]]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout and " skipped" not in out.stdout, out.stdout[-1000:]

@@ -1,0 +1,59 @@
+"""Launchers of the Triton Philox kernels, with the same calls as `cpu.py`.
+
+Triton is imported on first use, so zoo imports without it. The kernels run
+on CUDA tensors, and on CPU tensors when TRITON_INTERPRET=1 (how CI tests them).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import DISTRIBUTIONS, GROUP, check_chunk
+
+
+def available(device: torch.device | str = "cuda") -> bool:
+    """Whether Triton can run the kernels on tensors of `device`."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    if torch.device(device).type == "cpu":
+        return os.environ.get("TRITON_INTERPRET") == "1"
+    return torch.cuda.is_available()
+
+
+def _kernels():
+    from . import triton_philox
+
+    return triton_philox
+
+
+def _grid(n: int) -> tuple[int]:
+    return (-(-n // GROUP),)
+
+
+def fill_(out: torch.Tensor, start: int, seed: int, distribution: str) -> torch.Tensor:
+    """out[i] = z[start + i], as `cpu.fill_`."""
+    check_chunk(out, start, "Triton", float32=True)
+    k = _kernels()
+    k._fill_kernel[_grid(out.numel())](
+        out, out.numel(), start // GROUP, seed, GROUP_=GROUP, RADEMACHER=DISTRIBUTIONS[distribution] == 1
+    )
+    return out
+
+
+def combine_(p: torch.Tensor, start: int, seeds: list[int], coefs: list[float], decay: float, distribution: str) -> bool:
+    """p <- decay p + sum_k coefs[k] z_k in one read and one write of p (any float dtype)."""
+    check_chunk(p, start, "Triton")
+    if not p.is_floating_point() or p.dtype == torch.float64:
+        return False  # float64 parameters keep float64 arithmetic on the generic path
+    k = _kernels()
+    seeds_t = torch.tensor(seeds, dtype=torch.int64, device=p.device)
+    coefs_t = torch.tensor(coefs, dtype=torch.float32, device=p.device)
+    k._combine_kernel[_grid(p.numel())](
+        p, p.numel(), start // GROUP, seeds_t, coefs_t, len(seeds), float(decay),
+        GROUP_=GROUP, RADEMACHER=DISTRIBUTIONS[distribution] == 1, SCALE_P=decay != 1.0,
+    )
+    return True

@@ -1,0 +1,92 @@
+"""The Philox noise stream as Triton kernels (GPU, or CPU under TRITON_INTERPRET=1).
+
+One program handles one group of GROUP elements of one parameter and draws its
+z in registers with Triton's counter-based Philox (`tl.randn4x`,
+`tl.randint4x`), so no tensor the size of a parameter is ever allocated. The
+layout of z inside a group is the one documented in `philox.c`; the two agree
+bit for bit on the integers.
+
+The kernel computes, for each element of a parameter p (in float32, rounded
+once into p's dtype):
+
+    p <- decay * p + sum_j alpha_j z_j
+
+with the directions z_j named by 64-bit seeds, so several n-SPSA directions
+and MeZO's fused restore-and-update are each one read and one write of p.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+
+@triton.jit
+def _gaussian_quarters(seed, group, Q: tl.constexpr):
+    counter = group.to(tl.int64) * Q + tl.arange(0, Q)
+    return tl.randn4x(seed, counter)
+
+
+@triton.jit
+def _rademacher_quarters(seed, group, Q: tl.constexpr):
+    R: tl.constexpr = Q // 32
+    counter = group.to(tl.int64) * R + tl.arange(0, R)
+    w0, w1, w2, w3 = tl.randint4x(seed, counter)
+    bit = tl.arange(0, 32)[:, None]
+    z0 = tl.reshape(((w0[None, :] >> bit) & 1).to(tl.float32) * 2.0 - 1.0, (Q,))
+    z1 = tl.reshape(((w1[None, :] >> bit) & 1).to(tl.float32) * 2.0 - 1.0, (Q,))
+    z2 = tl.reshape(((w2[None, :] >> bit) & 1).to(tl.float32) * 2.0 - 1.0, (Q,))
+    z3 = tl.reshape(((w3[None, :] >> bit) & 1).to(tl.float32) * 2.0 - 1.0, (Q,))
+    return z0, z1, z2, z3
+
+
+@triton.jit
+def _quarters(seed, group, Q: tl.constexpr, RADEMACHER: tl.constexpr):
+    if RADEMACHER:
+        return _rademacher_quarters(seed, group, Q)
+    else:
+        return _gaussian_quarters(seed, group, Q)
+
+
+@triton.jit
+def _combine_kernel(p_ptr, n, first_group, seeds_ptr, alphas_ptr, ndir, decay,
+                    GROUP_: tl.constexpr, RADEMACHER: tl.constexpr, SCALE_P: tl.constexpr):
+    Q: tl.constexpr = GROUP_ // 4
+    pid = tl.program_id(0)
+    group = first_group + pid
+    q = tl.arange(0, Q)
+    base = pid.to(tl.int64) * GROUP_
+    a0 = tl.zeros((Q,), tl.float32)
+    a1 = tl.zeros((Q,), tl.float32)
+    a2 = tl.zeros((Q,), tl.float32)
+    a3 = tl.zeros((Q,), tl.float32)
+    for j in range(ndir):
+        seed = tl.load(seeds_ptr + j)
+        alpha = tl.load(alphas_ptr + j)
+        z0, z1, z2, z3 = _quarters(seed, group, Q, RADEMACHER)
+        a0 += alpha * z0
+        a1 += alpha * z1
+        a2 += alpha * z2
+        a3 += alpha * z3
+    for k in tl.static_range(4):
+        acc = a0 if k == 0 else (a1 if k == 1 else (a2 if k == 2 else a3))
+        offs = base + k * Q + q
+        mask = offs < n
+        p = tl.load(p_ptr + offs, mask=mask).to(tl.float32)
+        if SCALE_P:
+            p = p * decay
+        tl.store(p_ptr + offs, (p + acc).to(p_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _fill_kernel(out_ptr, n, first_group, seed, GROUP_: tl.constexpr, RADEMACHER: tl.constexpr):
+    Q: tl.constexpr = GROUP_ // 4
+    pid = tl.program_id(0)
+    z0, z1, z2, z3 = _quarters(seed, first_group + pid, Q, RADEMACHER)
+    q = tl.arange(0, Q)
+    base = pid.to(tl.int64) * GROUP_
+    for k in tl.static_range(4):
+        z = z0 if k == 0 else (z1 if k == 1 else (z2 if k == 2 else z3))
+        offs = base + k * Q + q
+        tl.store(out_ptr + offs, z, mask=offs < n)
