@@ -152,3 +152,16 @@ def test_estimator_suite_passes_on_backend(backend):
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert " passed" in out.stdout and " skipped" not in out.stdout, out.stdout[-1000:]
+
+
+def test_portable_build_draws_the_same_bits():
+    """Without -march=native (the fallback flags) the kernel still draws identical z: it calls no libm."""
+    import ctypes
+
+    portable = ctypes.CDLL(str(cpu._build(list(cpu._FLAG_SETS[1]), list(cpu._LIBS[1]))))
+    portable.zoo_fill.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint64, ctypes.c_int]
+    n = 5 * 4096 + 3
+    for code, dist in enumerate(["gaussian", "rademacher"]):
+        a = torch.empty(n)
+        portable.zoo_fill(a.data_ptr(), n, 8192, SEED, code)
+        assert bits_equal([a], [cpu.fill_(torch.empty(n), 8192, SEED, dist)])

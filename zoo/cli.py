@@ -98,6 +98,17 @@ def _theory_rank(args):
           f"({r['params']}), {r['total_matvecs']} HVPs in {r['hvp_seconds']:.0f} s")
 
 
+def _bench(args):
+    from .bench import load_suite, run_suite, write_report
+
+    suite = load_suite(args.suite)
+    mismatches = [] if args.report_only else run_suite(suite, args.out, progress=not args.quiet)
+    summary = write_report(suite, args.out, f"zoo bench {args.suite} --out {args.out}")
+    print(f"{len(suite.runs())} runs of suite {suite.name!r}; table: {summary}")
+    if mismatches:
+        raise ValueError("forward passes declared and run differ: " + "; ".join(mismatches))
+
+
 def _add_task_options(p):
     p.add_argument("--task", default="sst2",
                    help="a built-in task (sst2, sst5, trec, rte, cb, boolq, copa, wic, wsc, multirc) or a .tsv/.csv/.jsonl file")
@@ -173,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", default=None)
     r.add_argument("--plot", default=None, help="PNG of the SLQ spectral density")
     r.set_defaults(fn=_theory_rank)
+    b = sub.add_parser("bench", help="run a benchmark suite (every registered estimator, same forward budget)")
+    b.add_argument("suite", help="a preset (smoke, cpu) or a suite .json file")
+    b.add_argument("--out", required=True, help="folder for runs/, summary.md and plots; reruns resume it")
+    b.add_argument("--report-only", action="store_true", help="only rebuild summary.md and the plots")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.set_defaults(fn=_bench)
     e = sub.add_parser("estimators", help="list the registered estimators")
     e.set_defaults(fn=_estimators)
     return ap

@@ -95,6 +95,14 @@ def load_trainable_state(model, params: dict) -> None:
         named[n].copy_(v)
 
 
+def _extra_state_bytes(opt, first_order: bool) -> int:
+    """Bytes the optimizer keeps besides the weights (moments, masks, subspace factors)."""
+    if not first_order:
+        return opt.extra_state_bytes()
+    return sum(t.numel() * t.element_size() for st in opt.state.values() for t in st.values()
+               if torch.is_tensor(t) and t.dim() > 0)
+
+
 def peak_memory_bytes() -> int:
     if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
         return torch.cuda.max_memory_allocated()
@@ -171,6 +179,11 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
                                  "dev_accuracy": m["accuracy"], "dev_loss": m["loss"]})
         return m
 
+    # Counts the model's own forward calls inside training steps, so a benchmark can check
+    # each estimator's declared forwards per step against what it really ran.
+    calls = [0]
+    hook = model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    history.setdefault("model_calls", 0)
     t0 = time.time()
     if start == 0 and not history["evals"]:
         dev_eval(0)
@@ -186,6 +199,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
             def closure():
                 return objective(scorer(model, enc), enc.labels)
 
+            before = calls[0]
             if first_order:
                 opt.zero_grad(set_to_none=True)
                 with torch.enable_grad():
@@ -195,6 +209,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
             else:
                 with torch.no_grad():
                     loss = opt.step(closure)
+            history["model_calls"] += calls[0] - before
             history["steps"].append(step + 1)
             history["forward_passes"].append(forwards_so_far(step + 1))
             history["loss"].append(float(loss.detach()))
@@ -207,6 +222,8 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
         if history["steps"]:
             save(history["steps"][-1])
         raise
+    finally:
+        hook.remove()
     save(cfg.steps)
     test = evaluate(model, scorer, splits.test, progress="test" if progress else None)
     dev = history["evals"][-1]
@@ -216,10 +233,12 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
                     "test_examples": test["examples"], "dev_accuracy": dev["dev_accuracy"],
                     "train_examples": len(splits.train), "dev_examples": len(splits.dev)},
         "forward_passes": forwards_so_far(cfg.steps),
+        "model_calls": history["model_calls"],
         "backward_passes": cfg.steps if first_order else 0,
         "wall_time_s": elapsed + time.time() - t0,
         "peak_memory_bytes": peak_memory_bytes(),
         "trainable_params": sum(p.numel() for p in params),
+        "extra_state_bytes": _extra_state_bytes(opt, first_order),
         "skipped_steps": 0 if first_order else opt.zo_state["skipped_steps"],
         "history": history,
     }

@@ -8,38 +8,29 @@
  *   rademacher: word k = r / (GROUP/4), bit b = (r % (GROUP/4)) / 32, q = r % 32;
  *               counter g*32 + q; z = 2 * bit b of word k of randint4x(seed, counter) - 1
  *
- * which is exactly what zoo's Triton kernel computes with tl.randint4x, so
- * the integers are identical on both devices and the normals differ only by
- * the rounding of logf/sinf/cosf. Loops are written over arrays of counters
- * so that the compiler vectorises Philox and (with libmvec) Box-Muller.
+ * which is exactly what zoo's Triton kernel computes with tl.randn4x and
+ * tl.randint4x, so the integers are identical on both devices. Built with
+ * ZOO_PRECISE (zoo's default), every float32 operation of Box-Muller is
+ * correctly rounded: log, cos and sin are evaluated in float64 by the
+ * polynomials below and rounded once, so z does not depend on the machine's
+ * libm. Triton's float32 log/cos/sin are within a few ulp of that.
+ * Loops run over arrays of counters so that the compiler vectorises them.
  */
 #include <math.h>
 #include <stdint.h>
 
-/* glibc's libmvec has vector variants of these; declaring them lets GCC call
- * them from vectorised loops without -ffast-math (whose reassociation we do
- * not want). Built without ZOO_LIBMVEC, the loops call scalar libm. */
+/* Without ZOO_PRECISE (a measured alternative, see docs/kernel_notes.md) the
+ * kernel calls float32 logf/cosf/sinf. glibc's libmvec has vector variants;
+ * declaring them lets GCC call them from vectorised loops without -ffast-math. */
 #ifdef ZOO_LIBMVEC
 __attribute__((simd("notinbranch"))) float logf(float);
 __attribute__((simd("notinbranch"))) float cosf(float);
 __attribute__((simd("notinbranch"))) float sinf(float);
-__attribute__((simd("notinbranch"))) double log(double);
-__attribute__((simd("notinbranch"))) double cos(double);
-__attribute__((simd("notinbranch"))) double sin(double);
 #endif
 
-/* ZOO_PRECISE: log, cos and sin in float64, rounded once to float32, so each
- * Box-Muller operation is correctly rounded (up to a ~1e-8 chance per element).
- * Otherwise libmvec's float32 versions (within 4 ulp). */
-#ifdef ZOO_PRECISE
-#define LOGF(x) ((float)log((double)(x)))
-#define COSF(x) ((float)cos((double)(x)))
-#define SINF(x) ((float)sin((double)(x)))
-#else
 #define LOGF(x) logf(x)
 #define COSF(x) cosf(x)
 #define SINF(x) sinf(x)
-#endif
 
 #define GROUP 4096
 #define QN (GROUP / 4)
@@ -90,15 +81,71 @@ static void uniforms(uint64_t seed, uint64_t group, float *u0, float *u1, float 
 /* Box-Muller as Triton's pair_uniform_to_normal: (r cos th, r sin th).
  * Separate loops for cos and sin keep GCC from fusing them into a sincosf
  * call that libmvec cannot vectorise. */
+#ifdef ZOO_PRECISE
+/* log of a normal positive float32 in float64, < 1 ulp (of float64) error: u = 2^e m
+ * with m in [sqrt(1/2), sqrt(2)), and fdlibm's minimax series in s = f / (2 + f). */
+static inline double log_reduced(float u) {
+    uint32_t bits;
+    __builtin_memcpy(&bits, &u, 4);
+    int e = (int)(bits >> 23) - 127;
+    uint32_t mbits = (bits & 0x7FFFFFu) | 0x3F800000u;
+    float mf;
+    __builtin_memcpy(&mf, &mbits, 4);
+    double m = (double)mf;
+    int big = m > 1.41421356237309504880;
+    m = big ? 0.5 * m : m;
+    double k = (double)(e + big);
+    double f = m - 1.0, hfsq = 0.5 * f * f, s = f / (2.0 + f), z = s * s, w = z * z;
+    double t1 = w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01 + w * 1.531383769920937332e-01));
+    double t2 = z * (6.666666666666735130e-01 + w * (2.857142874366239149e-01 +
+                w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
+    double R = t2 + t1;
+    return k * 6.93147180369123816490e-01 - ((hfsq - (s * (hfsq + R) + k * 1.90821492927058770002e-10)) - f);
+}
+
+/* cos and sin of th in [0, 2pi) in float64, < 1 ulp (of float64) error: Cody-Waite
+ * reduction by pi/2 and fdlibm's minimax polynomials on [-pi/4, pi/4]. Written out
+ * so that the loop vectorises; libmvec's float64 sin and cos were 1.6x slower here. */
+static inline void sincos_reduced(double th, double *s, double *c) {
+    const double pio2_hi = 1.57079632673412561417e+00, pio2_lo = 6.07710050650619224932e-11;
+    double k = rint(th * 6.36619772367581382433e-01);
+    double r = (th - k * pio2_hi) - k * pio2_lo;
+    double z = r * r;
+    double sp = r + r * z * (-1.66666666666666324348e-01 + z * (8.33333333332248946124e-03 +
+                z * (-1.98412698298579493134e-04 + z * (2.75573137070700676789e-06 +
+                z * (-2.50507602534068634195e-08 + z * 1.58969099521155010221e-10)))));
+    double cp = 1.0 - 0.5 * z + z * z * (4.16666666666666019037e-02 + z * (-1.38888888888741095749e-03 +
+                z * (2.48015872894767294178e-05 + z * (-2.75573143513906633035e-07 +
+                z * (2.08757232129817482790e-09 + z * -1.13596475577881948265e-11)))));
+    int q = (int)k;
+    double sa = (q & 1) ? cp : sp, ca = (q & 1) ? sp : cp;
+    *s = (q & 2) ? -sa : sa;
+    *c = ((q + 1) & 2) ? -ca : ca;
+}
+#endif
+
 static void box_muller(const float *restrict a, const float *restrict b, float *restrict x, float *restrict y) {
     float r[QN], th[QN];
+#ifdef ZOO_PRECISE
+    for (int q = 0; q < QN; q++) r[q] = (float)log_reduced(fmaxf(1.0e-7f, a[q]));
+#else
     for (int q = 0; q < QN; q++) r[q] = LOGF(fmaxf(1.0e-7f, a[q]));
+#endif
     for (int q = 0; q < QN; q++) {
         r[q] = sqrtf(-2.0f * r[q]);
         th[q] = 6.283185307179586f * b[q];
     }
+#ifdef ZOO_PRECISE
+    for (int q = 0; q < QN; q++) {
+        double s, c;
+        sincos_reduced((double)th[q], &s, &c);
+        x[q] = r[q] * (float)c;
+        y[q] = r[q] * (float)s;
+    }
+#else
     for (int q = 0; q < QN; q++) x[q] = r[q] * COSF(th[q]);
     for (int q = 0; q < QN; q++) y[q] = r[q] * SINF(th[q]);
+#endif
 }
 
 static void normal_group(uint64_t seed, uint64_t group, float *z /* GROUP */) {

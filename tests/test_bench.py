@@ -1,0 +1,91 @@
+"""`zoo bench`: suites expand from the registry, runs resume, forward counts are checked."""
+
+import json
+
+import pytest
+
+import zoo
+from zoo.bench import load_suite
+from zoo.cli import main
+from zoo.estimators import MeZOSGD, registry
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    assert main(["bench", "smoke", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_smoke_preset_covers_every_estimator_and_baseline(smoke):
+    rows = json.loads((smoke / "summary.json").read_text())
+    methods = {r["method"] for r in rows}
+    assert set(zoo.available()) | {"sgd", "adam", "zero-shot", "linear-probe"} == methods
+    for r in rows:
+        assert 0.0 <= r["test_accuracy"][0] <= 1.0
+        if r["method"] in zoo.available():
+            assert r["forward_count_ok"] and r["forward_passes"] == 16 and r["seeds"] == 2
+    table = (smoke / "summary.md").read_text()
+    assert "| mezo-sgd |" in table and "MISMATCH" not in table
+    for png in ("curves.png", "cost.png"):
+        assert (smoke / png).read_bytes()[:4] == b"\x89PNG"
+    runs = list((smoke / "runs").rglob("results.json"))
+    suite = load_suite("smoke")
+    assert len(runs) == len(suite.runs()) + 1 + len(suite.seeds)  # + zero-shot + one probe per seed
+
+
+def test_rerun_skips_finished_runs_and_an_interrupted_one_continues(smoke):
+    runs = sorted((smoke / "runs").rglob("results.json"))
+    before = {p: p.stat().st_mtime_ns for p in runs}
+    victim = next(p for p in runs if "mezo-sgd" in str(p))
+    old = json.loads(victim.read_text())
+    victim.unlink()  # as if killed after its last checkpoint
+    assert main(["bench", "smoke", "--out", str(smoke), "--quiet"]) == 0
+    new = json.loads(victim.read_text())
+    assert new["metrics"] == old["metrics"] and new["model_calls"] == old["model_calls"]
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items() if p != victim)
+
+
+def _suite_file(tmp_path, **over):
+    raw = json.loads(open(load_suite("smoke").path).read())
+    raw.update(over)
+    path = tmp_path / "suite.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def test_a_new_estimator_joins_the_suite_without_code_changes(tmp_path, monkeypatch):
+    spec = registry.EstimatorSpec("my-mezo", MeZOSGD, "a copy for the test")
+    monkeypatch.setitem(registry._REGISTRY, "my-mezo", spec)
+    suite = load_suite(str(_suite_file(tmp_path)))
+    assert "my-mezo" in suite.estimator_names()
+    assert any(r.estimator == "my-mezo" for r in suite.runs())
+    excluded = load_suite(str(_suite_file(tmp_path, exclude=["my-mezo"])))
+    assert "my-mezo" not in excluded.estimator_names()
+
+
+def test_a_wrong_forward_declaration_is_caught(tmp_path, monkeypatch, capsys):
+    liar = registry.EstimatorSpec("liar", MeZOSGD, "declares 1 forward per step, runs 2",
+                                  forwards_per_step=lambda **_: 1)
+    monkeypatch.setitem(registry._REGISTRY, "liar", liar)
+    path = _suite_file(tmp_path, estimators=["liar"], first_order={}, baselines=[], seeds=[0],
+                       grid={"lr": [0.01], "eps": [0.01]}, forward_budget=4)
+    assert main(["bench", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "declared 1 forwards x 4 steps = 4, the model ran 8" in err[0]
+
+
+@pytest.mark.parametrize("raw,message", [
+    ('{"name": "x", "models": [], "tasks": [], "budget": 3}', "unknown keys"),
+    ('{"name": "x", "models": []}', "missing key 'tasks'"),
+    ('{"name": "x",\n "models": [], "tasks": [],, }', ":2: malformed JSON"),
+    ('{"name": "x", "models": [], "tasks": [], "exclude": ["mezzo-sgd"]}', "mezo-sgd"),
+    ('{"name": "x", "models": [], "tasks": [], "baselines": ["icl"]}', "unknown baselines"),
+])
+def test_bad_suite_files_are_one_line_errors(tmp_path, capsys, raw, message):
+    path = tmp_path / "bad.json"
+    path.write_text(raw)
+    assert main(["bench", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert main(["bench", "no-such-preset", "--out", str(tmp_path / "o")]) == 2

@@ -1,0 +1,13 @@
+"""The comparative benchmark suite behind `zoo bench`.
+
+    suite.py     what a suite is (JSON), presets, the runs it expands to
+    fixtures.py  tiny model and data for the smoke preset
+    runner.py    runs and resumes every run and baseline, checks forward counts
+    report.py    summary.md, summary.json and plots
+"""
+
+from .report import write_report
+from .runner import run_suite
+from .suite import PRESETS, RunSpec, Suite, load_suite
+
+__all__ = ["PRESETS", "RunSpec", "Suite", "load_suite", "run_suite", "write_report"]

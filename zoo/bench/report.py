@@ -1,0 +1,162 @@
+"""Aggregates a suite's run folders into DIR/summary.md, DIR/summary.json and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+from collections import defaultdict
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from .suite import Suite
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def _fmt(m: float, s: float, n: int) -> str:
+    return f"{m:.3f} ± {s:.3f}" if n > 1 else f"{m:.3f}"
+
+
+def collect(suite: Suite, root: Path) -> list[dict]:
+    """One row per (model, task, method): the best dev configuration's test metrics over seeds."""
+    from .runner import check_forward_count
+
+    runs = defaultdict(lambda: defaultdict(list))  # (model, task, estimator) -> (lr, eps) -> [(spec, result)]
+    for spec in suite.runs():
+        path = spec.folder(root) / "results.json"
+        if path.exists():
+            key = (spec.model["model"] + f" ({spec.model.get('tuning', 'full')})", spec.task, spec.estimator)
+            runs[key][(spec.lr, spec.eps)].append((spec, json.loads(path.read_text())))
+    rows = []
+    for (model, task, est), configs in runs.items():
+        best = max(configs, key=lambda c: statistics.fmean(r["metrics"]["dev_accuracy"] for _, r in configs[c]))
+        done = configs[best]
+        acc = [r["metrics"]["accuracy"] for _, r in done]
+        steps = [r["config"]["steps"] for _, r in done]
+        wall = [r["wall_time_s"] for _, r in done]
+        fwd = [r["forward_passes"] for _, r in done]
+        rows.append({
+            "model": model, "task": task, "method": est, "lr": best[0], "eps": best[1] or None,
+            "seeds": len(done), "test_accuracy": _mean_std(acc), "forward_passes": fwd[0],
+            "backward_passes": done[0][1].get("backward_passes", 0),
+            "s_per_step": statistics.median(w / s for w, s in zip(wall, steps)),
+            "s_per_forward": statistics.median(w / max(f, 1) for w, f in zip(wall, fwd)),
+            "peak_memory_bytes": max(r["peak_memory_bytes"] for _, r in done),
+            "extra_state_bytes": done[0][1].get("extra_state_bytes"),
+            "forward_count_ok": all(check_forward_count(s, r) is None for s, r in done),
+            "curves": [r["history"]["evals"] for _, r in done],
+        })
+    for model in suite.models:
+        for task in suite.tasks:
+            for kind in suite.baselines:
+                label = model["model"].replace("/", "_") + f"-{model.get('tuning', 'full')}"
+                t = Path(task).stem if "/" in task or "." in task else task
+                found = sorted((root / "runs" / label / t / kind).glob("*/results.json"))
+                if not found:
+                    continue
+                res = [json.loads(p.read_text()) for p in found]
+                rows.append({
+                    "model": model["model"] + f" ({model.get('tuning', 'full')})", "task": task, "method": kind,
+                    "seeds": len(res), "test_accuracy": _mean_std([r["metrics"]["accuracy"] for r in res]),
+                    "forward_passes": 0, "peak_memory_bytes": max(r["peak_memory_bytes"] for r in res),
+                })
+    return rows
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = defaultdict(list)
+    for r in rows:
+        if r.get("curves"):
+            groups[(r["model"], r["task"])].append(r)
+    if not groups:
+        return
+    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4), squeeze=False)
+    for ax, ((model, task), rs) in zip(axes[0], groups.items()):
+        for r in rs:
+            curves = r["curves"]
+            n = min(len(c) for c in curves)
+            x = [curves[0][i]["forward_passes"] for i in range(n)]
+            ys = [[c[i]["dev_accuracy"] for c in curves] for i in range(n)]
+            mean = [statistics.fmean(y) for y in ys]
+            std = [statistics.stdev(y) if len(y) > 1 else 0.0 for y in ys]
+            line, = ax.plot(x, mean, label=f"{r['method']} (lr {r['lr']:g})")
+            ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                            color=line.get_color(), alpha=0.15)
+        ax.set_title(f"{task} — {model}", fontsize=9)
+        ax.set_xlabel("forward passes (first-order: steps)")
+        ax.set_ylabel("dev accuracy (mean ± std over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_cost(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rs = [r for r in rows if r.get("s_per_forward")]
+    if not rs:
+        return
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(rs)), 3.6))
+    ax.bar(range(len(rs)), [1000 * r["s_per_forward"] for r in rs])
+    ax.set_xticks(range(len(rs)), [f"{r['method']}\n{r['task']}" for r in rs], rotation=60, fontsize=7)
+    ax.set_ylabel("wall ms per forward pass (incl. evals)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(suite: Suite, root: str | Path, command: str) -> Path:
+    """Writes DIR/summary.md, DIR/summary.json, DIR/curves.png and DIR/cost.png; returns summary.md."""
+    root = Path(root)
+    rows = collect(suite, root)
+    _plot(rows, root / "curves.png")
+    _plot_cost(rows, root / "cost.png")
+    mib = 1 / 2**20
+    lines = [
+        f"# Benchmark suite `{suite.name}`",
+        "",
+        f"Command: `{command}`. Machine: {platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}"
+        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", CPU") + f". Date: {date.today()}.",
+        f"Budget: {suite.forward_budget} forward passes per ZO run; k={suite.k}, batch {suite.batch_size}, "
+        f"seeds {suite.seeds}. Each estimator's (lr, eps) is the best mean dev accuracy of its grid; "
+        "the test accuracy is that configuration's, mean ± std over seeds.",
+        "",
+        "| model | task | method | lr | eps | test accuracy | forwards | backwards | s/step | ms/forward "
+        "| peak MiB | extra state MiB | forward count |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        acc = _fmt(*r["test_accuracy"], r["seeds"])
+        lr = f"{r['lr']:g}" if r.get("lr") is not None else ""
+        eps = f"{r['eps']:g}" if r.get("eps") else ""
+        sps = f"{r['s_per_step']:.3f}" if r.get("s_per_step") else ""
+        spf = f"{1000 * r['s_per_forward']:.1f}" if r.get("s_per_forward") else ""
+        extra = f"{r['extra_state_bytes'] * mib:.2f}" if r.get("extra_state_bytes") is not None else ""
+        check = "" if "forward_count_ok" not in r else ("matches" if r["forward_count_ok"] else "**MISMATCH**")
+        lines.append(f"| {r['model']} | {r['task']} | {r['method']} | {lr} | {eps} | {acc} | {r['forward_passes']} "
+                     f"| {r.get('backward_passes', 0)} | {sps} | {spf} | {r['peak_memory_bytes'] * mib:.0f} | {extra} "
+                     f"| {check} |")
+    lines += ["", "Peak memory is the process's peak RSS on the CPU (`torch.cuda.max_memory_allocated` on a GPU),",
+              "which on the CPU includes everything loaded before the run.", "",
+              "![dev accuracy against forward passes](curves.png)", "", "![cost per forward pass](cost.png)", ""]
+    summary = root / "summary.md"
+    summary.write_text("\n".join(lines))
+    (root / "summary.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "curves"} for r in rows],
+                                                  indent=1))
+    return summary

@@ -1,0 +1,74 @@
+"""Runs a suite: every training run and baseline, each into its own folder, resumable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..finetune.commands import run_eval, run_finetune
+from ..finetune.loop import FinetuneConfig
+from . import fixtures
+from .suite import RunSpec, Suite
+
+
+def _config(suite: Suite, spec: RunSpec, root: Path) -> FinetuneConfig:
+    m = spec.model
+    return FinetuneConfig(
+        model=fixtures.resolve(m["model"], root), task=fixtures.resolve(spec.task, root), estimator=spec.estimator,
+        steps=spec.steps, k=suite.k, seed=spec.seed, lr=spec.lr, eps=spec.eps or 1e-3, batch_size=suite.batch_size,
+        mode=m.get("mode", "prompt"), tuning=m.get("tuning", "full"), template=m.get("template"),
+        eval_every=max(spec.steps // max(suite.evals, 1), 1), test_limit=suite.test_limit,
+        checkpoint_every=max(spec.steps // 4, 1),
+    )
+
+
+def check_forward_count(spec: RunSpec, result: dict) -> str | None:
+    """None when the model ran exactly the forwards the estimator declares; else what differs."""
+    expected = spec.forwards_per_step * spec.steps
+    counted = result.get("model_calls")
+    if counted is None or counted == expected:
+        return None
+    return (f"{spec.estimator} (lr {spec.lr:g}, seed {spec.seed}): declared {spec.forwards_per_step} forwards x "
+            f"{spec.steps} steps = {expected}, the model ran {counted}")
+
+
+def _baseline(suite: Suite, model: dict, task: str, seed: int, kind: str, root: Path, progress: bool) -> dict:
+    name = model["model"].replace("/", "_") + f"-{model.get('tuning', 'full')}"
+    t = Path(task).stem if "/" in task or "." in task else task
+    folder = root / "runs" / name / t / kind / ("all" if kind == "zero-shot" else f"seed{seed}")
+    path = folder / "results.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    result = run_eval(fixtures.resolve(model["model"], root), fixtures.resolve(task, root),
+                      template=model.get("template"), mode=model.get("mode", "prompt"),
+                      linear_probe=kind == "linear-probe", k=suite.k, seed=seed, limit=suite.test_limit,
+                      progress=progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def run_suite(suite: Suite, out: str | Path, progress: bool = True) -> list[str]:
+    """Runs what is not finished yet; returns the forward-count mismatches (empty when all agree)."""
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    if not progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    (root / "suite.json").write_text(json.dumps({k: v for k, v in vars(suite).items() if k != "path"}, indent=1))
+    mismatches = []
+    specs = suite.runs()
+    for spec in tqdm(specs, desc=f"suite {suite.name}", disable=not progress, unit="run"):
+        result = run_finetune(_config(suite, spec, root), str(spec.folder(root)), {}, progress=False)
+        problem = check_forward_count(spec, result)
+        if problem:
+            mismatches.append(problem)
+    for model in suite.models:
+        for task in suite.tasks:
+            for kind in suite.baselines:
+                for seed in ([suite.seeds[0]] if kind == "zero-shot" else suite.seeds):
+                    _baseline(suite, model, task, seed, kind, root, progress=False)
+    return mismatches

@@ -1,0 +1,125 @@
+"""Suites: estimators x models x tasks x seeds under one forward-pass budget.
+
+A suite is a JSON file (presets live in benchmarks/suites/). Its keys:
+
+    name            the suite's name
+    models          [{"model": ..., "mode": "prompt"|"head", "tuning": "full"|"lora"|...,
+                      "template", "grid", "first_order": optional per-model overrides}]
+    tasks           task names or paths
+    estimators      "all" (every registered estimator) or a list of names
+    exclude         estimator names to leave out
+    seeds           e.g. [0, 1, 2]
+    forward_budget  forward passes per run; steps = budget // the estimator's forwards per step
+    grid            {"lr": [...], "eps": [...]}: every estimator gets this grid, the best dev
+                    accuracy picks the configuration whose test accuracy is reported (MeZO's protocol)
+    estimator_grid  optional {name: {"lr": [...]}}: overrides per estimator
+    first_order     {"sgd": {"lr": [...]}, "adam": {"lr": [...]}}: backprop baselines, same budget in steps
+                    as MeZO-SGD (one forward and one backward per step)
+    baselines       subset of ["zero-shot", "linear-probe"]
+    k, batch_size, test_limit, evals   sampling and evaluation (evals: dev evaluations per run)
+
+Every name in `zoo.estimators.available()` is in the suite unless excluded, so a
+newly registered estimator joins it with no code change.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import estimators
+
+PRESETS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
+PRESETS = ("smoke", "cpu")  # a `gpu` preset (step time and memory on large configs) is still to come
+
+
+@dataclass
+class Suite:
+    name: str
+    models: list[dict]
+    tasks: list[str]
+    estimators: "str | list[str]" = "all"
+    exclude: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    forward_budget: int = 100
+    grid: dict = field(default_factory=lambda: {"lr": [1e-6], "eps": [1e-3]})
+    estimator_grid: dict = field(default_factory=dict)
+    first_order: dict = field(default_factory=dict)
+    baselines: list[str] = field(default_factory=list)
+    k: int = 16
+    batch_size: int = 16
+    test_limit: int | None = None
+    evals: int = 5
+    path: str = ""
+
+    def estimator_names(self) -> list[str]:
+        names = estimators.available() if self.estimators == "all" else list(self.estimators)
+        for n in [*names, *self.exclude]:
+            estimators.spec(n)  # an unknown name fails here, with the closest match
+        return [n for n in names if n not in set(self.exclude)]
+
+    def runs(self) -> list["RunSpec"]:
+        """Every training run of the suite, in a fixed order."""
+        out = []
+        for model, task, seed in itertools.product(self.models, self.tasks, self.seeds):
+            for name in self.estimator_names():
+                grid = {**self.grid, **model.get("grid", {}), **self.estimator_grid.get(name, {})}
+                per_step = estimators.spec(name).forwards_per_step(**estimators.spec(name).defaults)
+                for lr, eps in itertools.product(grid["lr"], grid["eps"]):
+                    out.append(RunSpec(model, task, seed, name, lr, eps, max(self.forward_budget // per_step, 1),
+                                       per_step))
+            steps = max(self.forward_budget // 2, 1)  # MeZO-SGD's steps: one backward per MeZO step
+            for name, g in model.get("first_order", self.first_order).items():
+                for lr in g["lr"]:
+                    out.append(RunSpec(model, task, seed, name, lr, 0.0, steps, 1))
+        return out
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    model: dict
+    task: str
+    seed: int
+    estimator: str
+    lr: float
+    eps: float
+    steps: int
+    forwards_per_step: int
+
+    def folder(self, root: Path) -> Path:
+        m = self.model["model"].replace("/", "_") + f"-{self.model.get('tuning', 'full')}"
+        t = Path(self.task).stem if "/" in self.task or "." in self.task else self.task
+        return root / "runs" / m / t / self.estimator / f"lr{self.lr:g}-eps{self.eps:g}" / f"seed{self.seed}"
+
+
+_KEYS = set(Suite.__dataclass_fields__) - {"path"}
+
+
+def load_suite(spec: str) -> Suite:
+    """A suite from a preset name (`smoke`, `cpu`) or a JSON file path."""
+    path = PRESETS_DIR / f"{spec}.json" if spec in PRESETS else Path(spec)
+    if not path.is_file():
+        raise ValueError(f"suite {spec!r}: not a preset ({', '.join(PRESETS)}) and no such file")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
+    unknown = set(raw) - _KEYS
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; known: {sorted(_KEYS)}")
+    for key in ("name", "models", "tasks"):
+        if key not in raw:
+            raise ValueError(f"{path}: missing key {key!r}")
+    suite = Suite(**raw, path=str(path))
+    if suite.forward_budget < 2:
+        raise ValueError(f"{path}: forward_budget must be at least 2, got {suite.forward_budget}")
+    for fo in suite.first_order:
+        if fo not in ("sgd", "adam"):
+            raise ValueError(f"{path}: first_order has {fo!r}; use sgd and/or adam")
+    bad = set(suite.baselines) - {"zero-shot", "linear-probe"}
+    if bad:
+        raise ValueError(f"{path}: unknown baselines {sorted(bad)}; use zero-shot and/or linear-probe")
+    suite.estimator_names()
+    return suite
