@@ -14,44 +14,114 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _runs() -> list[dict]:
+    """Every step-speed run kept: earlier ones as step_speed_run<N>.json, the latest as step_speed.json."""
+    res = ROOT / "benchmarks" / "results"
+    files = sorted(res.glob("step_speed_run*.json")) + [res / "step_speed.json"]
+    return [json.loads(f.read_text()) for f in files]
+
+
 def performance() -> str:
-    r = json.loads((ROOT / "benchmarks" / "results" / "step_speed.json").read_text())
-    m, q = r["medians_s"], r["ratios"]
+    runs = _runs()
+    r = runs[-1]
+    head = " | ".join(f"run {i + 1}" for i in range(len(runs)))
+    sep = "---|" * len(runs)
+
+    def row(label, fn):
+        return f"| {label} | " + " | ".join(fn(x) for x in runs) + " |"
+
+    med = lambda key: (lambda x: f"{x['medians_s'][key]:.3f}")
+    rat = lambda key, f="{:.3f}": (lambda x: f.format(x["ratios"][key]))
+    sweeps = lambda x: 1 + 3 * x["medians_s"]["sweep_cpu"] / x["medians_s"]["two_forwards"]
+    direct = [x["ratios"]["zoo_over_two_forwards"] for x in runs]
+    met = all(d <= 1.10 for d in direct) and all(sweeps(x) <= 1.10 for x in runs)
+    verdict = ("met in every run" if met else
+               f"not met: the direct ratio ranged {min(direct):.2f}-{max(direct):.2f} and the sweep timings "
+               f"put the step at {min(map(sweeps, runs)):.2f}-{max(map(sweeps, runs)):.2f}x two forwards")
     return f"""# Performance
 
-Measured by `{r['command']}` on {r['date']}: this project's CPU machine ({r['machine']}),
-torch {r['torch']}, median of {r['rounds']} rounds after one warm-up, all timed in one
-pytest session on one model.
+## CPU: step time against two forwards
+
+Measured by `{r['command']}` on {r['date']}: this project's CPU machine ({r['machine']}; x86_64 AMD
+EPYC with AVX-512), torch {r['torch']}, median of {r['rounds']} rounds after one warm-up, all timed
+in one pytest session on one model, with background jobs paused. Each run's raw figures are in
+`benchmarks/results/step_speed*.json`; `python benchmarks/report.py` rewrites this page from them.
 
 Model: the SmolLM2-135M config (LlamaConfig: hidden 576, 30 layers, 9 heads, 3 kv heads,
 intermediate 1536, vocab 49152, tied embeddings; 134.5M parameters), random weights, float32,
-batch 16 x sequence 64, SDPA attention.
+batch 16 x sequence 64, SDPA attention. Default backend: `{r.get('default_backend', 'torch')}`.
 
-| what | median seconds |
-|---|---|
-| two inference forwards | {m['two_forwards']:.3f} |
-| zoo `mezo-sgd` step (2 forwards + 3 noise sweeps) | {m['zoo_step']:.3f} |
-| zoo `mezo-sgd` step, `perturbation="exact"` | {m['zoo_exact_step']:.3f} |
-| original MeZO step, re-implemented (2 forwards + 4 sweeps, `torch.normal` per parameter) | {m['original_step']:.3f} |
+| what (median seconds) | {head}
+|---|{sep}
+{row("two inference forwards", med("two_forwards"))}
+{row("zoo `mezo-sgd` step, default backend (`cpu`: the C Philox kernel)", med("zoo_step"))}
+{row('zoo `mezo-sgd` step, `backend="torch"` (torch generators)', med("zoo_torch_step"))}
+{row('zoo `mezo-sgd` step, `perturbation="exact"`', med("zoo_exact_step"))}
+{row("original MeZO step, re-implemented (2 forwards + 4 sweeps, `torch.normal` per parameter)", med("original_step"))}
+{row("one sweep of all weights, `cpu` backend (z drawn and added)", med("sweep_cpu"))}
+{row("one sweep, `torch` backend", med("sweep_torch"))}
+{row("memory floor: in-place multiply of all weights", med("inplace_multiply"))}
 
-| ratio | measured | target |
-|---|---|---|
-| zoo step / two forwards | **{q['zoo_over_two_forwards']:.3f}** | <= 1.4 (this issue), 1.1 (the kernels issue) |
-| zoo step / original MeZO step | **{q['zoo_over_original']:.3f}** | <= 0.8 |
-| sweep scratch memory / parameter bytes | {q['scratch_over_param_bytes']:.4f} ({r['scratch_bytes'] / 2**20:.1f} MiB of {r['param_bytes'] / 2**20:.0f} MiB) | <= 0.01 |
-| exact step / two forwards | {q['exact_over_two_forwards']:.3f} | (none) |
-| exact mode's saved copies / parameter bytes | {q['exact_saved_over_param_bytes']:.3f} (the tied embedding, the largest module) | <= largest module |
+| ratio | {head} | target |
+|---|{sep}---|
+{row("zoo step (`cpu`) / two forwards", rat("zoo_over_two_forwards"))} <= 1.10 |
+{row("1 + 3 sweeps / two forwards (the same ratio from the steadier sweep timings)", lambda x: f"{sweeps(x):.3f}")} |
+{row("zoo step (`torch`) / two forwards", rat("zoo_torch_over_two_forwards"))} <= 1.4 (core issue) |
+{row("zoo step (`cpu`) / original MeZO step", rat("zoo_over_original"))} <= 0.8 |
+{row("sweep elements per second, `cpu`", lambda x: f"{x['ratios']['sweep_cpu_elements_per_s'] / 1e6:.0f}M")} |
+{row("sweep elements per second, `torch`", lambda x: f"{x['ratios']['sweep_torch_elements_per_s'] / 1e6:.0f}M")} |
+{row("sweep / memory floor", rat("sweep_cpu_over_memory_floor", "{:.1f}"))} |
+{row("sweep scratch memory / parameter bytes", rat("scratch_over_param_bytes", "{:.4f}"))} <= 0.01 |
+{row("exact mode's saved copies / parameter bytes", rat("exact_saved_over_param_bytes"))} <= largest module |
 
-Where the time goes: the forwards are fixed; the rest is three regenerations of z (Gaussian,
-torch's CPU `normal_`, on two worker threads) plus one read-modify-write of every weight per
-sweep. The original step regenerates z four times, allocates a fresh tensor for each parameter
-and each sweep, and rebinds `param.data` (two more temporaries per parameter).
+**The 1.10 target: {verdict}.** The forwards vary by up to 20% between runs on this machine, so
+the direct ratio is noisy; the sweep timings are steadier. A step is three sweeps (+εz, −2εz, and
+the restore fused with the update), so the target needs a sweep of at most 0.033 x two forwards,
+about 0.12-0.15 s here: 0.9-1.1G elements/s including the read and write of every weight.
 
-The baseline is `benchmarks/mezo_original.py`: a plain re-implementation of the released
-MeZO trainer's `zo_perturb_parameters` / `zo_update`, with a private generator instead of the
-global one.
+Where the rest would come from (measured in `docs/kernel_notes.md`): the kernel's normals are
+correctly rounded float32 (float64 log/cos/sin, rounded once), about 1.07G normals/s on two
+threads before the weights are touched. libmvec's float32 `logf`/`cosf`/`sinf` reach about 1.6G/s,
+enough for about 1.09x, but their values are up to 3 ulp off, depend on the glibc version, and a
+build without libmvec would draw other bits. zoo keeps the reproducible kernel as the default; the
+faster variant is one `-D` flag in `zoo/perturb/kernels/philox.c` (building without `ZOO_PRECISE`).
 
-GPU figures: no GPU was lent to this session; they remain to be measured.
+What the default does: the C kernel draws z in registers group by group (4096 elements) and adds
+it into the weights in the same pass (`fmaf`), on the backend's two worker threads (ctypes releases
+the GIL), so a sweep allocates nothing and reads and writes each weight once. The torch backend
+generates z into a 512 KiB buffer per thread with `normal_` and adds it. The original step
+regenerates z four times, allocates a fresh tensor for each parameter and each sweep, and rebinds
+`param.data`. Its re-implementation is `benchmarks/mezo_original.py` (the released trainer's
+`zo_perturb_parameters` / `zo_update`, with a private generator instead of the global one).
+
+## Kernel tests
+
+- The C kernel equals a numpy Philox-4x32-10 + Box-Muller reference bit for bit
+  (tests/test_kernels.py; 4,194,304 elements were also checked once by hand: 0 mismatches), and a
+  build without `-march=native` draws the same bits.
+- The Triton kernel, run by Triton's interpreter on the CPU, draws the same Rademacher signs bit for
+  bit and the same normals within 4 ulp (the interpreter's numpy float32 log/cos/sin are up to 3 ulp
+  off correctly rounded).
+- z is independent of chunk size, thread count and parameter order on every backend; the float64
+  reference, exact restore and resume hold on every backend (the estimator tests rerun with
+  `ZOO_BACKEND=torch` and, under the interpreter, `ZOO_BACKEND=triton`).
+
+## GPU
+
+No GPU was lent to the session that wrote the Triton kernel (`status`: can_start_another false).
+What was checked without one: the kernels compile to PTX for sm_90 (an H100) in the test suite
+(`test_triton_kernels_compile_for_a_gpu_without_one`, for bfloat16, float16 and float32 weights).
+In that PTX, Philox's multiplies are `mul.hi.u32` in registers; `log`, `cos` and `sin` are
+libdevice's inlined polynomials (no `.approx` instructions), but Triton's `sqrt` is
+`sqrt.approx.ftz.f32`, so GPU normals may differ from the C kernel's by a few ulp more than the
+interpreter's do. `python benchmarks/gpu_check.py --out DIR` (one device call) measures all of the
+following and that difference; it has been run on the CPU with `--tiny` under the interpreter only.
+These remain to be measured:
+
+- a `mezo-sgd` step <= 1.05 x two forwards on a 1B-class Llama config (hidden 2048, 16 layers) in bfloat16;
+- peak `torch.cuda.max_memory_allocated` during training <= 1.01 x inference on the same batch;
+- sweep bandwidth >= 80% of a device-to-device copy;
+- the Triton kernel's normals against the C kernel's on the GPU (libdevice instead of numpy).
 """
 
 

@@ -165,3 +165,39 @@ def test_portable_build_draws_the_same_bits():
         a = torch.empty(n)
         portable.zoo_fill(a.data_ptr(), n, 8192, SEED, code)
         assert bits_equal([a], [cpu.fill_(torch.empty(n), 8192, SEED, dist)])
+
+
+_COMPILE = """
+import sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from zoo.perturb.kernels import triton_philox as tp
+
+target = GPUTarget("cuda", 90, 32)
+sig = {"p_ptr": sys.argv[1], "n": "i64", "first_group": "i64", "seeds_ptr": "*i64", "alphas_ptr": "*fp32",
+       "ndir": "i32", "decay": "fp32", "GROUP_": "constexpr", "RADEMACHER": "constexpr", "SCALE_P": "constexpr"}
+for rademacher in (False, True):
+    src = ASTSource(fn=tp._combine_kernel, signature=sig,
+                    constexprs={"GROUP_": 4096, "RADEMACHER": rademacher, "SCALE_P": True})
+    print(triton.compile(src, target=target).asm["ptx"])
+fill = ASTSource(fn=tp._fill_kernel, constexprs={"GROUP_": 4096, "RADEMACHER": False},
+                 signature={"out_ptr": "*fp32", "n": "i64", "first_group": "i64", "seed": "i64",
+                            "GROUP_": "constexpr", "RADEMACHER": "constexpr"})
+print(triton.compile(fill, target=target).asm["ptx"])
+"""
+
+
+@pytest.mark.parametrize("dtype", ["*bf16", "*fp16", "*fp32"])
+def test_triton_kernels_compile_for_a_gpu_without_one(dtype):
+    """The kernels lower to PTX for an H100 (sm_90): what the interpreter cannot check.
+
+    Compiled in a child process, because this one runs Triton's interpreter.
+    """
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
+    out = subprocess.run([sys.executable, "-c", _COMPILE, dtype], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    ptx = out.stdout
+    assert ptx.count(".entry _combine_kernel") == 2 and ".entry _fill_kernel" in ptx
+    assert "mul.hi.u32" in ptx  # Philox's multiplies, in registers

@@ -30,6 +30,10 @@ def _kernels():
     return triton_philox
 
 
+#: p + alpha z as one fma, like the C kernel's fmaf (Triton 3.10 stops fusing by default).
+_OPTIONS = {"enable_fp_fusion": True}
+
+
 def _grid(n: int) -> tuple[int]:
     return (-(-n // GROUP),)
 
@@ -39,7 +43,8 @@ def fill_(out: torch.Tensor, start: int, seed: int, distribution: str) -> torch.
     check_chunk(out, start, "Triton", float32=True)
     k = _kernels()
     k._fill_kernel[_grid(out.numel())](
-        out, out.numel(), start // GROUP, seed, GROUP_=GROUP, RADEMACHER=DISTRIBUTIONS[distribution] == 1
+        out, out.numel(), start // GROUP, seed, GROUP_=GROUP, RADEMACHER=DISTRIBUTIONS[distribution] == 1,
+        **_OPTIONS,
     )
     return out
 
@@ -54,6 +59,6 @@ def combine_(p: torch.Tensor, start: int, seeds: list[int], coefs: list[float], 
     coefs_t = torch.tensor(coefs, dtype=torch.float32, device=p.device)
     k._combine_kernel[_grid(p.numel())](
         p, p.numel(), start // GROUP, seeds_t, coefs_t, len(seeds), float(decay),
-        GROUP_=GROUP, RADEMACHER=DISTRIBUTIONS[distribution] == 1, SCALE_P=decay != 1.0,
+        GROUP_=GROUP, RADEMACHER=DISTRIBUTIONS[distribution] == 1, SCALE_P=decay != 1.0, **_OPTIONS,
     )
     return True

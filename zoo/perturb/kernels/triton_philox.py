@@ -50,12 +50,27 @@ def _quarters(seed, group, Q: tl.constexpr, RADEMACHER: tl.constexpr):
 
 
 @triton.jit
+def _update_quarter(p_ptr, base, k: tl.constexpr, Q: tl.constexpr, acc, n, decay, SCALE_P: tl.constexpr):
+    offs = base + k * Q + tl.arange(0, Q)
+    mask = offs < n
+    p = tl.load(p_ptr + offs, mask=mask).to(tl.float32)
+    if SCALE_P:
+        p = p * decay
+    tl.store(p_ptr + offs, (p + acc).to(p_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _store_quarter(out_ptr, base, k: tl.constexpr, Q: tl.constexpr, z, n):
+    offs = base + k * Q + tl.arange(0, Q)
+    tl.store(out_ptr + offs, z, mask=offs < n)
+
+
+@triton.jit
 def _combine_kernel(p_ptr, n, first_group, seeds_ptr, alphas_ptr, ndir, decay,
                     GROUP_: tl.constexpr, RADEMACHER: tl.constexpr, SCALE_P: tl.constexpr):
     Q: tl.constexpr = GROUP_ // 4
     pid = tl.program_id(0)
     group = first_group + pid
-    q = tl.arange(0, Q)
     base = pid.to(tl.int64) * GROUP_
     a0 = tl.zeros((Q,), tl.float32)
     a1 = tl.zeros((Q,), tl.float32)
@@ -69,14 +84,11 @@ def _combine_kernel(p_ptr, n, first_group, seeds_ptr, alphas_ptr, ndir, decay,
         a1 += alpha * z1
         a2 += alpha * z2
         a3 += alpha * z3
-    for k in tl.static_range(4):
-        acc = a0 if k == 0 else (a1 if k == 1 else (a2 if k == 2 else a3))
-        offs = base + k * Q + q
-        mask = offs < n
-        p = tl.load(p_ptr + offs, mask=mask).to(tl.float32)
-        if SCALE_P:
-            p = p * decay
-        tl.store(p_ptr + offs, (p + acc).to(p_ptr.dtype.element_ty), mask=mask)
+    # four explicit calls rather than a loop: the quarters are separate register tensors
+    _update_quarter(p_ptr, base, 0, Q, a0, n, decay, SCALE_P)
+    _update_quarter(p_ptr, base, 1, Q, a1, n, decay, SCALE_P)
+    _update_quarter(p_ptr, base, 2, Q, a2, n, decay, SCALE_P)
+    _update_quarter(p_ptr, base, 3, Q, a3, n, decay, SCALE_P)
 
 
 @triton.jit
@@ -84,9 +96,8 @@ def _fill_kernel(out_ptr, n, first_group, seed, GROUP_: tl.constexpr, RADEMACHER
     Q: tl.constexpr = GROUP_ // 4
     pid = tl.program_id(0)
     z0, z1, z2, z3 = _quarters(seed, first_group + pid, Q, RADEMACHER)
-    q = tl.arange(0, Q)
     base = pid.to(tl.int64) * GROUP_
-    for k in tl.static_range(4):
-        z = z0 if k == 0 else (z1 if k == 1 else (z2 if k == 2 else z3))
-        offs = base + k * Q + q
-        tl.store(out_ptr + offs, z, mask=offs < n)
+    _store_quarter(out_ptr, base, 0, Q, z0, n)
+    _store_quarter(out_ptr, base, 1, Q, z1, n)
+    _store_quarter(out_ptr, base, 2, Q, z2, n)
+    _store_quarter(out_ptr, base, 3, Q, z3, n)
