@@ -29,6 +29,11 @@ def test_smoke_preset_covers_every_estimator_and_baseline(smoke):
     assert "| mezo-sgd |" in table and "MISMATCH" not in table
     for png in ("curves.png", "cost.png"):
         assert (smoke / png).read_bytes()[:4] == b"\x89PNG"
+    grad = json.loads((smoke / "gradient_quality.json").read_text())["rows"]
+    labels = {r["label"]: r for r in grad}
+    assert set(zoo.available()) <= set(labels) and labels["n-spsa n=16"]["forwards"] == 32
+    assert all(-1 <= r["cosine"] <= 1 and r["relative_mse"] > 0 for r in grad)
+    assert "## Gradient quality" in table and (smoke / "gradient_quality.png").exists()
     runs = list((smoke / "runs").rglob("results.json"))
     suite = load_suite("smoke")
     assert len(runs) == len(suite.runs()) + 1 + len(suite.seeds)  # + zero-shot + one probe per seed

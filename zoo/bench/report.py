@@ -120,6 +120,49 @@ def _plot_cost(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _gradient_section(root: Path) -> list[str]:
+    path = root / "gradient_quality.json"
+    if not path.exists():
+        return []
+    d = json.loads(path.read_text())
+    meta, rows = d["meta"], d["rows"]
+    _plot_gradient(rows, root / "gradient_quality.png")
+    lines = ["## Gradient quality", "",
+             f"One batch of {meta['batch']} training examples of {meta['task']} on {meta['model']['model']} "
+             f"({rows[0]['dim']} trainable parameters), eps {meta['eps']:g}; {rows[0]['samples']} estimates per row, "
+             "each against the true gradient (one backward).", "",
+             "| estimator | forwards | cosine with ∇L | relative MSE ‖ĝ−∇L‖²/‖∇L‖² |", "|---|---|---|---|"]
+    lines += [f"| {r['label']} | {r['forwards']} | {r['cosine']:.4f} ± {r['cosine_std']:.4f} | {r['relative_mse']:.4g} |"
+              for r in rows]
+    return lines + ["", "![gradient quality](gradient_quality.png)", ""]
+
+
+def _plot_gradient(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = [("n-spsa n=", "n (2n forwards)"), ("sparse-mezo s=", "sparsity"), ("subzero r=", "rank")]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, (prefix, xlabel) in zip(axes, families):
+        rs = [r for r in rows if r["label"].startswith(prefix)]
+        if rs:
+            x = [float(r["label"][len(prefix):]) for r in rs]
+            ax.errorbar(x, [r["cosine"] for r in rs], yerr=[r["cosine_std"] for r in rs], fmt="o-")
+        base = next((r for r in rows if r["label"] == "mezo-sgd"), None)
+        if base:
+            ax.axhline(base["cosine"], ls="--", c="gray", label="mezo-sgd (2 forwards)")
+            ax.legend(fontsize=7)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("cosine(ĝ, ∇L)")
+        ax.set_title(prefix.split()[0], fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_report(suite: Suite, root: str | Path, command: str) -> Path:
     """Writes DIR/summary.md, DIR/summary.json, DIR/curves.png and DIR/cost.png; returns summary.md."""
     root = Path(root)
@@ -155,6 +198,7 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
     lines += ["", "Peak memory is the process's peak RSS on the CPU (`torch.cuda.max_memory_allocated` on a GPU),",
               "which on the CPU includes everything loaded before the run.", "",
               "![dev accuracy against forward passes](curves.png)", "", "![cost per forward pass](cost.png)", ""]
+    lines += _gradient_section(root)
     summary = root / "summary.md"
     summary.write_text("\n".join(lines))
     (root / "summary.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "curves"} for r in rows],

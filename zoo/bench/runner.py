@@ -50,6 +50,27 @@ def _baseline(suite: Suite, model: dict, task: str, seed: int, kind: str, root: 
     return result
 
 
+def _gradient_quality(suite: Suite, root: Path) -> None:
+    path = root / "gradient_quality.json"
+    g = suite.gradient
+    if not g or path.exists():
+        return
+    from ..finetune.build import load
+    from ..finetune.commands import load_task, sample
+    from .gradient import gradient_quality
+
+    model = suite.models[g.get("model", 0)]
+    task = load_task(fixtures.resolve(g.get("task", suite.tasks[0]), root))
+    splits = sample(task, "kshot", suite.k, suite.seeds[0], suite.test_limit)
+    built = load(fixtures.resolve(model["model"], root), task, model.get("mode", "prompt"),
+                 model.get("tuning", "full"), template=model.get("template"), seed=suite.seeds[0])
+    rows = gradient_quality(built, splits.train[: g.get("batch", 16)], eps=g.get("eps", 1e-3),
+                            samples=g.get("samples", 8), sweeps=g, seed=suite.seeds[0])
+    meta = {"model": model, "task": g.get("task", suite.tasks[0]), "batch": g.get("batch", 16),
+            "eps": g.get("eps", 1e-3)}
+    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+
+
 def run_suite(suite: Suite, out: str | Path, progress: bool = True) -> list[str]:
     """Runs what is not finished yet; returns the forward-count mismatches (empty when all agree)."""
     root = Path(out)
@@ -71,4 +92,5 @@ def run_suite(suite: Suite, out: str | Path, progress: bool = True) -> list[str]
             for kind in suite.baselines:
                 for seed in ([suite.seeds[0]] if kind == "zero-shot" else suite.seeds):
                     _baseline(suite, model, task, seed, kind, root, progress=False)
+    _gradient_quality(suite, root)
     return mismatches

@@ -17,6 +17,9 @@ A suite is a JSON file (presets live in benchmarks/suites/). Its keys:
                     as MeZO-SGD (one forward and one backward per step)
     baselines       subset of ["zero-shot", "linear-probe"]
     k, batch_size, test_limit, evals   sampling and evaluation (evals: dev evaluations per run)
+    gradient        optional {"model": index into models, "task": ..., "batch": 16, "eps": 1e-3,
+                    "samples": 8, "n": [...], "sparsity": [...], "rank": [...]}: gradient quality
+                    of every estimator against the true gradient on one batch (zoo/bench/gradient.py)
 
 Every name in `zoo.estimators.available()` is in the suite unless excluded, so a
 newly registered estimator joins it with no code change.
@@ -52,6 +55,7 @@ class Suite:
     batch_size: int = 16
     test_limit: int | None = None
     evals: int = 5
+    gradient: dict = field(default_factory=dict)
     path: str = ""
 
     def estimator_names(self) -> list[str]:
