@@ -98,6 +98,36 @@ def _theory_rank(args):
           f"({r['params']}), {r['total_matvecs']} HVPs in {r['hvp_seconds']:.0f} s")
 
 
+def _theory_slowdown(args):
+    import json
+
+    from .finetune.build import load
+    from .finetune.commands import load_task, sample
+    from .theory.experiment import measure_slowdown
+
+    task = load_task(args.task, **_task_args(args))
+    splits = sample(task, "kshot", args.k, args.seed, None)
+    built = load(args.model, task, "prompt", "full", template=args.template, max_length=args.max_length,
+                 attn_implementation="eager")
+    r = measure_slowdown(built, splits.train, subset=args.params, ns=tuple(args.n), sgd_steps=args.sgd_steps,
+                         seeds=tuple(args.seeds), eta_scale=args.eta_scale, eps=args.eps, matvecs=args.matvecs)
+    r["config"] = {"model": args.model, "task": task.name, "k": args.k, "seed": args.seed,
+                   "template": task.template(args.template).name}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(r, f, indent=1)
+    if args.plot:
+        from .theory.plots import plot_slowdown
+
+        plot_slowdown(r, args.plot, f"{args.model} ({r['params']}, {r['dim']} parameters), {task.name} "
+                                    f"batch {len(splits.train)}: {r['r_source']} = {r['r_used']:.3g}")
+    print(f"{task.name}: r = {r['r']:.3g} (gamma uses {r['r_source']} = {r['r_used']:.3g}), lambda_max = {r['lambda_max']:.4g}; SGD {args.sgd_steps} steps to loss "
+          f"{r['target_loss']:.4f}; " + "; ".join(
+              f"n={row['n']}: predicted {row['gamma']:.2f}, measured "
+              + (f"{row['measured']:.2f}" if row["measured"] is not None else f"not reached in {row['cap']} steps "
+                 f"({row['reached']} seeds)") for row in r["rows"]))
+
+
 def _bench(args):
     from .bench import load_suite, run_suite, write_report
 
@@ -184,6 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", default=None)
     r.add_argument("--plot", default=None, help="PNG of the SLQ spectral density")
     r.set_defaults(fn=_theory_rank)
+    w = tsub.add_parser("slowdown", help="MeZO's predicted slowdown gamma against measured steps to SGD's loss")
+    _add_task_options(w)
+    w.add_argument("--model", default="smollm2-135m")
+    w.add_argument("--params", default="last-mlp", choices=["last-mlp", "last-block", "head", "all"])
+    w.add_argument("--n", type=int, nargs="+", default=[1, 4, 16], help="directions per step to compare")
+    w.add_argument("--sgd-steps", type=int, default=20)
+    w.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="ZO direction seeds")
+    w.add_argument("--eta-scale", type=float, default=1.0, help="SGD's lr as a multiple of 1/lambda_max")
+    w.add_argument("--eps", type=float, default=1e-3)
+    w.add_argument("--matvecs", type=int, default=45, help="HVPs for the trace (Hutch++)")
+    w.add_argument("--json", default=None)
+    w.add_argument("--plot", default=None)
+    w.set_defaults(fn=_theory_slowdown)
     b = sub.add_parser("bench", help="run a benchmark suite (every registered estimator, same forward budget)")
     b.add_argument("suite", help="a preset (smoke, cpu) or a suite .json file")
     b.add_argument("--out", required=True, help="folder for runs/, summary.md and plots; reruns resume it")

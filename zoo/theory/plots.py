@@ -31,3 +31,40 @@ def plot_density(results: dict, path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_slowdown(result: dict, path, title: str) -> None:
+    """Loss curves of SGD and n-SPSA, and the measured slowdown against the predicted gamma."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(range(len(result["sgd"])), result["sgd"], "k-", lw=2, label=f"SGD, eta = {result['eta_sgd']:.3g}")
+    for row in result["rows"]:
+        for i, c in enumerate(row["curves"]):
+            a.plot(range(len(c)), c, lw=0.8, alpha=0.7, color=f"C{row['n'] % 10}",
+                   label=f"n-SPSA n={row['n']}, eta/gamma" if i == 0 else None)
+    a.axhline(result["target_loss"], ls="--", c="gray", lw=0.8, label="target (SGD's final loss)")
+    a.set_xlabel("steps")
+    a.set_ylabel("loss on the batch")
+    a.legend(fontsize=7)
+    pred = [row["gamma"] for row in result["rows"]]
+    meas = [row["measured"] for row in result["rows"]]
+    top = max([*pred, *[m for m in meas if m is not None], 1.0]) * 1.15
+    b.plot([0, top], [0, top], ls="--", c="gray", lw=0.8, label="measured = predicted")
+    for row in result["rows"]:
+        if row["measured"] is not None:
+            b.plot(row["gamma"], row["measured"], "o", color=f"C{row['n'] % 10}", label=f"n={row['n']}")
+    b.set_xlim(0, top)
+    b.set_ylim(0, top)
+    b.set_xlabel("predicted gamma = (r + n + 1) / n")
+    b.set_ylabel("measured steps_ZO / steps_SGD (median over seeds)")
+    b.legend(fontsize=7)
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
