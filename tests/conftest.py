@@ -123,3 +123,11 @@ def sentiment_file(path, n=48, seed=0):
         rows.append(f"the {rng.choice(['movie', 'film', 'plot'])} was {word} .\t{['neg', 'pos'][label]}")
     path.write_text("text\tlabel\n" + "\n".join(rows) + "\n")
     return path
+
+
+def tiny_model_folder(tmp_path):
+    """A saved tiny Llama with its word tokenizer, and a sentiment task file beside it."""
+    folder = tmp_path / "tiny"
+    tiny_llama().save_pretrained(folder)
+    word_tokenizer().save_pretrained(folder)
+    return folder, sentiment_file(tmp_path / "s.tsv")

@@ -9,7 +9,7 @@ from zoo.finetune import loop
 from zoo.finetune.build import prepare
 from zoo.finetune.loop import FinetuneConfig, finetune, minibatch
 from zoo.tasks import few_shot, user_task
-from conftest import bits_equal, sentiment_file, tiny_llama, word_tokenizer
+from conftest import bits_equal, sentiment_file, tiny_llama, tiny_model_folder, word_tokenizer
 
 
 def _setup(tmp_path, tuning="full", mode="prompt", **cfg):
@@ -130,19 +130,11 @@ def test_tunings_change_only_their_parameters(tmp_path, tuning, mode):
         assert any("score" in n for n in trained)
 
 
-def _tiny_folder(tmp_path):
-    """A saved tiny model with its tokenizer, and a task file."""
-    folder = tmp_path / "tiny"
-    tiny_llama().save_pretrained(folder)
-    word_tokenizer().save_pretrained(folder)
-    return folder, sentiment_file(tmp_path / "s.tsv")
-
-
 @pytest.mark.parametrize("tuning", ["lora", "prefix"])
 def test_cli_eval_of_a_peft_run_reproduces_its_test_accuracy(tmp_path, tuning):
     from zoo.cli import main
 
-    folder, data = _tiny_folder(tmp_path)
+    folder, data = tiny_model_folder(tmp_path)
     out = tmp_path / "run"
     assert main(["finetune", "--model", str(folder), "--task", str(data), "--k", "4", "--quiet", "--steps", "6",
                  "--batch-size", "4", "--tuning", tuning, "--lr", "0.5", "--out", str(out)]) == 0
@@ -155,7 +147,7 @@ def test_cli_eval_of_a_peft_run_reproduces_its_test_accuracy(tmp_path, tuning):
 def test_cli_finetune_and_eval_on_a_local_model_folder(tmp_path, capsys):
     from zoo.cli import main
 
-    folder, data = _tiny_folder(tmp_path)
+    folder, data = tiny_model_folder(tmp_path)
     out = tmp_path / "run"
     args = ["--model", str(folder), "--task", str(data), "--k", "4", "--quiet"]
     assert main(["finetune", *args, "--steps", "4", "--batch-size", "4", "--lr", "0.01", "--out", str(out)]) == 0

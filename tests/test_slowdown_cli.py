@@ -8,7 +8,7 @@ import torch
 from zoo.finetune.build import prepare
 from zoo.tasks import few_shot, user_task
 from zoo.theory.experiment import measure_slowdown
-from conftest import sentiment_file, tiny_llama, word_tokenizer
+from conftest import sentiment_file, tiny_llama, tiny_model_folder, word_tokenizer
 
 
 def test_more_directions_reach_sgds_loss_in_fewer_steps(tmp_path):
@@ -35,10 +35,7 @@ def test_more_directions_reach_sgds_loss_in_fewer_steps(tmp_path):
 def test_cli_writes_json_and_plot(tmp_path, capsys):
     from zoo.cli import main
 
-    folder = tmp_path / "tiny"
-    tiny_llama().save_pretrained(folder)
-    word_tokenizer().save_pretrained(folder)
-    data = sentiment_file(tmp_path / "s.tsv")
+    folder, data = tiny_model_folder(tmp_path)
     out, png = tmp_path / "s.json", tmp_path / "s.png"
     assert main(["theory", "slowdown", "--model", str(folder), "--task", str(data), "--k", "4", "--n", "1", "4",
                  "--sgd-steps", "3", "--seeds", "0", "--matvecs", "12", "--params", "last-block",

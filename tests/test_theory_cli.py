@@ -9,7 +9,7 @@ from zoo.finetune.build import prepare
 from zoo.tasks import few_shot, user_task
 from zoo.theory import HessianOperator
 from zoo.theory.measure import measure, select_parameters
-from conftest import sentiment_file, tiny_llama, word_tokenizer
+from conftest import sentiment_file, tiny_llama, tiny_model_folder, word_tokenizer
 
 
 def _head_model(tmp_path):
@@ -50,10 +50,7 @@ def test_subsets():
 def test_cli_writes_json_and_plot(tmp_path, capsys):
     from zoo.cli import main
 
-    folder = tmp_path / "m"
-    tiny_llama().save_pretrained(folder)
-    word_tokenizer().save_pretrained(folder)
-    data = sentiment_file(tmp_path / "s.tsv")
+    folder, data = tiny_model_folder(tmp_path)
     out, png = tmp_path / "r.json", tmp_path / "r.png"
     assert main(["theory", "effective-rank", "--model", str(folder), "--task", str(data), "--k", "4", "--matvecs", "9",
                  "--lanczos", "6", "--slq-steps", "5", "--slq-probes", "1", "--json", str(out), "--plot", str(png)]) == 0
