@@ -34,3 +34,28 @@ def test_same_seed_same_bits_on_gpu():
         runs.append(snapshot(model))
     assert bits_equal(*runs)
     assert not bits_equal(runs[0], snapshot(tiny_llama().cuda()))
+
+
+@pytest.mark.parametrize("distribution", ["gaussian", "rademacher"])
+def test_triton_on_gpu_draws_the_c_kernels_stream(distribution):
+    from zoo.perturb.kernels import cpu, triton_ops
+
+    if not (cpu.available() and triton_ops.available("cuda")):
+        pytest.skip("needs the C kernel and triton on the GPU machine")
+    n, start, seed = 3 * 4096 + 11, 4096 * 2, 12345
+    gpu = triton_ops.fill_(torch.empty(n, device="cuda"), start, seed, distribution).cpu()
+    host = cpu.fill_(torch.empty(n), start, seed, distribution)
+    ulps = (gpu.view(torch.int32).long() - host.view(torch.int32).long()).abs()
+    # same Philox integers; libdevice log/cos/sin and sqrt.approx differ by a few ulp at most
+    assert ulps.max() <= (0 if distribution == "rademacher" else 8)
+
+
+def test_auto_backend_on_gpu_is_triton_and_resumes_on_cpu():
+    from zoo.perturb.kernels import triton_ops
+
+    if not triton_ops.available("cuda"):
+        pytest.skip("triton is not installed on the GPU machine")
+    model = tiny_llama().cuda()
+    opt = zoo.get("mezo-sgd", model)
+    assert opt.backend.name == "triton"
+    zoo.get("mezo-sgd", tiny_llama(), backend="cpu").load_state_dict(opt.state_dict())  # one stream
