@@ -59,3 +59,21 @@ def test_cli_writes_json_and_plot(tmp_path, capsys):
     assert r["r"] == pytest.approx(r["trace"] / r["lambda_max"])
     assert png.stat().st_size > 1000 and "r = " in capsys.readouterr().out
     assert main(["theory", "effective-rank", "--model", str(folder), "--task", str(data), "--params", "head"]) == 2
+
+
+def test_cli_measures_at_a_finetune_runs_weights(tmp_path):
+    from zoo.cli import main
+
+    folder, data = tiny_model_folder(tmp_path)
+    run = tmp_path / "run"
+    assert main(["finetune", "--model", str(folder), "--task", str(data), "--k", "4", "--quiet", "--steps", "8",
+                 "--batch-size", "4", "--lr", "0.02", "--eps", "0.01", "--out", str(run)]) == 0
+    rank = ["--params", "last-block", "--matvecs", "9", "--lanczos", "6", "--slq-steps", "5", "--slq-probes", "1"]
+    start, end = tmp_path / "start.json", tmp_path / "end.json"
+    assert main(["theory", "effective-rank", "--model", str(folder), "--task", str(data), "--k", "4",
+                 *rank, "--json", str(start)]) == 0
+    assert main(["theory", "effective-rank", "--run", str(run), *rank, "--json", str(end)]) == 0
+    a, b = json.loads(start.read_text()), json.loads(end.read_text())
+    assert b["config"]["run_step"] == 8 and a["config"]["run_step"] == 0
+    assert a["dim"] == b["dim"] and a["loss"] != b["loss"]  # same batch and subset, trained weights
+    assert main(["theory", "effective-rank", "--run", str(tmp_path / "nothing")]) == 2

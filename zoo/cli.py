@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import zoo
@@ -77,15 +78,33 @@ def _theory_rank(args):
     from .finetune.commands import load_task, sample
     from .theory.measure import measure
 
+    payload = None
+    if args.run:
+        import torch
+
+        from .finetune.loop import load_trainable_state
+
+        ckpt = os.path.join(args.run, "checkpoint.pt")
+        if not os.path.exists(ckpt):
+            raise ValueError(f"{args.run}: no checkpoint.pt (is it the --out of `zoo finetune`?)")
+        payload = torch.load(ckpt, weights_only=False)
+        c = payload["config"]
+        args.model, args.task, args.template, args.k, args.seed = c["model"], c["task"], c["template"], c["k"], c["seed"]
+        args.no_prompt, tuning = c["mode"] == "head", c["tuning"]
+    else:
+        tuning = "full"
     task = load_task(args.task, **_task_args(args))
     mode = "head" if args.no_prompt else "prompt"
     splits = sample(task, "kshot", args.k, args.seed, None)
-    built = load(args.model, task, mode, "full", template=args.template, max_length=args.max_length,
-                 attn_implementation="eager")
+    built = load(args.model, task, mode, tuning, template=args.template, max_length=args.max_length,
+                 attn_implementation="eager", seed=args.seed)
+    if payload is not None:
+        load_trainable_state(built.model, payload["params"])
     r = measure(built, splits.train, args.params, args.matvecs, args.lanczos, args.slq_steps, args.slq_probes,
                 args.seed)
     r["config"] = {"model": args.model, "task": task.name, "k": args.k, "seed": args.seed, "mode": mode,
-                   "template": None if args.no_prompt else task.template(args.template).name}
+                   "template": None if args.no_prompt else task.template(args.template).name,
+                   "run": args.run, "run_step": payload["step"] if payload else 0}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(r, f, indent=1)
@@ -211,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lanczos", type=int, default=15, help="HVPs for lambda_max")
     r.add_argument("--slq-steps", type=int, default=20)
     r.add_argument("--slq-probes", type=int, default=2)
+    r.add_argument("--run", default=None,
+                   help="measure at the weights of a `zoo finetune` run's checkpoint (its model, task, k and seed)")
     r.add_argument("--json", default=None)
     r.add_argument("--plot", default=None, help="PNG of the SLQ spectral density")
     r.set_defaults(fn=_theory_rank)
