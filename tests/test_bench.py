@@ -51,6 +51,14 @@ def test_rerun_skips_finished_runs_and_an_interrupted_one_continues(smoke):
     assert all(p.stat().st_mtime_ns == t for p, t in before.items() if p != victim)
 
 
+def test_publish_copies_the_table_and_its_plots(smoke, tmp_path):
+    doc = tmp_path / "docs" / "bench.md"
+    assert main(["bench", "smoke", "--out", str(smoke), "--report-only", "--docs", str(doc)]) == 0
+    text = doc.read_text()
+    assert "](bench_curves.png)" in text and (doc.parent / "bench_curves.png").exists()
+    assert f"--docs {doc}" in text and "| mezo-sgd |" in text
+
+
 def _suite_file(tmp_path, **over):
     raw = json.loads(open(load_suite("smoke").path).read())
     raw.update(over)

@@ -148,11 +148,14 @@ def _theory_slowdown(args):
 
 
 def _bench(args):
-    from .bench import load_suite, run_suite, write_report
+    from .bench import load_suite, publish, run_suite, write_report
 
     suite = load_suite(args.suite)
     mismatches = [] if args.report_only else run_suite(suite, args.out, progress=not args.quiet)
-    summary = write_report(suite, args.out, f"zoo bench {args.suite} --out {args.out}")
+    command = f"zoo bench {args.suite} --out {args.out}" + (f" --docs {args.docs}" if args.docs else "")
+    summary = write_report(suite, args.out, command)
+    if args.docs:
+        summary = publish(args.out, args.docs)
     print(f"{len(suite.runs())} runs of suite {suite.name!r}; table: {summary}")
     if mismatches:
         raise ValueError("forward passes declared and run differ: " + "; ".join(mismatches))
@@ -252,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("suite", help="a preset (smoke, cpu) or a suite .json file")
     b.add_argument("--out", required=True, help="folder for runs/, summary.md and plots; reruns resume it")
     b.add_argument("--report-only", action="store_true", help="only rebuild summary.md and the plots")
+    b.add_argument("--docs", default=None, help="also publish summary.md and its plots as this markdown file")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(fn=_bench)
     e = sub.add_parser("estimators", help="list the registered estimators")

@@ -6,8 +6,8 @@
     report.py    summary.md, summary.json and plots
 """
 
-from .report import write_report
+from .report import publish, write_report
 from .runner import run_suite
 from .suite import PRESETS, RunSpec, Suite, load_suite
 
-__all__ = ["PRESETS", "RunSpec", "Suite", "load_suite", "run_suite", "write_report"]
+__all__ = ["PRESETS", "publish", "RunSpec", "Suite", "load_suite", "run_suite", "write_report"]

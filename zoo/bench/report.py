@@ -204,3 +204,19 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
     (root / "summary.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "curves"} for r in rows],
                                                   indent=1))
     return summary
+
+
+def publish(root: str | Path, doc: str | Path) -> Path:
+    """Copies DIR/summary.md to `doc` (e.g. docs/benchmarks.md) with its plots beside it, renamed
+    `<doc stem>_<plot>.png` so that several suites can be published in one folder."""
+    import shutil
+
+    root, doc = Path(root), Path(doc)
+    text = (root / "summary.md").read_text()
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    for png in sorted(root.glob("*.png")):
+        target = f"{doc.stem}_{png.name}"
+        shutil.copyfile(png, doc.parent / target)
+        text = text.replace(f"]({png.name})", f"]({target})")
+    doc.write_text(text)
+    return doc
