@@ -36,6 +36,10 @@ def test_smoke_preset_covers_every_estimator_and_baseline(smoke):
     assert "## Gradient quality" in table and (smoke / "gradient_quality.png").exists()
     runs = list((smoke / "runs").rglob("results.json"))
     suite = load_suite("smoke")
+    mem = json.loads((smoke / "memory.json").read_text())["rows"]
+    assert [r["method"] for r in mem] == ["inference", *suite.estimator_names(), "sgd", "adam"]
+    assert all(r["peak_bytes"] >= r["base_bytes"] > 0 for r in mem)
+    assert "## Memory against inference" in table and "## Published claims, checked" in table
     assert len(runs) == len(suite.runs()) + 1 + len(suite.seeds)  # + zero-shot + one probe per seed
 
 
@@ -82,7 +86,7 @@ def test_a_wrong_forward_declaration_is_caught(tmp_path, monkeypatch, capsys):
                                   forwards_per_step=lambda **_: 1)
     monkeypatch.setitem(registry._REGISTRY, "liar", liar)
     path = _suite_file(tmp_path, estimators=["liar"], first_order={}, baselines=[], seeds=[0],
-                       grid={"lr": [0.01], "eps": [0.01]}, forward_budget=4)
+                       grid={"lr": [0.01], "eps": [0.01]}, forward_budget=4, memory={})
     assert main(["bench", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "declared 1 forwards x 4 steps = 4, the model ran 8" in err[0]
@@ -102,3 +106,37 @@ def test_bad_suite_files_are_one_line_errors(tmp_path, capsys, raw, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert main(["bench", "no-such-preset", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_peak_rss_sees_an_allocation_and_resets():
+    torch = pytest.importorskip("torch")
+    from zoo.bench.memory import _reset_peak, _rss_peak_bytes
+
+    _reset_peak(cuda=False)
+    before = _rss_peak_bytes()
+    x = torch.ones(16 * 2**20)  # 64 MiB, every page written
+    del x
+    grown = _rss_peak_bytes() - before
+    _reset_peak(cuda=False)
+    assert grown >= 60 * 2**20
+    assert _rss_peak_bytes() - before < grown / 2  # the freed block no longer counts
+
+
+def _row(method, acc, std, s_per_step=1.0, seeds=3):
+    return {"model": "m", "task": "rte", "method": method, "test_accuracy": (acc, std), "seeds": seeds,
+            "s_per_step": s_per_step}
+
+
+@pytest.mark.parametrize("sparse,lezo,expect", [
+    ((0.60, 0.01), (0.45, 0.01, 0.25), ["| reproduced |", "not reproduced (accuracy lost)"]),
+    ((0.50, 0.01), (0.55, 0.01, 0.25), ["**contradicted**", "| reproduced |"]),
+    ((0.56, 0.05), (0.55, 0.01, 0.5), ["not reproduced (within 2 standard errors)", "speed-up below 3x"]),
+])
+def test_claims_get_the_verdict_their_numbers_give(tmp_path, sparse, lezo, expect):
+    from zoo.bench.report import _claims_section
+
+    rows = [_row("mezo-sgd", 0.55, 0.01), _row("sparse-mezo", *sparse), _row("lezo", lezo[0], lezo[1], lezo[2])]
+    lines = _claims_section(rows, tmp_path)
+    sparse_line = next(x for x in lines if "Sparse MeZO" in x)
+    lezo_line = next(x for x in lines if "LeZO" in x)
+    assert expect[0] in sparse_line and expect[1] in lezo_line

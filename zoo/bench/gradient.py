@@ -5,7 +5,8 @@ draws `samples` estimates ĝ (fresh directions each time, weights restored) and
 we report, over those draws,
 
     cosine(ĝ, g)                 mean and std
-    relative MSE  E‖ĝ − g‖² / ‖g‖²
+    relative MSE       E‖ĝ − g‖² / ‖g‖²
+    relative variance  E‖ĝ − Eĝ‖² / ‖g‖²   (sample variance of the draws)
 
 at the estimator's own cost in forward passes. n-SPSA is swept over n (2n
 forwards), Sparse MeZO over sparsity and SubZero over rank, so the trade-off of
@@ -54,13 +55,18 @@ def gradient_quality(built, examples, *, eps: float, samples: int, sweeps: dict,
     rows = []
     for label, name, hyper in variants(sweeps):
         opt = estimators.get(name, model, lr=1.0, eps=eps, seed=seed, **hyper)
-        cos, mse = [], []
+        cos, mse, sq_norms, total = [], [], [], torch.zeros_like(g)
         for _ in range(samples):
             with torch.no_grad():
                 e = _flat(opt.estimate(closure))
             cos.append(float(e @ g) / max(float(e.norm() * g.norm()), 1e-300))
             mse.append(float((e - g).square().sum()) / gnorm2)
+            sq_norms.append(float(e.square().sum()))
+            total += e
+        # unbiased sample variance around the draws' own mean: (sum |e_i|^2 - |sum e_i|^2 / m) / (m - 1)
+        variance = (sum(sq_norms) - float(total.square().sum()) / samples) / (samples - 1) if samples > 1 else 0.0
         rows.append({"label": label, "estimator": name, "hyper": hyper, "forwards": opt.forwards_per_step,
                      "cosine": statistics.fmean(cos), "cosine_std": statistics.stdev(cos) if samples > 1 else 0.0,
-                     "relative_mse": statistics.fmean(mse), "samples": samples, "dim": g.numel()})
+                     "relative_mse": statistics.fmean(mse),
+                     "relative_variance": variance / gnorm2, "samples": samples, "dim": g.numel()})
     return rows

@@ -22,6 +22,15 @@ def _fmt(m: float, s: float, n: int) -> str:
     return f"{m:.3f} ± {s:.3f}" if n > 1 else f"{m:.3f}"
 
 
+def _step_seconds(done: list) -> float:
+    """Median seconds of one training step (evaluations excluded) over the seeds' runs.
+
+    Runs recorded before steps were timed alone fall back to wall time over steps, evals included.
+    """
+    per_run = [r.get("median_step_s") or r["wall_time_s"] / r["config"]["steps"] for _, r in done]
+    return statistics.median(per_run)
+
+
 def collect(suite: Suite, root: Path) -> list[dict]:
     """One row per (model, task, method): the best dev configuration's test metrics over seeds."""
     from .runner import check_forward_count
@@ -37,15 +46,13 @@ def collect(suite: Suite, root: Path) -> list[dict]:
         best = max(configs, key=lambda c: statistics.fmean(r["metrics"]["dev_accuracy"] for _, r in configs[c]))
         done = configs[best]
         acc = [r["metrics"]["accuracy"] for _, r in done]
-        steps = [r["config"]["steps"] for _, r in done]
-        wall = [r["wall_time_s"] for _, r in done]
         fwd = [r["forward_passes"] for _, r in done]
         rows.append({
             "model": model, "task": task, "method": est, "lr": best[0], "eps": best[1] or None,
             "seeds": len(done), "test_accuracy": _mean_std(acc), "forward_passes": fwd[0],
             "backward_passes": done[0][1].get("backward_passes", 0),
-            "s_per_step": statistics.median(w / s for w, s in zip(wall, steps)),
-            "s_per_forward": statistics.median(w / max(f, 1) for w, f in zip(wall, fwd)),
+            "s_per_step": _step_seconds(done),
+            "s_per_forward": _step_seconds(done) / done[0][0].forwards_per_step,
             "peak_memory_bytes": max(r["peak_memory_bytes"] for _, r in done),
             "extra_state_bytes": done[0][1].get("extra_state_bytes"),
             "forward_count_ok": all(check_forward_count(s, r) is None for s, r in done),
@@ -114,7 +121,7 @@ def _plot_cost(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(rs)), 3.6))
     ax.bar(range(len(rs)), [1000 * r["s_per_forward"] for r in rs])
     ax.set_xticks(range(len(rs)), [f"{r['method']}\n{r['task']}" for r in rs], rotation=60, fontsize=7)
-    ax.set_ylabel("wall ms per forward pass (incl. evals)")
+    ax.set_ylabel("ms per forward pass (median training step / forwards per step)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -131,10 +138,88 @@ def _gradient_section(root: Path) -> list[str]:
              f"One batch of {meta['batch']} training examples of {meta['task']} on {meta['model']['model']} "
              f"({rows[0]['dim']} trainable parameters), eps {meta['eps']:g}; {rows[0]['samples']} estimates per row, "
              "each against the true gradient (one backward).", "",
-             "| estimator | forwards | cosine with ∇L | relative MSE ‖ĝ−∇L‖²/‖∇L‖² |", "|---|---|---|---|"]
-    lines += [f"| {r['label']} | {r['forwards']} | {r['cosine']:.4f} ± {r['cosine_std']:.4f} | {r['relative_mse']:.4g} |"
+             "| estimator | forwards | cosine with ∇L | relative MSE ‖ĝ−∇L‖²/‖∇L‖² | relative variance |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['label']} | {r['forwards']} | {r['cosine']:.4f} ± {r['cosine_std']:.4f} | {r['relative_mse']:.4g} "
+              f"| {r['relative_variance']:.4g} |" if "relative_variance" in r else
+              f"| {r['label']} | {r['forwards']} | {r['cosine']:.4f} ± {r['cosine_std']:.4f} | {r['relative_mse']:.4g} | |"
               for r in rows]
     return lines + ["", "![gradient quality](gradient_quality.png)", ""]
+
+
+def _memory_section(root: Path) -> list[str]:
+    path = root / "memory.json"
+    if not path.exists():
+        return []
+    d = json.loads(path.read_text())
+    meta, rows = d["meta"], d["rows"]
+    inf = next(r for r in rows if r["method"] == "inference")
+    mib = 1 / 2**20
+    work_inf = max(inf["peak_bytes"] - inf["base_bytes"], 1)
+    lines = ["## Memory against inference", "",
+             f"{meta['model']['model']} ({meta['model'].get('tuning', 'full')}), one batch of {meta['batch']} "
+             f"{meta['task']} examples, {rows[0]['measure']}. Each method runs two steps in a fresh process after "
+             "the model is loaded (`zoo/bench/memory.py`); *loaded* is the memory before them, *working* is "
+             "peak − loaded.", "",
+             "| method | loaded MiB | peak MiB | peak / inference | working MiB | working / inference's |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        work = r["peak_bytes"] - r["base_bytes"]
+        lines.append(f"| {r['method']} | {r['base_bytes'] * mib:.0f} | {r['peak_bytes'] * mib:.0f} "
+                     f"| {r['peak_bytes'] / inf['peak_bytes']:.3f} | {work * mib:.1f} | {work / work_inf:.2f} |")
+    return lines + [""]
+
+
+def _verdict(diff: float, se: float) -> str:
+    if diff > 2 * se:
+        return "reproduced"
+    if diff < -2 * se:
+        return "**contradicted** (the opposite, beyond 2 standard errors)"
+    return "not reproduced (within 2 standard errors)"
+
+
+def _claims_section(rows: list[dict], root: Path) -> list[str]:
+    """The variants' published claims, each with the numbers measured here and a verdict."""
+    import math
+
+    by = {(r["model"], r["task"], r["method"]): r for r in rows}
+    lines = []
+    for (model, task, method), r in by.items():
+        base = by.get((model, task, "mezo-sgd"))
+        if base is None or method not in ("sparse-mezo", "lezo"):
+            continue
+        (m1, s1), (m0, s0) = r["test_accuracy"], base["test_accuracy"]
+        diff, se = m1 - m0, math.sqrt(s1 ** 2 / r["seeds"] + s0 ** 2 / base["seeds"])
+        if method == "sparse-mezo":
+            lines.append(f"| Sparse MeZO beats MeZO at equal forward passes (arXiv 2402.15751: +9 points on RTE) "
+                         f"| {model}, {task}: {m1:.3f} vs {m0:.3f}, difference {diff:+.3f} ± {se:.3f} "
+                         f"| {_verdict(diff, se)} |")
+        else:
+            speed = base["s_per_step"] / r["s_per_step"]
+            matched = abs(diff) <= 2 * se or diff > 0
+            verdict = ("reproduced" if speed >= 3 and matched else
+                       f"not reproduced ({'speed-up below 3x' if speed < 3 else 'accuracy lost'})")
+            lines.append(f"| LeZO's per-step speed-up at matching accuracy (arXiv 2410.09823: over 3x) "
+                         f"| {model}, {task}: {speed:.2f}x per step, accuracy {m1:.3f} vs {m0:.3f} "
+                         f"({diff:+.3f} ± {se:.3f}) | {verdict} |")
+    gq = root / "gradient_quality.json"
+    if gq.exists():
+        g = {r["label"]: r for r in json.loads(gq.read_text())["rows"]}
+        base = g.get("mezo-sgd")
+        for label, r in g.items():
+            if r["estimator"] != "subzero" or base is None or "relative_variance" not in r:
+                continue
+            ratio = r["relative_variance"] / base["relative_variance"]
+            lines.append(f"| SubZero's estimate has lower variance than MeZO's (arXiv 2410.08989) "
+                         f"| {label}: relative variance {r['relative_variance']:.4g} vs {base['relative_variance']:.4g} "
+                         f"({ratio:.3f}x), cosine {r['cosine']:.4f} vs {base['cosine']:.4f}, "
+                         f"{r['samples']} draws | {'reproduced' if ratio < 1 else 'not reproduced'} |")
+    if not lines:
+        return []
+    return ["## Published claims, checked", "",
+            "Differences are mean over seeds ± the standard error of the difference; a claim on accuracy counts "
+            "as reproduced when the difference exceeds two standard errors in its favour.", "",
+            "| claim | measured here | verdict |", "|---|---|---|", *lines, ""]
 
 
 def _plot_gradient(rows: list[dict], path: Path) -> None:
@@ -195,10 +280,15 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
         lines.append(f"| {r['model']} | {r['task']} | {r['method']} | {lr} | {eps} | {acc} | {r['forward_passes']} "
                      f"| {r.get('backward_passes', 0)} | {sps} | {spf} | {r['peak_memory_bytes'] * mib:.0f} | {extra} "
                      f"| {check} |")
-    lines += ["", "Peak memory is the process's peak RSS on the CPU (`torch.cuda.max_memory_allocated` on a GPU),",
-              "which on the CPU includes everything loaded before the run.", "",
+    lines += ["", "s/step is the median training step (evaluations excluded; runs recorded before steps were timed "
+              "alone show wall time / steps); ms/forward is s/step over the method's forwards per step. "
+              "Peak MiB is the whole run's peak RSS on the CPU (`torch.cuda.max_memory_allocated` on a GPU), "
+              "loading and evaluation included; the per-method comparison on one batch is under "
+              "*Memory against inference*.", "",
               "![dev accuracy against forward passes](curves.png)", "", "![cost per forward pass](cost.png)", ""]
     lines += _gradient_section(root)
+    lines += _memory_section(root)
+    lines += _claims_section(rows, root)
     summary = root / "summary.md"
     summary.write_text("\n".join(lines))
     (root / "summary.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "curves"} for r in rows],

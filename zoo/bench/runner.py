@@ -50,6 +50,17 @@ def _baseline(suite: Suite, model: dict, task: str, seed: int, kind: str, root: 
     return result
 
 
+def _one_batch_target(suite: Suite, section: dict, root: Path) -> tuple[dict, dict]:
+    """(the suite's model entry, the spec of its one-batch measurement) for `gradient` or `memory`."""
+    model = suite.models[section.get("model", 0)]
+    spec = {"model": fixtures.resolve(model["model"], root),
+            "task": fixtures.resolve(section.get("task", suite.tasks[0]), root),
+            "mode": model.get("mode", "prompt"), "tuning": model.get("tuning", "full"),
+            "template": model.get("template"), "batch": section.get("batch", suite.batch_size), "k": suite.k,
+            "seed": suite.seeds[0]}
+    return model, spec
+
+
 def _gradient_quality(suite: Suite, root: Path) -> None:
     path = root / "gradient_quality.json"
     g = suite.gradient
@@ -59,15 +70,27 @@ def _gradient_quality(suite: Suite, root: Path) -> None:
     from ..finetune.commands import load_task, sample
     from .gradient import gradient_quality
 
-    model = suite.models[g.get("model", 0)]
-    task = load_task(fixtures.resolve(g.get("task", suite.tasks[0]), root))
-    splits = sample(task, "kshot", suite.k, suite.seeds[0], suite.test_limit)
-    built = load(fixtures.resolve(model["model"], root), task, model.get("mode", "prompt"),
-                 model.get("tuning", "full"), template=model.get("template"), seed=suite.seeds[0])
-    rows = gradient_quality(built, splits.train[: g.get("batch", 16)], eps=g.get("eps", 1e-3),
-                            samples=g.get("samples", 8), sweeps=g, seed=suite.seeds[0])
-    meta = {"model": model, "task": g.get("task", suite.tasks[0]), "batch": g.get("batch", 16),
-            "eps": g.get("eps", 1e-3)}
+    model, spec = _one_batch_target(suite, g, root)
+    task = load_task(spec["task"])
+    splits = sample(task, "kshot", suite.k, spec["seed"], suite.test_limit)
+    built = load(spec["model"], task, spec["mode"], spec["tuning"], template=spec["template"], seed=spec["seed"])
+    rows = gradient_quality(built, splits.train[: spec["batch"]], eps=g.get("eps", 1e-3),
+                            samples=g.get("samples", 8), sweeps=g, seed=spec["seed"])
+    meta = {"model": model, "task": g.get("task", suite.tasks[0]), "batch": spec["batch"], "eps": g.get("eps", 1e-3)}
+    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+
+
+def _memory(suite: Suite, root: Path) -> None:
+    path = root / "memory.json"
+    m = suite.memory
+    if not m or path.exists():
+        return
+    from .memory import measure
+
+    model, spec = _one_batch_target(suite, m, root)
+    spec["device"] = m.get("device", "cpu")
+    rows = measure(spec, ["inference", *suite.estimator_names(), *model.get("first_order", suite.first_order)])
+    meta = {"model": model, "task": m.get("task", suite.tasks[0]), "batch": spec["batch"], "device": spec["device"]}
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 
 
@@ -93,4 +116,5 @@ def run_suite(suite: Suite, out: str | Path, progress: bool = True) -> list[str]
                 for seed in ([suite.seeds[0]] if kind == "zero-shot" else suite.seeds):
                     _baseline(suite, model, task, seed, kind, root, progress=False)
     _gradient_quality(suite, root)
+    _memory(suite, root)
     return mismatches

@@ -20,6 +20,9 @@ A suite is a JSON file (presets live in benchmarks/suites/). Its keys:
     gradient        optional {"model": index into models, "task": ..., "batch": 16, "eps": 1e-3,
                     "samples": 8, "n": [...], "sparsity": [...], "rank": [...]}: gradient quality
                     of every estimator against the true gradient on one batch (zoo/bench/gradient.py)
+    memory          optional {"model": index into models, "task": ..., "batch": 16}: peak memory of two
+                    steps of every method against two inference forwards on one batch, each in a fresh
+                    process (zoo/bench/memory.py)
 
 Every name in `zoo.estimators.available()` is in the suite unless excluded, so a
 newly registered estimator joins it with no code change.
@@ -56,6 +59,7 @@ class Suite:
     test_limit: int | None = None
     evals: int = 5
     gradient: dict = field(default_factory=dict)
+    memory: dict = field(default_factory=dict)
     path: str = ""
 
     def estimator_names(self) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -184,6 +185,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     calls = [0]
     hook = model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     history.setdefault("model_calls", 0)
+    history.setdefault("step_seconds", [])  # training steps alone, without evaluations, for cost tables
     t0 = time.time()
     if start == 0 and not history["evals"]:
         dev_eval(0)
@@ -200,6 +202,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
                 return objective(scorer(model, enc), enc.labels)
 
             before = calls[0]
+            step_start = time.perf_counter()
             if first_order:
                 opt.zero_grad(set_to_none=True)
                 with torch.enable_grad():
@@ -209,6 +212,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
             else:
                 with torch.no_grad():
                     loss = opt.step(closure)
+            history["step_seconds"].append(time.perf_counter() - step_start)
             history["model_calls"] += calls[0] - before
             history["steps"].append(step + 1)
             history["forward_passes"].append(forwards_so_far(step + 1))
@@ -236,6 +240,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
         "model_calls": history["model_calls"],
         "backward_passes": cfg.steps if first_order else 0,
         "wall_time_s": elapsed + time.time() - t0,
+        "median_step_s": statistics.median(history["step_seconds"]) if history["step_seconds"] else None,
         "peak_memory_bytes": peak_memory_bytes(),
         "trainable_params": sum(p.numel() for p in params),
         "extra_state_bytes": _extra_state_bytes(opt, first_order),

@@ -1,0 +1,120 @@
+"""Peak memory of training steps against inference on the same batch.
+
+Each method is measured in a fresh Python process, so that memory one method freed (and the
+allocator kept) cannot hide another's. In that process the model is loaded and the batch
+encoded; then the peak is reset and two inference forwards (or two training steps) run:
+
+    CPU:  the peak resident set size, `VmHWM` of /proc/self/status, reset by writing 5 to
+          /proc/self/clear_refs (Linux >= 4.0);
+    GPU:  torch.cuda.max_memory_allocated after torch.cuda.reset_peak_memory_stats.
+
+A ZO step should cost the memory of inference (MeZO, Malladi et al. 2023, section 2), so the
+ratio peak(method) / peak(inference) is the number to read; backprop pays for activations and
+gradients, Adam for two moments more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+STEPS = 2  # the second step sees lazily created state (moments, masks) already in place
+
+
+def _rss_peak_bytes() -> int:
+    return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+
+
+def _rss_now_bytes() -> int:
+    return int(re.search(r"VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+
+
+def _reset_peak(cuda: bool) -> None:
+    gc.collect()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def probe(spec: dict) -> dict:
+    """Measures one method in this process. `spec` holds model, task, mode, tuning, template,
+    method ("inference", a ZO estimator's name, "sgd" or "adam"), batch, k, seed, device."""
+    from ..finetune.build import load
+    from ..finetune.commands import load_task, sample
+    from ..finetune.loop import FinetuneConfig, _optimizer
+    from ..finetune.objectives import get_objective
+
+    cuda = spec.get("device", "cpu").startswith("cuda")
+    if not cuda and not Path("/proc/self/clear_refs").exists():
+        raise RuntimeError("peak RSS needs Linux's /proc/self/clear_refs")
+    task = load_task(spec["task"])
+    train = sample(task, "kshot", spec["k"], spec["seed"], None).train[: spec["batch"]]
+    built = load(spec["model"], task, spec["mode"], spec["tuning"], template=spec.get("template"), seed=spec["seed"])
+    model, scorer = built.model.to(spec.get("device", "cpu")), built.scorer
+    model.train(False)
+    enc = scorer.encode(train)
+    if cuda:
+        enc = dataclasses.replace(enc, **{f.name: getattr(enc, f.name).to(spec["device"])
+                                          for f in dataclasses.fields(enc) if torch.is_tensor(getattr(enc, f.name))})
+    objective = get_objective("ce")
+    method = spec["method"]
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def closure():
+        return objective(scorer(model, enc), enc.labels)
+
+    opt = None
+    if method != "inference":
+        cfg = FinetuneConfig(model=spec["model"], task=spec["task"], estimator=method, lr=1e-9, eps=1e-3,
+                             seed=spec["seed"], tuning=spec["tuning"])
+        opt = _optimizer(cfg, params, model)
+    base = torch.cuda.memory_allocated() if cuda else _rss_now_bytes()
+    _reset_peak(cuda)
+    for _ in range(STEPS):
+        if method == "inference":
+            with torch.no_grad():
+                closure()
+        elif method in ("sgd", "adam"):
+            opt.zero_grad(set_to_none=True)
+            with torch.enable_grad():
+                closure().backward()
+            opt.step()
+        else:
+            with torch.no_grad():
+                opt.step(closure)
+    if cuda:
+        torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() if cuda else _rss_peak_bytes()
+    return {"method": method, "base_bytes": base, "peak_bytes": peak,
+            "measure": "torch.cuda.max_memory_allocated" if cuda else "peak RSS (VmHWM)",
+            "trainable_params": sum(p.numel() for p in params)}
+
+
+def measure(spec: dict, methods: list[str]) -> list[dict]:
+    """Runs `probe` for each method in its own subprocess; rows in the order given.
+
+    A fresh process knows only the estimators registered when `zoo` is imported; one registered
+    at run time (in a script or a test) cannot be probed there and fails with its name.
+    """
+    rows = []
+    for method in methods:
+        proc = subprocess.run([sys.executable, "-m", "zoo.bench.memory", json.dumps({**spec, "method": method})],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"memory probe of {method} failed: {tail[0]}")
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+if __name__ == "__main__":
+    print(json.dumps(probe(json.loads(sys.argv[1]))))
