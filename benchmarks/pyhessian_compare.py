@@ -1,24 +1,32 @@
-"""zoo's lambda_max and trace against PyHessian's, on the same model, batch and parameters.
+"""zoo's lambda_max and trace against PyHessian's: error against HVPs, on the same model and batch.
 
     pip install --no-deps pyhessian
-    python benchmarks/pyhessian_compare.py [--k 4] [--out docs/theory_pyhessian.json]
+    python benchmarks/pyhessian_compare.py [--k 4] [--trials 8] [--out docs/theory_pyhessian.json]
 
 Model: SmolLM2-135M-Instruct, SST-2 with the `review` template, the k-shot training batch
 (2k examples), the loss of `zoo finetune` (mean cross-entropy over the candidates), the last
 MLP block's parameters only (2.65M), eager attention, float32 weights and a float64 loss.
+Both sides keep the first backward's graph, so an HVP costs the same double backward on each;
+the comparison is in HVPs, and the seconds per HVP are measured too.
 
-References: lambda_max from 30 Lanczos steps, tr H from Hutch++ with 150 HVPs (its standard
-error is reported). PyHessian: power iteration (tol 1e-3, up to 100 HVPs) and Hutchinson
-(tol 1e-3, up to 100 HVPs), its defaults. zoo: Lanczos and Hutch++ at a small budget.
-Every HVP on either side is counted. PyHessian draws its probes from torch's global RNG, which
-this script seeds (zoo's own code never touches it).
+References: lambda_max from 30 Lanczos steps; tr H from Hutch++ with `--reference-matvecs` HVPs.
+- lambda_max: PyHessian's power iteration (its defaults: tol 1e-3, up to 100 HVPs) against zoo's
+  Lanczos at a few fixed step counts, `--trials` random starts each.
+- trace: PyHessian's Hutchinson forced to m probes (tol disabled) for m in `--budgets`, against
+  zoo's Hutch++ at half those budgets, `--trials` independent draws each; both are unbiased, so
+  the RMS relative error against the reference is the accuracy. PyHessian's own stopping rule
+  (tol 1e-3) is run too, to show how many HVPs it spends by default.
+PyHessian draws from torch's global RNG, which this script seeds per trial (zoo's code never
+touches it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
+import statistics
 import time
 from datetime import date
 from pathlib import Path
@@ -27,24 +35,58 @@ import torch
 from torch import nn
 
 
+def _rms_rel(values: list[float], ref: float) -> float:
+    return math.sqrt(statistics.fmean([(v - ref) ** 2 for v in values])) / abs(ref)
+
+
+def _plot(out: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for label, rows in (("PyHessian Hutchinson", out["trace"]["pyhessian"]), ("zoo Hutch++", out["trace"]["zoo"])):
+        a.loglog([r["hvps"] for r in rows], [r["rms_rel_error"] for r in rows], "o-", label=label)
+    a.set_xlabel("HVPs")
+    a.set_ylabel("RMS relative error of tr H")
+    a.legend(fontsize=8)
+    a.grid(alpha=0.3, which="both")
+    pw = out["lambda_max"]["pyhessian"]
+    b.loglog([r["hvps"] for r in out["lambda_max"]["zoo"]],
+             [max(r["max_rel_error"], 1e-16) for r in out["lambda_max"]["zoo"]], "o-", label="zoo Lanczos (worst start)")
+    b.loglog([pw["mean_hvps"]], [max(pw["max_rel_error"], 1e-16)], "s", label="PyHessian power iteration (worst)")
+    b.set_xlabel("HVPs")
+    b.set_ylabel("relative error of λ_max")
+    b.legend(fontsize=8)
+    b.grid(alpha=0.3, which="both")
+    fig.suptitle(f"SmolLM2-135M, {out['params']} ({out['dim']:,} params), SST-2 batch {out['batch']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--zoo-lanczos", type=int, default=10)
-    ap.add_argument("--zoo-matvecs", type=int, default=30)
+    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--budgets", type=int, nargs="+", default=[16, 32, 64], help="PyHessian's probes per trace")
+    ap.add_argument("--lanczos-steps", type=int, nargs="+", default=[3, 4, 6])
     ap.add_argument("--reference-lanczos", type=int, default=30)
-    ap.add_argument("--reference-matvecs", type=int, default=150)
+    ap.add_argument("--reference-matvecs", type=int, default=300)
     ap.add_argument("--out", default="docs/theory_pyhessian.json")
     args = ap.parse_args(argv)
 
     import importlib
+
+    from tqdm import tqdm
 
     # `import pyhessian.hessian as ph` would give the class that pyhessian/__init__ re-exports
     ph = importlib.import_module("pyhessian.hessian")
 
     from zoo.finetune.build import load
     from zoo.finetune.commands import load_task, sample
-    from zoo.theory import HessianOperator, effective_rank
+    from zoo.theory import HessianOperator
     from zoo.theory.measure import select_parameters
     from zoo.theory.spectral import hutch_plus_plus, lanczos
 
@@ -63,23 +105,9 @@ def main(argv=None) -> int:
 
     op = HessianOperator(model, loss_fn, enc, params=params)
     out = {"model": "smollm2-135m", "task": "sst2 (review)", "batch": len(train), "params": where, "dim": op.dim,
-           "date": str(date.today()), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-           "command": "python benchmarks/pyhessian_compare.py"}
-
-    def timed(fn):
-        before, t = op.matvecs, time.time()
-        res = fn()
-        return res, op.matvecs - before, time.time() - t
-
-    lz, n, s = timed(lambda: lanczos(op, op.dim, args.reference_lanczos, seed=11))
-    tr, n2, s2 = timed(lambda: hutch_plus_plus(op, op.dim, args.reference_matvecs, seed=12))
-    out["reference"] = {"lambda_max": lz.lambda_max, "lanczos_hvps": n, "trace": tr.trace,
-                        "trace_stderr": tr.stderr, "trace_hvps": n2, "seconds": s + s2}
-    res, n, s = timed(lambda: effective_rank(op, op.dim, num_matvecs=args.zoo_matvecs,
-                                             lanczos_steps=args.zoo_lanczos, seed=0))
-    out["zoo"] = {"lambda_max": res.lambda_max, "trace": res.trace, "trace_stderr": res.trace_stderr,
-                  "hvps": n, "lanczos_hvps": args.zoo_lanczos, "seconds": s}
-    Path(args.out).write_text(json.dumps(out, indent=1))  # kept if PyHessian fails below
+           "trials": args.trials, "date": str(date.today()),
+           "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+           "command": "python benchmarks/pyhessian_compare.py " + " ".join(argv or [])}
 
     class Wrapped(nn.Module):
         def __init__(self):
@@ -97,25 +125,89 @@ def main(argv=None) -> int:
         return original(*a, **kw)
 
     ph.hessian_vector_product = counted
-    torch.manual_seed(0)
     t = time.time()
     h = ph.hessian(Wrapped(), nn.functional.cross_entropy, data=(enc, enc.labels), cuda=False)
-    setup = time.time() - t
+    pyh_setup = time.time() - t
     t = time.time()
-    eig, _ = h.eigenvalues(maxIter=100, tol=1e-3, top_n=1)
-    eig_hvps, eig_s = calls[0], time.time() - t
-    t = time.time()
-    vhv = h.trace(maxIter=100, tol=1e-3)
-    out["pyhessian"] = {"lambda_max": float(eig[0]), "power_hvps": eig_hvps, "trace": float(sum(vhv) / len(vhv)),
-                        "trace_hvps": calls[0] - eig_hvps, "hvps": calls[0],
-                        "seconds": setup + eig_s + time.time() - t}
-    ref = out["reference"]
-    for side in ("zoo", "pyhessian"):
-        out[side]["lambda_max_rel_error"] = abs(out[side]["lambda_max"] - ref["lambda_max"]) / abs(ref["lambda_max"])
-        out[side]["trace_rel_error"] = abs(out[side]["trace"] - ref["trace"]) / abs(ref["trace"])
-    out["hvp_ratio_zoo_over_pyhessian"] = out["zoo"]["hvps"] / out["pyhessian"]["hvps"]
+    op(torch.zeros(op.dim, dtype=torch.float64))  # builds the kept graph, as PyHessian's setup does
+    zoo_setup = time.time() - t
+
+    def seconds_per_hvp(fn, n=5):
+        times = []
+        for _ in range(n):
+            t = time.time()
+            fn()
+            times.append(time.time() - t)
+        return statistics.median(times)
+
+    v = torch.randn(op.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    vp = [x.float() for x in op._split(v)]
+    out["seconds_per_hvp"] = {"zoo": seconds_per_hvp(lambda: op(v)),
+                              "pyhessian": seconds_per_hvp(lambda: original(h.gradsH, h.params, vp)),
+                              "setup_zoo": zoo_setup, "setup_pyhessian": pyh_setup}
+    bar = tqdm(desc="HVPs", unit="hvp")
+
+    def counting(fn):
+        before, calls_before = op.matvecs, calls[0]
+        res = fn()
+        n = op.matvecs - before + calls[0] - calls_before
+        bar.update(n)
+        return res, n
+
+    (lz, n) = counting(lambda: lanczos(op, op.dim, args.reference_lanczos, seed=11))
+    (tr, n2) = counting(lambda: hutch_plus_plus(op, op.dim, args.reference_matvecs, seed=12))
+    ref_l, ref_t = lz.lambda_max, tr.trace
+    out["reference"] = {"lambda_max": ref_l, "lanczos_hvps": n, "trace": ref_t, "trace_stderr": tr.stderr,
+                        "trace_hvps": n2}
     Path(args.out).write_text(json.dumps(out, indent=1))
-    print(json.dumps(out, indent=1))
+
+    # lambda_max
+    power = []
+    for trial in range(args.trials):
+        torch.manual_seed(trial)
+        (eig, _), n = counting(lambda: h.eigenvalues(maxIter=100, tol=1e-3, top_n=1))
+        power.append((float(eig[0]), n))
+    zoo_l = []
+    for steps in args.lanczos_steps:
+        vals = [counting(lambda: lanczos(op, op.dim, steps, seed=100 + trial))[0].lambda_max
+                for trial in range(args.trials)]
+        zoo_l.append({"hvps": steps, "max_rel_error": max(abs(x - ref_l) / abs(ref_l) for x in vals),
+                      "values": vals})
+    out["lambda_max"] = {
+        "pyhessian": {"mean_hvps": statistics.fmean(n for _, n in power), "hvps": [n for _, n in power],
+                      "max_rel_error": max(abs(x - ref_l) / abs(ref_l) for x, _ in power),
+                      "values": [x for x, _ in power]},
+        "zoo": zoo_l,
+    }
+    Path(args.out).write_text(json.dumps(out, indent=1))
+
+    # trace
+    def pyh_trace(m, trial, tol):
+        torch.manual_seed(1000 + trial)
+        vhv, n = counting(lambda: h.trace(maxIter=m, tol=tol))
+        return statistics.fmean(vhv), n
+
+    pyh_rows, zoo_rows = [], []
+    for m in args.budgets:
+        vals = [pyh_trace(m, trial, -1.0)[0] for trial in range(args.trials)]  # tol < 0: exactly m probes
+        pyh_rows.append({"hvps": m, "rms_rel_error": _rms_rel(vals, ref_t), "values": vals})
+        half = m // 2
+        est = [counting(lambda: hutch_plus_plus(op, op.dim, half, seed=2000 + trial))[0]
+               for trial in range(args.trials)]
+        zoo_rows.append({"hvps": half, "rms_rel_error": _rms_rel([e.trace for e in est], ref_t),
+                         "values": [e.trace for e in est], "stderrs": [e.stderr for e in est]})
+        out["trace"] = {"reference": ref_t, "pyhessian": pyh_rows, "zoo": zoo_rows}
+        Path(args.out).write_text(json.dumps(out, indent=1))
+    default = [pyh_trace(100, trial, 1e-3) for trial in range(min(args.trials, 4))]
+    out["trace"]["pyhessian_default_tol"] = {"hvps": [n for _, n in default], "values": [x for x, _ in default],
+                                             "rms_rel_error": _rms_rel([x for x, _ in default], ref_t)}
+    bar.close()
+    Path(args.out).write_text(json.dumps(out, indent=1))
+    _plot(out, Path(args.out).with_suffix(".png"))
+    print(json.dumps({k: out[k] for k in ("seconds_per_hvp", "reference")}, indent=1))
+    for p, z in zip(pyh_rows, zoo_rows):
+        print(f"trace: PyHessian {p['hvps']} HVPs rms {p['rms_rel_error']:.4f} | zoo {z['hvps']} HVPs "
+              f"rms {z['rms_rel_error']:.4f}")
     return 0
 
 

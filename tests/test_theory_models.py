@@ -54,6 +54,22 @@ def test_hvp_modes_match_the_dense_hessian(mode):
         torch.testing.assert_close(op(v), h @ v, rtol=tol, atol=tol)
 
 
+def test_a_kept_graph_gives_the_same_products_and_follows_weight_changes():
+    model = Tiny()
+    kept, fresh = HessianOperator(model, loss_fn, BATCH), HessianOperator(model, loss_fn, BATCH, keep_graph=False)
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(kept.dim, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(kept(v), fresh(v), rtol=1e-13, atol=1e-13)
+    first = kept(v)
+    with torch.no_grad():  # an in-place change through torch bumps the version the kept graph checks
+        model.lin.weight[0].add_(0.5)  # one row: a shift of every logit alike would change nothing
+    torch.testing.assert_close(kept(v), dense_hessian(model) @ v, rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(kept(v), first)
+    model.lin.weight.data[0].sub_(0.5)  # .data writes bypass version counters: refresh() is the way
+    kept.refresh()
+    torch.testing.assert_close(kept(v), first, rtol=1e-12, atol=1e-12)
+
+
 def test_padding_rows_are_removed_so_the_operator_is_symmetric():
     model = Tiny(padding_idx=0)
     op = HessianOperator(model, loss_fn, BATCH)

@@ -4,7 +4,11 @@ HessianOperator(model, loss_fn, batch)(v) = H v, where H is the Hessian of
 loss_fn(model, batch) with respect to the chosen parameters, flattened in
 their order. Three ways to compute it:
 
-- "rev-rev": reverse-over-reverse (Pearlmutter 1994): grad of (grad . v).
+- "rev-rev": reverse-over-reverse (Pearlmutter 1994): grad of (grad . v). The
+  first backward's graph (built with create_graph=True) is kept and reused, so
+  each further H v costs one double-backward pass and no forward: the trick
+  PyHessian uses. The operator is then frozen at the weights it first saw; call
+  `refresh()` after changing them (or pass keep_graph=False).
 - "fwd-rev": forward-over-reverse: the JVP of the gradient (torch.func).
 - "fd": central finite differences of gradients, (g(θ+hv) - g(θ-hv)) / 2h.
 
@@ -37,10 +41,12 @@ class HessianOperator:
         params: the parameters to differentiate (default: all with requires_grad).
         mode: "rev-rev" (default), "fwd-rev" or "fd".
         fd_step: h for "fd".
+        keep_graph: for "rev-rev", keep the gradient's graph between products (faster, holds the
+            graph's activations in memory); False rebuilds it for every product.
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, batch, params: Sequence[torch.Tensor] | None = None,
-                 mode: str = "rev-rev", fd_step: float = 1e-3):
+                 mode: str = "rev-rev", fd_step: float = 1e-3, keep_graph: bool = True):
         if mode not in MODES:
             raise ValueError(f"mode: must be one of {MODES}, got {mode!r}")
         self.model, self.loss_fn, self.batch, self.mode, self.fd_step = model, loss_fn, batch, mode, fd_step
@@ -50,7 +56,13 @@ class HessianOperator:
         self.names = {id(p): n for n, p in model.named_parameters()}
         self.dim = sum(p.numel() for p in self.params)
         self.matvecs = 0
+        self.keep_graph = keep_graph
+        self._grads = None  # (parameter versions, gradient with its graph) while keep_graph
         self._mask = self._padding_mask()
+
+    def refresh(self) -> None:
+        """Drops the kept gradient graph, so the next product sees the current weights."""
+        self._grads = None
 
     def _padding_mask(self) -> torch.Tensor | None:
         masks, any_pad = [], False
@@ -91,12 +103,28 @@ class HessianOperator:
         hv = getattr(self, "_" + self.mode.replace("-", "_"))(v)
         return hv * self._mask if self._mask is not None else hv
 
+    def _gradient_with_graph(self):
+        versions = tuple(p._version for p in self.params)
+        if self._grads is None or self._grads[0] != versions:
+            self._grads = None  # the old graph is freed before the next is built
+            with torch.enable_grad():
+                grads = torch.autograd.grad(self._loss(), self.params, create_graph=True, allow_unused=True)
+            self._grads = (versions, grads)
+        return self._grads[1]
+
     def _rev_rev(self, v):
+        if not self.keep_graph:
+            self._grads = None
+        grads = self._gradient_with_graph()
+        used = [(g, p, t) for g, p, t in zip(grads, self.params, self._split(v)) if g is not None]
         with torch.enable_grad():
-            grads = torch.autograd.grad(self._loss(), self.params, create_graph=True, allow_unused=True)
-            pairs = [(g, t) for g, t in zip(grads, self._split(v)) if g is not None]
-            dot = sum((g * t).sum() for g, t in pairs)
-            return self._flat(torch.autograd.grad(dot, self.params, allow_unused=True))
+            hv = torch.autograd.grad([g for g, _, _ in used], [p for _, p, _ in used],
+                                     grad_outputs=[t for _, _, t in used], retain_graph=self.keep_graph,
+                                     allow_unused=True)
+        if not self.keep_graph:
+            self._grads = None
+        out = iter(hv)
+        return self._flat([next(out) if g is not None else None for g in grads])
 
     def _fwd_rev(self, v):
         from torch.func import functional_call, grad, jvp
