@@ -57,7 +57,8 @@ def test_cli_writes_json_and_plot(tmp_path, capsys):
     r = json.loads(out.read_text())
     assert r["config"]["mode"] == "prompt" and r["batch"] == 8 and r["total_matvecs"] == 9 + 6 + 5
     assert r["r"] == pytest.approx(r["trace"] / r["lambda_max"])
-    assert png.stat().st_size > 1000 and "r = " in capsys.readouterr().out
+    assert png.stat().st_size > 1000
+    assert main(["theory", "effective-rank", "--over-training"]) == 2 and "r = " in capsys.readouterr().out
     assert main(["theory", "effective-rank", "--model", str(folder), "--task", str(data), "--params", "head"]) == 2
 
 
@@ -67,7 +68,7 @@ def test_cli_measures_at_a_finetune_runs_weights(tmp_path):
     folder, data = tiny_model_folder(tmp_path)
     run = tmp_path / "run"
     assert main(["finetune", "--model", str(folder), "--task", str(data), "--k", "4", "--quiet", "--steps", "8",
-                 "--batch-size", "4", "--lr", "0.02", "--eps", "0.01", "--out", str(run)]) == 0
+                 "--batch-size", "4", "--lr", "0.02", "--eps", "0.01", "--out", str(run), "--snapshot-every", "4"]) == 0
     rank = ["--params", "last-block", "--matvecs", "9", "--lanczos", "6", "--slq-steps", "5", "--slq-probes", "1"]
     start, end = tmp_path / "start.json", tmp_path / "end.json"
     assert main(["theory", "effective-rank", "--model", str(folder), "--task", str(data), "--k", "4",
@@ -77,3 +78,13 @@ def test_cli_measures_at_a_finetune_runs_weights(tmp_path):
     assert b["config"]["run_step"] == 8 and a["config"]["run_step"] == 0
     assert a["dim"] == b["dim"] and a["loss"] != b["loss"]  # same batch and subset, trained weights
     assert main(["theory", "effective-rank", "--run", str(tmp_path / "nothing")]) == 2
+    # along the run: the start is the untrained model, the last snapshot the checkpoint's weights
+    along, png = tmp_path / "along.json", tmp_path / "along.png"
+    assert main(["theory", "effective-rank", "--run", str(run), "--over-training", *rank, "--json", str(along),
+                 "--plot", str(png)]) == 0
+    points = json.loads(along.read_text())["points"]
+    assert [p["step"] for p in points] == [0, 4, 8]
+    assert points[0]["trace"] == a["trace"] and points[0]["loss"] == a["loss"]
+    assert points[-1]["trace"] == b["trace"] and points[-1]["loss"] == b["loss"]
+    assert png.stat().st_size > 1000
+    assert main(["theory", "effective-rank", "--over-training"]) == 2

@@ -48,7 +48,7 @@ def _finetune(args):
         mode=args.mode, tuning=args.tuning, template=args.template, objective=args.objective,
         eval_every=args.eval_every, test_limit=args.test_limit, max_length=args.max_length,
         checkpoint_every=args.checkpoint_every, estimator_options=options)
-    r = run_finetune(cfg, args.out, _task_args(args), progress=not args.quiet)
+    r = run_finetune(cfg, args.out, _task_args(args), progress=not args.quiet, snapshot_every=args.snapshot_every)
     m = r["metrics"]
     print(f"{cfg.task} test accuracy {m['accuracy']:.4f} ({m['test_examples']} examples), dev {m['dev_accuracy']:.4f}, "
           f"after {cfg.steps} steps = {r['forward_passes']} forward passes in {r['wall_time_s']:.0f} s; "
@@ -79,6 +79,8 @@ def _theory_rank(args):
     from .theory.measure import measure
 
     payload = None
+    if args.over_training and not args.run:
+        raise ValueError("--over-training needs --run DIR (a zoo finetune run with --snapshot-every)")
     if args.run:
         import torch
 
@@ -98,6 +100,8 @@ def _theory_rank(args):
     splits = sample(task, "kshot", args.k, args.seed, None)
     built = load(args.model, task, mode, tuning, template=args.template, max_length=args.max_length,
                  attn_implementation="eager", seed=args.seed)
+    if args.over_training:
+        return _theory_rank_over_training(args, built, splits, task, mode)
     if payload is not None:
         load_trainable_state(built.model, payload["params"])
     r = measure(built, splits.train, args.params, args.matvecs, args.lanczos, args.slq_steps, args.slq_probes,
@@ -115,6 +119,38 @@ def _theory_rank(args):
     print(f"{task.name} {mode}: tr H = {r['trace']:.4g} ± {r['trace_stderr']:.2g}, lambda_max = {r['lambda_max']:.4g}, "
           f"r = {r['r']:.3g} ± {r['r_stderr']:.2g}, r+ = {r['slq']['r_plus']:.3g} (SLQ), over {r['dim']} parameters "
           f"({r['params']}), {r['total_matvecs']} HVPs in {r['hvp_seconds']:.0f} s")
+
+
+def _theory_rank_over_training(args, built, splits, task, mode):
+    import json
+
+    import torch
+
+    from .finetune.loop import load_trainable_state, snapshots
+    from .theory.measure import measure
+
+    snaps = snapshots(args.run)
+    if not snaps:
+        raise ValueError(f"{args.run}: no snapshots/ (run zoo finetune with --snapshot-every N)")
+    points = []
+    # the same probes at every point (common random numbers), so changes along the run are not probe noise
+    for step, path in [(0, None), *((int(p.stem[4:]), p) for p in snaps)]:
+        if path is not None:
+            load_trainable_state(built.model, torch.load(path, weights_only=False)["params"])
+        r = measure(built, splits.train, args.params, args.matvecs, args.lanczos, args.slq_steps, args.slq_probes,
+                    args.seed)
+        points.append({"step": step, **r})
+        print(f"step {step}: loss {r['loss']:.4f}, tr H = {r['trace']:.4g} ± {r['trace_stderr']:.2g}, "
+              f"lambda_max = {r['lambda_max']:.4g}, r = {r['r']:.3g}, r+ = {r['slq']['r_plus']:.3g}", flush=True)
+        if args.json:  # kept as it grows: a long measurement can be read before it ends
+            with open(args.json, "w") as f:
+                json.dump({"config": {"run": args.run, "model": args.model, "task": task.name, "k": args.k,
+                                      "seed": args.seed, "mode": mode}, "points": points}, f, indent=1)
+    if args.plot:
+        from .theory.plots import plot_trajectory
+
+        plot_trajectory(points, args.plot, f"{args.model} ({points[0]['params']}), {task.name} batch "
+                                           f"{points[0]['batch']}, along {args.run}")
 
 
 def _theory_slowdown(args):
@@ -209,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--eval-every", type=int, default=0, help="dev evaluation interval in steps (default: steps/10)")
     f.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test examples")
     f.add_argument("--checkpoint-every", type=int, default=50)
+    f.add_argument("--snapshot-every", type=int, default=None,
+                   help="also keep the trainable weights every N steps in OUT/snapshots/ (for theory --over-training)")
     f.add_argument("--out", required=True, help="run folder: results.json, curve.png, checkpoint.pt (resumes)")
     f.set_defaults(fn=_finetune)
     v = sub.add_parser("eval", help="zero-shot, in-context or linear-probe accuracy, or that of a fine-tuned run")
@@ -235,8 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--slq-probes", type=int, default=2)
     r.add_argument("--run", default=None,
                    help="measure at the weights of a `zoo finetune` run's checkpoint (its model, task, k and seed)")
+    r.add_argument("--over-training", action="store_true",
+                   help="with --run: measure at the start and at each of its snapshots (zoo finetune --snapshot-every)")
     r.add_argument("--json", default=None)
-    r.add_argument("--plot", default=None, help="PNG of the SLQ spectral density")
+    r.add_argument("--plot", default=None,
+                   help="PNG of the SLQ spectral density (with --over-training: r, r+ and lambda_max over steps)")
     r.set_defaults(fn=_theory_rank)
     w = tsub.add_parser("slowdown", help="MeZO's predicted slowdown gamma against measured steps to SGD's loss")
     _add_task_options(w)

@@ -38,7 +38,8 @@ def sample(task, protocol: str, k: int, seed: int, test_limit: int | None):
     return tasks.few_shot(task, k, seed, test_limit)
 
 
-def run_finetune(cfg: FinetuneConfig, out: str, task_args: dict, progress: bool = True) -> dict:
+def run_finetune(cfg: FinetuneConfig, out: str, task_args: dict, progress: bool = True,
+                 snapshot_every: int | None = None) -> dict:
     cfg.validate()  # a bad estimator or objective fails before any model is loaded
     from .build import model_kind
 
@@ -47,7 +48,7 @@ def run_finetune(cfg: FinetuneConfig, out: str, task_args: dict, progress: bool 
     splits = sample(task, cfg.protocol, cfg.k, cfg.seed, cfg.test_limit)
     built = load(cfg.model, task, cfg.mode, cfg.tuning, template=cfg.template, max_length=cfg.max_length,
                  seed=cfg.seed)
-    return finetune(cfg, built, splits, out, progress=progress)
+    return finetune(cfg, built, splits, out, progress=progress, snapshot_every=snapshot_every)
 
 
 def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int | None = None,

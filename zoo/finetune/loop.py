@@ -112,6 +112,22 @@ def peak_memory_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
 
 
+def save_snapshot(out: Path, step: int, model) -> Path:
+    """DIR/snapshots/step<N>.pt: the trainable weights after `step` steps."""
+    folder = out / "snapshots"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"step{step}.pt"
+    tmp = path.with_suffix(".tmp")
+    torch.save({"step": step, "params": _trainable_state(model)}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def snapshots(out: str | Path) -> list[Path]:
+    """A run's snapshots, in step order."""
+    return sorted(Path(out).glob("snapshots/step*.pt"), key=lambda p: int(p.stem[4:]))
+
+
 class Checkpoint:
     """`DIR/checkpoint.pt`, written atomically: a crash mid-save keeps the previous one."""
 
@@ -134,14 +150,20 @@ class Checkpoint:
         return payload
 
 
-def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path, progress: bool = True) -> dict:
+def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path, progress: bool = True,
+             snapshot_every: int | None = None) -> dict:
     """Train `built.model` on `splits.train`, evaluate on dev along the way and on test at the end.
 
     Writes DIR/checkpoint.pt every `checkpoint_every` steps (and on Ctrl-C),
     then DIR/results.json and DIR/curve.png. Calling it again with the same
     config resumes from the checkpoint, or returns the finished results.
+    With `snapshot_every`, the trainable weights are also kept every that many
+    steps (and at the end) as DIR/snapshots/step<N>.pt, e.g. for measuring the
+    Hessian along the trajectory (`zoo theory effective-rank --run DIR --over-training`).
     """
     cfg.validate()
+    if snapshot_every is not None and snapshot_every < 1:
+        raise ValueError(f"snapshot_every must be at least 1, got {snapshot_every}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
@@ -222,6 +244,8 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
                 bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", dev_acc=f"{m['accuracy']:.3f}")
             if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
                 save(step + 1)
+            if snapshot_every and ((step + 1) % snapshot_every == 0 or step + 1 == cfg.steps):
+                save_snapshot(out, step + 1, model)
     except KeyboardInterrupt:
         if history["steps"]:
             save(history["steps"][-1])

@@ -68,3 +68,29 @@ def plot_slowdown(result: dict, path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_trajectory(points: list[dict], path, title: str) -> None:
+    """r (Hutch++ / Lanczos, with its standard error), r+ (SLQ) and lambda_max against training steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [p["step"] for p in points]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a.errorbar(steps, [p["r"] for p in points], yerr=[p["r_stderr"] for p in points], fmt="o-", label="r = tr H / λmax")
+    a.plot(steps, [p["slq"]["r_plus"] for p in points], "s--", label="r₊ = tr H₊ / λmax (SLQ)")
+    a.set_xlabel("training step")
+    a.set_ylabel("effective rank")
+    a.legend(fontsize=8)
+    a.grid(alpha=0.3)
+    b.plot(steps, [p["lambda_max"] for p in points], "o-", label="λmax (Lanczos)")
+    b.plot(steps, [p["trace"] for p in points], "s--", label="tr H (Hutch++)")
+    b.set_xlabel("training step")
+    b.legend(fontsize=8)
+    b.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
