@@ -188,3 +188,55 @@ def test_shared_data_record_counts_match_its_readme():
               ("boolq", "val"): 3270, ("copa", "val"): 100, ("wic", "val"): 638, ("wsc", "val"): 104}
     for (name, split), n in counts.items():
         assert len(get_task(name, SHARED).examples(split)) == n, (name, split)
+
+
+def _fake_datasets(monkeypatch, rows_by_split):
+    import sys
+    import types
+
+    calls = []
+    fake = types.ModuleType("datasets")
+
+    def load_dataset(name, config, split):
+        calls.append((name, config, split))
+        if isinstance(rows_by_split, Exception):
+            raise rows_by_split
+        return rows_by_split[split]
+
+    fake.load_dataset = load_dataset
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    return calls
+
+
+def test_a_missing_file_falls_back_to_the_hub_copy(tmp_path, monkeypatch):
+    rows = {"validation": [{"premise": "A cat sat.", "hypothesis": "A cat.", "label": 0, "idx": 0},
+                           {"premise": "It rained.", "hypothesis": "It was dry.", "label": 1, "idx": 1}],
+            "test": [{"text": "Who wrote it ?", "coarse_label": 3}, {"text": "What is NASA ?", "coarse_label": 0}]}
+    calls = _fake_datasets(monkeypatch, rows)
+    ex = get_task("rte", data_dir_=tmp_path).examples("val")  # an empty data folder
+    assert calls == [("aps/super_glue", "rte", "validation")]
+    assert [e.label for e in ex] == [0, 1] and ex[0].fields["premise"] == "A cat sat."
+    assert ex[1].where == "hub:aps/super_glue/val:2"
+    trec = get_task("trec", data_dir_=tmp_path)
+    assert [trec.label_keys[e.label] for e in trec.examples("test")] == ["hum", "abbr"]
+    with pytest.raises(TaskError, match="no such file"):  # LM-BFF's labelled SST-2 test set has no hub copy
+        get_task("sst2", data_dir_=tmp_path).examples("test")
+
+
+def test_a_hub_that_cannot_be_reached_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    _fake_datasets(monkeypatch, OSError("Couldn't reach 'aps/super_glue' on the Hub"))
+    with pytest.raises(ConnectionError, match=r"^cb: no local file, and the hub copy aps/super_glue \(cb\)"):
+        get_task("cb", data_dir_=tmp_path).examples("val")
+    from zoo.cli import main
+
+    assert main(["eval", "--task", "cb", "--data-dir", str(tmp_path), "--limit", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "hub copy aps/super_glue (cb)" in err[0]
+
+
+def test_without_the_datasets_library_a_missing_file_says_where_to_point(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets raises ImportError
+    with pytest.raises(TaskError, match="no such file .*--data-dir"):
+        get_task("rte", data_dir_=tmp_path).examples("val")

@@ -7,11 +7,13 @@ the project's shared data (`glue-sst2/`, `stsa/`, `trec/`, `superglue-rte/`,
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from . import hub
 from .example import Example
 from .readers import TaskError, read_any, read_delimited, read_jsonl, read_prefixed
 from .templates import TEMPLATES, Template, generic_template
@@ -51,6 +53,7 @@ class Task:
     templates: dict[str, Template]
     eval_split: str
     root: Path | None = None
+    hub: bool = False  # a built-in task: a split missing locally may come from its public copy (tasks/hub.py)
 
     @property
     def num_classes(self) -> int:
@@ -74,12 +77,17 @@ class Task:
 
     def examples(self, split: str) -> list[Example]:
         path = self.path(split)
-        if not path.is_file():
+        source, rows = path, None
+        if path.is_file():
+            rows = self.reader(path)
+        elif self.hub and hub.available(self.name, split):
+            source, rows = f"hub:{hub.HUB[self.name][0]}/{split}", hub.records(self.name, split)
+        else:
             raise TaskError(f"{path}: no such file (point --data-dir or $ZOO_DATA_DIR at the task data folder)")
         index = {k: i for i, k in enumerate(self.label_keys)}
         out = []
-        for line, record in self.reader(path):
-            where = f"{path}:{line}"
+        for line, record in rows:
+            where = f"{source}:{line}"
             try:
                 parsed = list(self.parse(record))
             except (KeyError, TypeError, IndexError, AttributeError) as e:
@@ -90,7 +98,7 @@ class Task:
                     raise TaskError(f"{where}: unknown label {raw!r}; {self.name} labels are {', '.join(self.label_keys)}")
                 out.append(Example(fields, index[key], where))
         if not out:
-            raise TaskError(f"{path}: no examples")
+            raise TaskError(f"{source}: no examples")
         return out
 
 
@@ -184,7 +192,7 @@ def _builtin() -> dict[str, Task]:
     }
 
 
-BUILTIN = _builtin()
+BUILTIN = {name: dataclasses.replace(task, hub=True) for name, task in _builtin().items()}
 
 
 def user_task(path: str | os.PathLike, text_column: str | None = None, text_b_column: str | None = None,
