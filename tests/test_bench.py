@@ -109,7 +109,8 @@ def test_bad_suite_files_are_one_line_errors(tmp_path, capsys, raw, message):
 
 
 def test_peak_rss_sees_an_allocation_and_resets():
-    torch = pytest.importorskip("torch")
+    import torch
+
     from zoo.bench.memory import _reset_peak, _rss_peak_bytes
 
     _reset_peak(cuda=False)
