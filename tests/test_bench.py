@@ -27,6 +27,7 @@ def test_smoke_preset_covers_every_estimator_and_baseline(smoke):
             assert r["forward_count_ok"] and r["forward_passes"] == 16 and r["seeds"] == 2
     table = (smoke / "summary.md").read_text()
     assert "| mezo-sgd |" in table and "MISMATCH" not in table
+    assert f"Runs finished: {len(load_suite('smoke').runs())} of {len(load_suite('smoke').runs())}." in table
     for png in ("curves.png", "cost.png"):
         assert (smoke / png).read_bytes()[:4] == b"\x89PNG"
     grad = json.loads((smoke / "gradient_quality.json").read_text())["rows"]

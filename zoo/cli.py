@@ -187,6 +187,8 @@ def _bench(args):
     from .bench import load_suite, publish, run_suite, write_report
 
     suite = load_suite(args.suite)
+    if args.report_only and not os.path.isdir(args.out):
+        raise ValueError(f"--report-only: {args.out} is not a folder of runs (run the suite into it first)")
     mismatches = [] if args.report_only else run_suite(suite, args.out, progress=not args.quiet)
     command = f"zoo bench {args.suite} --out {args.out}" + (f" --docs {args.docs}" if args.docs else "")
     summary = write_report(suite, args.out, command)

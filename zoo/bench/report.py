@@ -252,6 +252,8 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
     """Writes DIR/summary.md, DIR/summary.json, DIR/curves.png and DIR/cost.png; returns summary.md."""
     root = Path(root)
     rows = collect(suite, root)
+    specs = suite.runs()
+    finished = sum((spec.folder(root) / "results.json").exists() for spec in specs)
     _plot(rows, root / "curves.png")
     _plot_cost(rows, root / "cost.png")
     mib = 1 / 2**20
@@ -264,6 +266,8 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
         f"Budget: {suite.forward_budget} forward passes per ZO run; k={suite.k}, batch {suite.batch_size}, "
         f"seeds {suite.seeds}. Each estimator's (lr, eps) is the best mean dev accuracy of its grid; "
         "the test accuracy is that configuration's, mean ± std over seeds.",
+        f"Runs finished: {finished} of {len(specs)}"
+        + ("." if finished == len(specs) else " (**partial**: rows average the seeds that have finished)."),
         "",
         "| model | task | method | lr | eps | test accuracy | forwards | backwards | s/step | ms/forward "
         "| peak MiB | extra state MiB | forward count |",
