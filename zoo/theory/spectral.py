@@ -23,12 +23,16 @@ import torch
 Matvec = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _rademacher(dim: int, count: int, gen: torch.Generator) -> torch.Tensor:
-    return torch.randint(0, 2, (dim, count), generator=gen, dtype=torch.float64).mul_(2).sub_(1)
+def _rademacher_bits(dim: int, count: int, gen: torch.Generator) -> torch.Tensor:
+    """Rademacher probes as 0/1 bytes (1/8 of a float64 block), expanded one column at a time.
+
+    torch's randint stream does not depend on the dtype, so these are the draws a float64
+    `randint(0, 2, (dim, count))` would give: estimates match those of a dense implementation."""
+    return torch.randint(0, 2, (dim, count), generator=gen, dtype=torch.int8)
 
 
-def _apply(matvec: Matvec, block: torch.Tensor) -> torch.Tensor:
-    return torch.stack([matvec(block[:, i]).to(torch.float64) for i in range(block.shape[1])], dim=1)
+def _column(bits: torch.Tensor, i: int) -> torch.Tensor:
+    return bits[:, i].to(torch.float64).mul_(2).sub_(1)
 
 
 @dataclass
@@ -94,25 +98,34 @@ def hutchinson(matvec: Matvec, dim: int, num_matvecs: int, seed: int = 0) -> Tra
     if num_matvecs < 2:
         raise ValueError(f"num_matvecs: Hutchinson needs >= 2 probes for an error bar, got {num_matvecs}")
     gen = torch.Generator().manual_seed(seed)
-    v = _rademacher(dim, num_matvecs, gen)
-    samples = (v * _apply(matvec, v)).sum(0)
+    probes = _rademacher_bits(dim, num_matvecs, gen)
+    samples = torch.tensor([float(v @ matvec(v).to(torch.float64))
+                            for v in (_column(probes, j) for j in range(num_matvecs))], dtype=torch.float64)
     return TraceEstimate(samples.mean().item(), (samples.std() / math.sqrt(num_matvecs)).item(), num_matvecs)
 
 
 def hutch_plus_plus(matvec: Matvec, dim: int, num_matvecs: int, seed: int = 0) -> TraceEstimate:
     """Hutch++: a third of the matvecs sketch, a third project, a third probe the rest.
 
-    The standard error is that of the Hutchinson part (the sketch part is exact).
+    The standard error is that of the Hutchinson part (the sketch part is exact). Only the
+    sketch A S and its orthonormal basis Q are held as dense dim x k float64 blocks; the probes
+    are bytes and the products with Q and the residual probes are reduced as they come.
     """
     if num_matvecs < 6:
         raise ValueError(f"num_matvecs: Hutch++ needs >= 6 matvecs, got {num_matvecs}")
     gen = torch.Generator().manual_seed(seed)
     k = num_matvecs // 3
     m = num_matvecs - 2 * k
-    q = torch.linalg.qr(_apply(matvec, _rademacher(dim, k, gen))).Q
-    top = torch.trace(q.T @ _apply(matvec, q)).item()
-    g = _rademacher(dim, m, gen)
-    g = g - q @ (q.T @ g)
-    samples = (g * _apply(matvec, g)).sum(0)
+    sketch = _rademacher_bits(dim, k, gen)
+    q = torch.linalg.qr(torch.stack([matvec(_column(sketch, i)).to(torch.float64) for i in range(k)], dim=1)).Q
+    del sketch
+    top = math.fsum(float(q[:, i] @ matvec(q[:, i]).to(torch.float64)) for i in range(k))
+    probes = _rademacher_bits(dim, m, gen)
+    samples = []
+    for j in range(m):
+        g = _column(probes, j)
+        g -= q @ (q.T @ g)
+        samples.append(float(g @ matvec(g).to(torch.float64)))
+    samples = torch.tensor(samples, dtype=torch.float64)
     stderr = (samples.std() / math.sqrt(m)).item() if m > 1 else float("inf")
     return TraceEstimate(top + samples.mean().item(), stderr, 2 * k + m)
