@@ -99,21 +99,22 @@ def probe(spec: dict) -> dict:
             "trainable_params": sum(p.numel() for p in params)}
 
 
+def run_fresh(module: str, spec: dict, what: str) -> dict:
+    """Runs `python -m module SPEC_JSON` and returns the JSON on its last stdout line."""
+    proc = subprocess.run([sys.executable, "-m", module, json.dumps(spec)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"{what} failed: {tail[0]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def measure(spec: dict, methods: list[str]) -> list[dict]:
     """Runs `probe` for each method in its own subprocess; rows in the order given.
 
     A fresh process knows only the estimators registered when `zoo` is imported; one registered
     at run time (in a script or a test) cannot be probed there and fails with its name.
     """
-    rows = []
-    for method in methods:
-        proc = subprocess.run([sys.executable, "-m", "zoo.bench.memory", json.dumps({**spec, "method": method})],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-            raise RuntimeError(f"memory probe of {method} failed: {tail[0]}")
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return rows
+    return [run_fresh("zoo.bench.memory", {**spec, "method": m}, f"memory probe of {m}") for m in methods]
 
 
 if __name__ == "__main__":

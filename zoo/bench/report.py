@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .cost_report import cost_section
 from .suite import Suite
 
 
@@ -263,36 +264,42 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
         f"Command: `{command}`. Machine: {platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}"
         + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", CPU") + f". Date: {date.today()}.",
-        f"Budget: {suite.forward_budget} forward passes per ZO run; k={suite.k}, batch {suite.batch_size}, "
-        f"seeds {suite.seeds}. Each estimator's (lr, eps) is the best mean dev accuracy of its grid; "
-        "the test accuracy is that configuration's, mean ± std over seeds.",
-        f"Runs finished: {finished} of {len(specs)}"
-        + ("." if finished == len(specs) else " (**partial**: rows average the seeds that have finished)."),
-        "",
-        "| model | task | method | lr | eps | test accuracy | forwards | backwards | s/step | ms/forward "
-        "| peak MiB | extra state MiB | forward count |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        acc = _fmt(*r["test_accuracy"], r["seeds"])
-        lr = f"{r['lr']:g}" if r.get("lr") is not None else ""
-        eps = f"{r['eps']:g}" if r.get("eps") else ""
-        sps = f"{r['s_per_step']:.3f}" if r.get("s_per_step") else ""
-        spf = f"{1000 * r['s_per_forward']:.1f}" if r.get("s_per_forward") else ""
-        extra = f"{r['extra_state_bytes'] * mib:.2f}" if r.get("extra_state_bytes") is not None else ""
-        check = "" if "forward_count_ok" not in r else ("matches" if r["forward_count_ok"] else "**MISMATCH**")
-        lines.append(f"| {r['model']} | {r['task']} | {r['method']} | {lr} | {eps} | {acc} | {r['forward_passes']} "
-                     f"| {r.get('backward_passes', 0)} | {sps} | {spf} | {r['peak_memory_bytes'] * mib:.0f} | {extra} "
-                     f"| {check} |")
-    lines += ["", "s/step is the median training step (evaluations excluded; runs recorded before steps were timed "
-              "alone show wall time / steps); ms/forward is s/step over the method's forwards per step. "
-              "Peak MiB is the whole run's peak RSS on the CPU (`torch.cuda.max_memory_allocated` on a GPU), "
-              "loading and evaluation included; the per-method comparison on one batch is under "
-              "*Memory against inference*.", "",
-              "![dev accuracy against forward passes](curves.png)", "", "![cost per forward pass](cost.png)", ""]
+    if specs:
+        lines += [
+            f"Budget: {suite.forward_budget} forward passes per ZO run; k={suite.k}, batch {suite.batch_size}, "
+            f"seeds {suite.seeds}. Each estimator's (lr, eps) is the best mean dev accuracy of its grid; "
+            "the test accuracy is that configuration's, mean ± std over seeds.",
+            f"Runs finished: {finished} of {len(specs)}"
+            + ("." if finished == len(specs) else " (**partial**: rows average the seeds that have finished)."),
+            "",
+            "| model | task | method | lr | eps | test accuracy | forwards | backwards | s/step | ms/forward "
+            "| peak MiB | extra state MiB | forward count |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            acc = _fmt(*r["test_accuracy"], r["seeds"])
+            lr = f"{r['lr']:g}" if r.get("lr") is not None else ""
+            eps = f"{r['eps']:g}" if r.get("eps") else ""
+            sps = f"{r['s_per_step']:.3f}" if r.get("s_per_step") else ""
+            spf = f"{1000 * r['s_per_forward']:.1f}" if r.get("s_per_forward") else ""
+            extra = f"{r['extra_state_bytes'] * mib:.2f}" if r.get("extra_state_bytes") is not None else ""
+            check = "" if "forward_count_ok" not in r else ("matches" if r["forward_count_ok"] else "**MISMATCH**")
+            lines.append(f"| {r['model']} | {r['task']} | {r['method']} | {lr} | {eps} | {acc} | {r['forward_passes']} "
+                         f"| {r.get('backward_passes', 0)} | {sps} | {spf} | {r['peak_memory_bytes'] * mib:.0f} | {extra} "
+                         f"| {check} |")
+        lines += ["", "s/step is the median training step (evaluations excluded; runs recorded before steps were timed "
+                  "alone show wall time / steps); ms/forward is s/step over the method's forwards per step. "
+                  "Peak MiB is the whole run's peak RSS on the CPU (`torch.cuda.max_memory_allocated` on a GPU), "
+                  "loading and evaluation included; the per-method comparison on one batch is under "
+                  "*Memory against inference*.", "",
+                  "![dev accuracy against forward passes](curves.png)", "", "![cost per forward pass](cost.png)", ""]
+    else:
+        lines.append("")
     lines += _gradient_section(root)
     lines += _memory_section(root)
     lines += _claims_section(rows, root)
+    lines += cost_section(root)
     summary = root / "summary.md"
     summary.write_text("\n".join(lines))
     (root / "summary.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "curves"} for r in rows],

@@ -94,8 +94,45 @@ def _memory(suite: Suite, root: Path) -> None:
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 
 
+def _step_cost(suite: Suite, root: Path, progress: bool) -> None:
+    """DIR/step_cost.json, one entry per config of the `cost` section; a config already there is skipped."""
+    c = suite.cost
+    if not c:
+        return
+    from .cost import measure
+
+    path = root / "step_cost.json"
+    done = json.loads(path.read_text()) if path.exists() else {"configs": []}
+    have = {d["name"] for d in done["configs"]}
+    methods = ["inference", *suite.estimator_names(), *c.get("first_order", ["sgd", "adam"])]
+    todo = [cfg for cfg in c["configs"] if cfg["name"] not in have]
+    bar = tqdm(total=len(todo) * len(methods), desc="step cost", disable=not progress or not todo, unit="probe")
+    for cfg in todo:
+        spec = {"config": cfg["config"], "dtype": cfg.get("dtype", "float32"), "batch": c.get("batch", 16),
+                "seq": c.get("seq", 64), "device": c.get("device", "cpu"), "rounds": c.get("rounds", 3),
+                "seed": suite.seeds[0]}
+        rows = []
+        for method in methods:
+            rows += measure(spec, [method])
+            bar.update()
+        done["configs"].append({"name": cfg["name"], **{k: v for k, v in spec.items() if k != "config"},
+                                "config": cfg["config"], "rows": rows})
+        path.write_text(json.dumps(done, indent=1))
+    bar.close()
+
+
+def _check_device(suite: Suite) -> None:
+    device = suite.cost.get("device", "cpu") if suite.cost else "cpu"
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"suite {suite.name!r} measures on {device}, and torch sees no CUDA device here")
+
+
 def run_suite(suite: Suite, out: str | Path, progress: bool = True) -> list[str]:
     """Runs what is not finished yet; returns the forward-count mismatches (empty when all agree)."""
+    _check_device(suite)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     if not progress:
@@ -117,4 +154,5 @@ def run_suite(suite: Suite, out: str | Path, progress: bool = True) -> list[str]
                     _baseline(suite, model, task, seed, kind, root, progress=False)
     _gradient_quality(suite, root)
     _memory(suite, root)
+    _step_cost(suite, root, progress)
     return mismatches

@@ -23,6 +23,11 @@ A suite is a JSON file (presets live in benchmarks/suites/). Its keys:
     memory          optional {"model": index into models, "task": ..., "batch": 16}: peak memory of two
                     steps of every method against two inference forwards on one batch, each in a fresh
                     process (zoo/bench/memory.py)
+    cost            optional {"configs": [{"name": ..., "config": {"model_type": "llama", ...HF config fields},
+                    "dtype": "float32"|"bfloat16"|"float16"}], "batch": 16, "seq": 64, "device": "cpu"|"cuda",
+                    "rounds": 5, "first_order": ["sgd", "adam"]}: median step time and peak memory of every
+                    method on random-init models built from these configs, each in a fresh process
+                    (zoo/bench/cost.py); what the `gpu` preset measures, since weights do not travel
 
 Every name in `zoo.estimators.available()` is in the suite unless excluded, so a
 newly registered estimator joins it with no code change.
@@ -38,7 +43,7 @@ from pathlib import Path
 from .. import estimators
 
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
-PRESETS = ("smoke", "cpu")  # a `gpu` preset (step time and memory on large configs) is still to come
+PRESETS = ("smoke", "cpu", "gpu")
 
 
 @dataclass
@@ -60,6 +65,7 @@ class Suite:
     evals: int = 5
     gradient: dict = field(default_factory=dict)
     memory: dict = field(default_factory=dict)
+    cost: dict = field(default_factory=dict)
     path: str = ""
 
     def estimator_names(self) -> list[str]:
@@ -106,7 +112,7 @@ _KEYS = set(Suite.__dataclass_fields__) - {"path"}
 
 
 def load_suite(spec: str) -> Suite:
-    """A suite from a preset name (`smoke`, `cpu`) or a JSON file path."""
+    """A suite from a preset name (`smoke`, `cpu`, `gpu`) or a JSON file path."""
     path = PRESETS_DIR / f"{spec}.json" if spec in PRESETS else Path(spec)
     if not path.is_file():
         raise ValueError(f"suite {spec!r}: not a preset ({', '.join(PRESETS)}) and no such file")
@@ -130,4 +136,25 @@ def load_suite(spec: str) -> Suite:
     if bad:
         raise ValueError(f"{path}: unknown baselines {sorted(bad)}; use zero-shot and/or linear-probe")
     suite.estimator_names()
+    _check_cost(suite.cost, path)
     return suite
+
+
+def _check_cost(cost: dict, path: Path) -> None:
+    from .cost import DTYPES
+
+    if not cost:
+        return
+    configs = cost.get("configs")
+    if not configs:
+        raise ValueError(f"{path}: cost needs a non-empty list \"configs\"")
+    for i, c in enumerate(configs):
+        if "name" not in c or "model_type" not in c.get("config", {}):
+            raise ValueError(f"{path}: cost.configs[{i}] needs \"name\" and a \"config\" with \"model_type\"")
+        if c.get("dtype", "float32") not in DTYPES:
+            raise ValueError(f"{path}: cost.configs[{i}] has dtype {c['dtype']!r}; use one of {sorted(DTYPES)}")
+    bad = set(cost.get("first_order", [])) - {"sgd", "adam"}
+    if bad:
+        raise ValueError(f"{path}: cost.first_order has {sorted(bad)}; use sgd and/or adam")
+    if cost.get("rounds", 3) < 1:
+        raise ValueError(f"{path}: cost.rounds must be at least 1, got {cost['rounds']}")

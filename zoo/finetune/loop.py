@@ -96,7 +96,7 @@ def load_trainable_state(model, params: dict) -> None:
         named[n].copy_(v)
 
 
-def _extra_state_bytes(opt, first_order: bool) -> int:
+def optimizer_state_bytes(opt, first_order: bool) -> int:
     """Bytes the optimizer keeps besides the weights (moments, masks, subspace factors)."""
     if not first_order:
         return opt.extra_state_bytes()
@@ -267,7 +267,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
         "median_step_s": statistics.median(history["step_seconds"]) if history["step_seconds"] else None,
         "peak_memory_bytes": peak_memory_bytes(),
         "trainable_params": sum(p.numel() for p in params),
-        "extra_state_bytes": _extra_state_bytes(opt, first_order),
+        "extra_state_bytes": optimizer_state_bytes(opt, first_order),
         "skipped_steps": 0 if first_order else opt.zo_state["skipped_steps"],
         "history": history,
     }

@@ -1,0 +1,115 @@
+"""Step time and peak memory of every method on random-init model configs (the `gpu` preset).
+
+Weights do not travel to a lent GPU, and step time and memory do not depend on them, so this
+section builds each model from its HF config with random weights and feeds it random token ids
+(causal LM loss on a batch x sequence block). Every method runs in a fresh process, as in
+`memory.py`, and after the model is built:
+
+    inference       one "step" is two forwards under no_grad: the least a two-point ZO step does
+    ZO estimator    one `opt.step(closure)` under no_grad
+    sgd, adam       forward, backward, `opt.step()`
+
+The peak memory covers the first step and `rounds` more (lazily created state such as Adam's
+moments is in place by then); the step time is the median of those `rounds` steps, each timed
+after a device synchronisation. The numbers to read are the ratios against inference: a ZO step
+should cost about two forwards of time and the memory of inference (MeZO, Malladi et al. 2023,
+section 2); backprop pays for activations and gradients.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from .memory import _reset_peak, _rss_now_bytes, _rss_peak_bytes, run_fresh
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build(spec: dict):
+    """(model, batch) for a cost spec: random weights from `spec["config"]` (HF config fields
+    with `model_type`), random token ids of shape batch x seq; both seeded by `spec["seed"]`."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    fields = dict(spec["config"])
+    config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+    device = torch.device(spec.get("device", "cpu"))
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # fixed weights without touching the caller's RNG
+        torch.manual_seed(spec.get("seed", 0))
+        with device:
+            model = AutoModelForCausalLM.from_config(config, dtype=DTYPES[spec.get("dtype", "float32")])
+    model.train(False)
+    g = torch.Generator().manual_seed(spec.get("seed", 0))
+    ids = torch.randint(0, config.vocab_size, (spec["batch"], spec["seq"]), generator=g).to(device)
+    return model, {"input_ids": ids, "labels": ids}
+
+
+def _step_fn(method: str, model, batch, opt):
+    def closure():
+        return model(**batch).loss
+
+    if method == "inference":
+        def step():
+            with torch.no_grad():
+                closure()
+                closure()
+    elif method in ("sgd", "adam"):
+        def step():
+            opt.zero_grad(set_to_none=True)
+            closure().backward()
+            opt.step()
+    else:
+        def step():
+            with torch.no_grad():
+                opt.step(closure)
+    return step
+
+
+def probe(spec: dict) -> dict:
+    """Measures one method (`spec["method"]`) in this process; see the module docstring."""
+    from .. import estimators
+    from ..finetune.loop import FIRST_ORDER, optimizer_state_bytes
+
+    method, rounds = spec["method"], spec.get("rounds", 3)
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    model, batch = build(spec)
+    cuda = model.device.type == "cuda"
+    params = list(model.parameters())
+    opt = None
+    if method in FIRST_ORDER:
+        opt = FIRST_ORDER[method](params, lr=1e-9)
+    elif method != "inference":
+        opt = estimators.get(method, params, lr=1e-9, eps=1e-3, seed=spec.get("seed", 0), module=model)
+    step = _step_fn(method, model, batch, opt)
+    base = torch.cuda.memory_allocated() if cuda else _rss_now_bytes()
+    _reset_peak(cuda)
+    times = []
+    for i in range(rounds + 1):
+        t = time.perf_counter()
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+        if i:  # the first step builds lazy state and warms caches
+            times.append(time.perf_counter() - t)
+    peak = torch.cuda.max_memory_allocated() if cuda else _rss_peak_bytes()
+    return {"method": method, "median_step_s": statistics.median(times), "step_s": times,
+            "base_bytes": base, "peak_bytes": peak,
+            "measure": "torch.cuda.max_memory_allocated" if cuda else "peak RSS (VmHWM)",
+            "params": sum(p.numel() for p in params), "param_bytes": sum(p.numel() * p.element_size() for p in params),
+            "extra_state_bytes": 0 if opt is None else optimizer_state_bytes(opt, method in FIRST_ORDER),
+            "device": torch.cuda.get_device_name() if cuda else "cpu"}
+
+
+def measure(spec: dict, methods: list[str]) -> list[dict]:
+    """`probe` for each method, each in its own subprocess; rows in the order given."""
+    return [run_fresh("zoo.bench.cost", {**spec, "method": m}, f"cost probe of {m}") for m in methods]
+
+
+if __name__ == "__main__":
+    print(json.dumps(probe(json.loads(sys.argv[1]))))

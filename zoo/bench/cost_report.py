@@ -1,0 +1,70 @@
+"""The summary's section for DIR/step_cost.json: step time and memory per method and config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+MIB = 1 / 2**20
+
+
+def _ratios(rows: list[dict]) -> list[dict]:
+    inf = next(r for r in rows if r["method"] == "inference")
+    work_inf = max(inf["peak_bytes"] - inf["base_bytes"], 1)
+    return [{**r, "time_ratio": r["median_step_s"] / inf["median_step_s"],
+             "peak_ratio": r["peak_bytes"] / inf["peak_bytes"],
+             "work_ratio": (r["peak_bytes"] - r["base_bytes"]) / work_inf} for r in rows]
+
+
+def _plot(configs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = [r["method"] for r in configs[0]["rows"]]
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.1 * len(methods)), 3.8))
+    width = 0.8 / len(configs)
+    for j, c in enumerate(configs):
+        rows = {r["method"]: r for r in _ratios(c["rows"])}
+        xs = [i + j * width for i in range(len(methods))]
+        axes[0].bar(xs, [rows[m]["time_ratio"] for m in methods], width, label=f"{c['name']} ({c['dtype']})")
+        axes[1].bar(xs, [rows[m]["peak_ratio"] for m in methods], width, label=f"{c['name']} ({c['dtype']})")
+    for ax, label in zip(axes, ["step time / two inference forwards", "peak memory / inference's"]):
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(methods))], methods, rotation=45, fontsize=8)
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def cost_section(root: Path) -> list[str]:
+    path = root / "step_cost.json"
+    if not path.exists():
+        return []
+    configs = json.loads(path.read_text())["configs"]
+    if not configs:
+        return []
+    _plot(configs, root / "step_cost.png")
+    lines = ["## Step time and memory on random-init configs", "",
+             "Each method runs in a fresh process on a model built from the config with random weights and random "
+             "token ids (`zoo/bench/cost.py`). A step of *inference* is two forwards under no_grad; a ZO step is "
+             "`opt.step(closure)`; sgd and adam are forward, backward and step. Time: median of the steps after a "
+             "warm-up step. Peak: over all steps; *working* is peak − memory before the first step.", ""]
+    for c in configs:
+        rows = _ratios(c["rows"])
+        first = rows[0]
+        lines += [f"### {c['name']}: {first['params'] / 1e6:.1f}M parameters, {c['dtype']}, batch {c['batch']} x "
+                  f"sequence {c['seq']}, on {first['device']} ({first['measure']}), {c['rounds']} timed steps", "",
+                  "| method | median step s | / two forwards | peak MiB | peak / inference | working MiB "
+                  "| working / inference's | extra state MiB |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['method']} | {r['median_step_s']:.4f} | {r['time_ratio']:.3f} "
+                         f"| {r['peak_bytes'] * MIB:.0f} | {r['peak_ratio']:.3f} "
+                         f"| {(r['peak_bytes'] - r['base_bytes']) * MIB:.1f} | {r['work_ratio']:.2f} "
+                         f"| {r['extra_state_bytes'] * MIB:.2f} |")
+        lines.append("")
+    return lines + ["![step time and peak memory against inference](step_cost.png)", ""]
