@@ -28,6 +28,7 @@ def test_cost_suite_measures_every_method_and_resumes(tmp_path):
     assert main(["bench", str(path), "--out", str(out), "--quiet"]) == 0
     data = json.loads((out / "step_cost.json").read_text())
     rows = data["configs"][0]["rows"]
+    assert data["configs"][0]["measured"]["threads"] >= 1  # when and where, for the docs
     assert [r["method"] for r in rows] == ["inference", "mezo-sgd", "adam"]
     for r in rows:
         assert len(r["step_s"]) == 2 and r["median_step_s"] > 0 and r["peak_bytes"] >= r["base_bytes"] > 0

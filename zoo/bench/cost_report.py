@@ -40,6 +40,11 @@ def _plot(configs: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _when(c: dict) -> str:
+    m = c.get("measured")
+    return f"; measured {m['date']}, {m['machine']}, {m['threads']} threads, torch {m['torch']}" if m else ""
+
+
 def cost_section(root: Path) -> list[str]:
     path = root / "step_cost.json"
     if not path.exists():
@@ -57,7 +62,8 @@ def cost_section(root: Path) -> list[str]:
         rows = _ratios(c["rows"])
         first = rows[0]
         lines += [f"### {c['name']}: {first['params'] / 1e6:.1f}M parameters, {c['dtype']}, batch {c['batch']} x "
-                  f"sequence {c['seq']}, on {first['device']} ({first['measure']}), {c['rounds']} timed steps", "",
+                  f"sequence {c['seq']}, on {first['device']} ({first['measure']}), {c['rounds']} timed steps"
+                  + _when(c), "",
                   "| method | median step s | / two forwards | peak MiB | peak / inference | working MiB "
                   "| working / inference's | extra state MiB |",
                   "|---|---|---|---|---|---|---|---|"]

@@ -116,9 +116,19 @@ def _step_cost(suite: Suite, root: Path, progress: bool) -> None:
             rows += measure(spec, [method])
             bar.update()
         done["configs"].append({"name": cfg["name"], **{k: v for k, v in spec.items() if k != "config"},
-                                "config": cfg["config"], "rows": rows})
+                                "config": cfg["config"], "measured": _machine(), "rows": rows})
         path.write_text(json.dumps(done, indent=1))
     bar.close()
+
+
+def _machine() -> dict:
+    import platform
+    from datetime import date
+
+    import torch
+
+    return {"date": str(date.today()), "machine": platform.machine(), "threads": torch.get_num_threads(),
+            "torch": torch.__version__}
 
 
 def _check_device(suite: Suite) -> None:
