@@ -29,6 +29,7 @@ import json
 import math
 import platform
 import statistics
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -73,6 +74,58 @@ def _plot(out: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _joint(op, path: Path, command: str) -> int:
+    """Both numbers at once, at half PyHessian's HVPs. PyHessian spends power-iteration HVPs on
+    lambda_max plus Hutchinson HVPs on the trace. zoo is measured two ways:
+    - sketch: Hutch++ at half the trace's HVPs; lambda_max is the largest Ritz value of its
+      sketch, at no further HVP (zoo's draws of the trace rows rerun, same seeds, same traces);
+    - lanczos+hutch++: 4 Lanczos HVPs for lambda_max (their error is in the lambda_max rows) and
+      Hutch++ with the rest of half PyHessian's total, fresh draws.
+    """
+    from tqdm import tqdm
+
+    from zoo.theory.spectral import hutch_plus_plus
+
+    out = json.loads(path.read_text())
+    ref_l, ref_t = out["reference"]["lambda_max"], out["reference"]["trace"]
+    power = out["lambda_max"]["pyhessian"]
+    lanczos4 = next(r for r in out["lambda_max"]["zoo"] if r["hvps"] == 4)
+    old = {r["pyhessian"]["hvps"]: r for r in out.get("joint", {}).get("rows", [])}
+    rows = []
+    for pyh, z in zip(out["trace"]["pyhessian"], out["trace"]["zoo"]):
+        total = power["mean_hvps"] + pyh["hvps"]
+        row = {"pyhessian": {"hvps": total, "lambda_max_max_rel_error": power["max_rel_error"],
+                             "trace_rel_std": pyh["rel_std"]}}
+        if "zoo_sketch" in old.get(total, {}):
+            row["zoo_sketch"] = old[total]["zoo_sketch"]
+        else:
+            est = [hutch_plus_plus(op, op.dim, z["hvps"], seed=2000 + trial)
+                   for trial in tqdm(range(out["trials"]), desc=f"Hutch++ {z['hvps']} HVPs, sketch")]
+            drift = max(abs(e.trace - v) / abs(v) for e, v in zip(est, z["values"]))
+            if drift > 1e-9:
+                raise RuntimeError(f"the rerun drew other traces (relative difference {drift:.2g})")
+            ritz = [e.ritz_max for e in est]
+            row["zoo_sketch"] = {"hvps": z["hvps"], "trace_rel_std": z["rel_std"], "lambda_max_values": ritz,
+                                 "lambda_max_max_rel_error": max(abs(x - ref_l) / abs(ref_l) for x in ritz),
+                                 "lambda_max_below_reference": all(x <= ref_l * (1 + 1e-9) for x in ritz)}
+        if "zoo_lanczos_hutchpp" in old.get(total, {}):
+            row["zoo_lanczos_hutchpp"] = old[total]["zoo_lanczos_hutchpp"]
+        else:
+            rest = int(total // 2) - 4
+            traces = [hutch_plus_plus(op, op.dim, rest, seed=3000 + trial).trace
+                      for trial in tqdm(range(out["trials"]), desc=f"Lanczos 4 + Hutch++ {rest} HVPs")]
+            row["zoo_lanczos_hutchpp"] = {"hvps": 4 + rest, "lambda_max_max_rel_error": lanczos4["max_rel_error"],
+                                          **_spread(traces, ref_t)}
+            row["zoo_lanczos_hutchpp"]["trace_rel_std"] = row["zoo_lanczos_hutchpp"].pop("rel_std")
+        rows.append(row)
+        out["joint"] = {"command": command, "date": str(date.today()), "reference_trace": ref_t, "rows": rows}
+        path.write_text(json.dumps(out, indent=1))
+    for r in rows:
+        print(json.dumps({k: {a: b for a, b in v.items() if a not in ("lambda_max_values", "values")}
+                          for k, v in r.items()}))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--k", type=int, default=4)
@@ -82,6 +135,10 @@ def main(argv=None) -> int:
     ap.add_argument("--reference-lanczos", type=int, default=30)
     ap.add_argument("--reference-matvecs", type=int, default=150)
     ap.add_argument("--out", default="docs/theory_pyhessian.json")
+    ap.add_argument("--joint-only", action="store_true",
+                    help="only add the joint comparison to an existing --out: rerun zoo's Hutch++ draws "
+                         "(same seeds) and take lambda_max from their sketches")
+    argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
 
     import importlib
@@ -111,6 +168,8 @@ def main(argv=None) -> int:
         return nn.functional.cross_entropy(scorer(m, batch).double(), batch.labels)
 
     op = HessianOperator(model, loss_fn, enc, params=params)
+    if args.joint_only:
+        return _joint(op, Path(args.out), "python benchmarks/pyhessian_compare.py " + " ".join(argv or []))
     out = {"model": "smollm2-135m", "task": "sst2 (review)", "batch": len(train), "params": where, "dim": op.dim,
            "trials": args.trials, "date": str(date.today()),
            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",

@@ -270,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--params", choices=["last-mlp", "last-block", "head", "all"], default="last-mlp",
                    help="the parameter subset whose Hessian is measured")
     r.add_argument("--matvecs", type=int, default=45, help="HVPs for the Hutch++ trace")
-    r.add_argument("--lanczos", type=int, default=15, help="HVPs for lambda_max")
+    r.add_argument("--lanczos", type=int, default=15,
+                   help="HVPs for lambda_max (0: the Hutch++ sketch's Ritz value, no extra HVP)")
     r.add_argument("--slq-steps", type=int, default=20)
     r.add_argument("--slq-probes", type=int, default=2)
     r.add_argument("--run", default=None,

@@ -150,6 +150,10 @@ def run_suite(suite: Suite, out: str | Path, progress: bool = True) -> list[str]
 
         hf_logging.disable_progress_bar()
     (root / "suite.json").write_text(json.dumps({k: v for k, v in vars(suite).items() if k != "path"}, indent=1))
+    # the one-batch sections take minutes, the runs hours: a partial report already has them
+    _gradient_quality(suite, root)
+    _memory(suite, root)
+    _step_cost(suite, root, progress)
     mismatches = []
     specs = suite.runs()
     for spec in tqdm(specs, desc=f"suite {suite.name}", disable=not progress, unit="run"):
@@ -162,7 +166,4 @@ def run_suite(suite: Suite, out: str | Path, progress: bool = True) -> list[str]
             for kind in suite.baselines:
                 for seed in ([suite.seeds[0]] if kind == "zero-shot" else suite.seeds):
                     _baseline(suite, model, task, seed, kind, root, progress=False)
-    _gradient_quality(suite, root)
-    _memory(suite, root)
-    _step_cost(suite, root, progress)
     return mismatches

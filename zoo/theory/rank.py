@@ -17,7 +17,8 @@ class EffectiveRank:
     """tr(H), lambda_max and r = tr(H)/lambda_max, with standard errors.
 
     r_stderr propagates trace_stderr only: the Lanczos lambda_max converges
-    geometrically and its error is negligible against the trace's.
+    geometrically and its error is negligible against the trace's. `lambda_max_from`
+    says which estimate lambda_max is: "lanczos" or "hutch++ sketch" (free Ritz value).
     """
 
     trace: float
@@ -28,6 +29,7 @@ class EffectiveRank:
     method: str
     matvecs: int
     dim: int
+    lambda_max_from: str = "lanczos"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,7 +51,9 @@ def effective_rank(
         num_matvecs: matvecs spent on the trace.
         method: "hutch++" (default) or "hutchinson".
         seed: seeds the probes (private generator).
-        lanczos_steps: matvecs spent on lambda_max.
+        lanczos_steps: matvecs spent on lambda_max. 0 (with "hutch++") takes the largest
+            Ritz value of the Hutch++ sketch instead, a lower bound that costs no matvec and is
+            accurate when the top eigenvalues stand apart from the rest.
     """
     if dim < 1:
         raise ValueError(f"dim: must be >= 1, got {dim}")
@@ -59,9 +63,16 @@ def effective_rank(
         tr = hutchinson(hvp, dim, num_matvecs, seed)
     else:
         raise ValueError(f"method: must be 'hutch++' or 'hutchinson', got {method!r}")
-    lz = lanczos(hvp, dim, lanczos_steps, seed=seed + 1)
-    lam = lz.lambda_max
+    if lanczos_steps == 0 and method != "hutch++":
+        raise ValueError("lanczos_steps=0 takes lambda_max from the Hutch++ sketch; use method='hutch++'")
+    if lanczos_steps < 0:
+        raise ValueError(f"lanczos_steps: must be >= 0, got {lanczos_steps}")
+    if lanczos_steps:
+        lz = lanczos(hvp, dim, lanczos_steps, seed=seed + 1)
+        lam, extra, source = lz.lambda_max, lz.matvecs, "lanczos"
+    else:
+        lam, extra, source = tr.ritz_max, 0, "hutch++ sketch"
     if not lam > 0:
         raise ValueError(f"hvp: lambda_max = {lam:.3g} <= 0; the effective rank is undefined")
     r = tr.trace / lam
-    return EffectiveRank(tr.trace, tr.stderr, lam, r, tr.stderr / lam, method, tr.matvecs + lz.matvecs, dim)
+    return EffectiveRank(tr.trace, tr.stderr, lam, r, tr.stderr / lam, method, tr.matvecs + extra, dim, source)

@@ -7,6 +7,10 @@
 - hutch_plus_plus: Hutch++ (Meyer, Musco, Musco, Woodruff, SOSA 2021): the top
   of the spectrum exactly through a sketch Q = orth(A S), Hutchinson on the
   deflated rest: tr(A) = tr(Q^T A Q) + tr((I - QQ^T) A (I - QQ^T)).
+  The products A Q it needs for tr(Q^T A Q) also give the Rayleigh-Ritz values of
+  A on span(A S), one step of randomized subspace iteration (Halko, Martinsson,
+  Tropp 2011, section 4.5): their largest is a lower bound on lambda_max that
+  costs no further matvec.
 
 Everything runs in float64 on vectors of length `dim`, with a private
 torch.Generator seeded by `seed`.
@@ -37,9 +41,12 @@ def _column(bits: torch.Tensor, i: int) -> torch.Tensor:
 
 @dataclass
 class TraceEstimate:
+    """tr(A) with its standard error; `ritz_max` is Hutch++'s free lambda_max estimate (None otherwise)."""
+
     trace: float
     stderr: float
     matvecs: int
+    ritz_max: float | None = None
 
 
 @dataclass
@@ -119,7 +126,11 @@ def hutch_plus_plus(matvec: Matvec, dim: int, num_matvecs: int, seed: int = 0) -
     sketch = _rademacher_bits(dim, k, gen)
     q = torch.linalg.qr(torch.stack([matvec(_column(sketch, i)).to(torch.float64) for i in range(k)], dim=1)).Q
     del sketch
-    top = math.fsum(float(q[:, i] @ matvec(q[:, i]).to(torch.float64)) for i in range(k))
+    projected = torch.empty(k, k, dtype=torch.float64)  # Q^T A Q, one column per matvec
+    for i in range(k):
+        projected[:, i] = q.T @ matvec(q[:, i]).to(torch.float64)
+    top = math.fsum(projected.diagonal().tolist())
+    ritz_max = torch.linalg.eigvalsh((projected + projected.T) / 2).max().item()
     probes = _rademacher_bits(dim, m, gen)
     samples = []
     for j in range(m):
@@ -128,4 +139,4 @@ def hutch_plus_plus(matvec: Matvec, dim: int, num_matvecs: int, seed: int = 0) -
         samples.append(float(g @ matvec(g).to(torch.float64)))
     samples = torch.tensor(samples, dtype=torch.float64)
     stderr = (samples.std() / math.sqrt(m)).item() if m > 1 else float("inf")
-    return TraceEstimate(top + samples.mean().item(), stderr, 2 * k + m)
+    return TraceEstimate(top + samples.mean().item(), stderr, 2 * k + m, ritz_max)
