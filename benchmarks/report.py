@@ -33,16 +33,21 @@ def performance() -> str:
     med = lambda key: (lambda x: f"{x['medians_s'][key]:.3f}")
     rat = lambda key, f="{:.3f}": (lambda x: f.format(x["ratios"][key]))
     sweeps = lambda x: 1 + 3 * x["medians_s"]["sweep_cpu"] / x["medians_s"]["two_forwards"]
+    paired = lambda x: (f"{x['ratios']['zoo_over_two_forwards_paired']:.3f} ({x['pairs']} pairs)"
+                        if "zoo_over_two_forwards_paired" in x["ratios"] else "not measured")
     direct = [x["ratios"]["zoo_over_two_forwards"] for x in runs]
-    met = all(d <= 1.10 for d in direct) and all(sweeps(x) <= 1.10 for x in runs)
+    pairs = [x["ratios"]["zoo_over_two_forwards_paired"] for x in runs if "zoo_over_two_forwards_paired" in x["ratios"]]
+    met = all(d <= 1.10 for d in direct + pairs) and all(sweeps(x) <= 1.10 for x in runs)
     verdict = ("met in every run" if met else
-               f"not met: the direct ratio ranged {min(direct):.2f}-{max(direct):.2f} and the sweep timings "
-               f"put the step at {min(map(sweeps, runs)):.2f}-{max(map(sweeps, runs)):.2f}x two forwards")
+               f"not met: the direct ratio ranged {min(direct):.2f}-{max(direct):.2f}"
+               + (f", the paired median was {min(pairs):.2f}-{max(pairs):.2f}" if pairs else "")
+               + f" and the sweep timings put the step at {min(map(sweeps, runs)):.2f}-{max(map(sweeps, runs)):.2f}x "
+               "two forwards")
     return f"""# Performance
 
 ## CPU: step time against two forwards
 
-Measured by `{r['command']}` on {r['date']}: this project's CPU machine ({r['machine']}; x86_64 AMD
+Measured by `{r['command']}` on {r['date']}: this project's CPU machine ({r['machine']}; AMD
 EPYC with AVX-512), torch {r['torch']}, median of {r['rounds']} rounds after one warm-up, all timed
 in one pytest session on one model, with background jobs paused. Each run's raw figures are in
 `benchmarks/results/step_speed*.json`; `python benchmarks/report.py` rewrites this page from them.
@@ -65,6 +70,7 @@ batch 16 x sequence 64, SDPA attention. Default backend: `{r.get('default_backen
 | ratio | {head} | target |
 |---|{sep}---|
 {row("zoo step (`cpu`) / two forwards", rat("zoo_over_two_forwards"))} <= 1.10 |
+{row("the same, paired: median over alternated (two forwards, step) pairs", paired)} <= 1.10 |
 {row("1 + 3 sweeps / two forwards (the same ratio from the steadier sweep timings)", lambda x: f"{sweeps(x):.3f}")} |
 {row("zoo step (`torch`) / two forwards", rat("zoo_torch_over_two_forwards"))} <= 1.4 (core issue) |
 {row("zoo step (`cpu`) / original MeZO step", rat("zoo_over_original"))} <= 0.8 |
@@ -78,6 +84,15 @@ batch 16 x sequence 64, SDPA attention. Default backend: `{r.get('default_backen
 the direct ratio is noisy; the sweep timings are steadier. A step is three sweeps (+εz, −2εz, and
 the restore fused with the update), so the target needs a sweep of at most 0.033 x two forwards,
 about 0.12-0.15 s here: 0.9-1.1G elements/s including the read and write of every weight.
+The paired ratio (each step timed next to two forwards, the order alternated) is the steadiest of
+the three and sits above the sweep estimate by 0.03-0.04: the step costs a little more than its
+forwards and sweeps timed apart, which this page does not break down further.
+
+Fusing step t's restore-and-update sweep with step t+1's +εz sweep would make two passes over the
+weights per step instead of three, but it would not help here: a sweep on this CPU costs 8x the
+memory floor because it is bound by drawing the normals, and a fused pass still draws z_t and
+z_(t+1), so three draws per step remain. On a GPU, where a sweep is bound by memory traffic, the
+fusion would save one pass in three; it is not built.
 
 Where the rest would come from (measured in `docs/kernel_notes.md`): the kernel's normals are
 correctly rounded float32 (float64 log/cos/sin, rounded once), about 1.07G normals/s on two
