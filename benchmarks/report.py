@@ -84,9 +84,11 @@ batch 16 x sequence 64, SDPA attention. Default backend: `{r.get('default_backen
 the direct ratio is noisy; the sweep timings are steadier. A step is three sweeps (+εz, −2εz, and
 the restore fused with the update), so the target needs a sweep of at most 0.033 x two forwards,
 about 0.12-0.15 s here: 0.9-1.1G elements/s including the read and write of every weight.
-The paired ratio (each step timed next to two forwards, the order alternated) is the steadiest of
-the three and sits above the sweep estimate by 0.03-0.04: the step costs a little more than its
-forwards and sweeps timed apart, which this page does not break down further.
+The paired ratio (each step timed next to two forwards, the order alternated) sat 0.035 above the
+sweep estimate of the same run. A separate check the same day, jobs paused, found no interaction
+between sweeps and forwards: a sweep took 0.180 s after a forward and 0.181 s after a sweep, a
+forward 1.84 s after a sweep and 1.87 s after a forward. At 0.18 s a sweep gives 1 + 3 x 0.18 / 3.7
+= 1.15, the paired figure; the benchmark's 0.164 s sweep median was a fast spell.
 
 Fusing step t's restore-and-update sweep with step t+1's +εz sweep would make two passes over the
 weights per step instead of three, but it would not help here: a sweep on this CPU costs 8x the
