@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--plot", default=None)
     w.set_defaults(fn=_theory_slowdown)
     b = sub.add_parser("bench", help="run a benchmark suite (every registered estimator, same forward budget)")
-    b.add_argument("suite", help="a preset (smoke, cpu) or a suite .json file")
+    b.add_argument("suite", help="a preset (smoke, cpu, gpu) or a suite .json file")
     b.add_argument("--out", required=True, help="folder for runs/, summary.md and plots; reruns resume it")
     b.add_argument("--report-only", action="store_true", help="only rebuild summary.md and the plots")
     b.add_argument("--docs", default=None, help="also publish summary.md and its plots as this markdown file")
