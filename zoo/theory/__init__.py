@@ -5,8 +5,9 @@ trace and Lanczos lambda_max from any hvp callable), HessianOperator (HVPs of
 a model's loss three ways), SLQ spectral densities and the ranks they give,
 the forward-only trace probe and the mean-square stability edge of ZO-SGD.
 `measure` runs them on a real model's fine-tuning loss (`zoo theory
-effective-rank`). The slowdown experiment and the PyHessian comparison are
-the theory issue's remaining work.
+effective-rank`), and `experiment` sets predicted against measured slowdown
+(`zoo theory slowdown`). Results and commands: docs/theory.md; the PyHessian
+comparison is benchmarks/pyhessian_compare.py.
 """
 
 from .density import SpectralDensity, slq, trace_probe
