@@ -142,3 +142,16 @@ def test_claims_get_the_verdict_their_numbers_give(tmp_path, sparse, lezo, expec
     sparse_line = next(x for x in lines if "Sparse MeZO" in x)
     lezo_line = next(x for x in lines if "LeZO" in x)
     assert expect[0] in sparse_line and expect[1] in lezo_line
+
+
+def test_claims_on_one_seed_stay_undecided(tmp_path):
+    """One seed has no spread, so a difference of any size decides no accuracy claim."""
+    from zoo.bench.report import _claims_section
+
+    rows = [_row("mezo-sgd", 0.55, 0.0, seeds=1), _row("sparse-mezo", 0.70, 0.0, seeds=1),
+            _row("lezo", 0.55, 0.0, 0.25, seeds=1)]
+    lines = _claims_section(rows, tmp_path)
+    assert "undecided" in next(x for x in lines if "Sparse MeZO" in x)
+    assert "undecided" in next(x for x in lines if "LeZO" in x)  # 4x fast enough, accuracy unknown
+    slow = _claims_section([rows[0], _row("lezo", 0.55, 0.0, 0.5, seeds=1)], tmp_path)
+    assert "speed-up below 3x" in next(x for x in slow if "LeZO" in x)

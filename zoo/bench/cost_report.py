@@ -57,7 +57,10 @@ def cost_section(root: Path) -> list[str]:
              "Each method runs in a fresh process on a model built from the config with random weights and random "
              "token ids (`zoo/bench/cost.py`). A step of *inference* is two forwards under no_grad; a ZO step is "
              "`opt.step(closure)`; sgd and adam are forward, backward and step. Time: median of the steps after a "
-             "warm-up step. Peak: over all steps; *working* is peak − memory before the first step.", ""]
+             "warm-up step. Peak: over all steps; *working* is peak − memory before the first step. Each method "
+             "is timed in its own process, minutes apart, so the time ratios carry the machine's drift between "
+             "them; for one method against two forwards, timings alternated in one process are steadier "
+             "(`benchmarks/test_step_speed.py`).", ""]
     for c in configs:
         rows = _ratios(c["rows"])
         first = rows[0]
