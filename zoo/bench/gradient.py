@@ -20,6 +20,7 @@ from __future__ import annotations
 import statistics
 
 import torch
+from tqdm.auto import tqdm
 
 from .. import estimators
 from ..finetune.objectives import get_objective
@@ -39,7 +40,7 @@ def _flat(ts) -> torch.Tensor:
 
 
 def gradient_quality(built, examples, *, eps: float, samples: int, sweeps: dict, seed: int = 0,
-                     objective: str = "ce") -> list[dict]:
+                     objective: str = "ce", progress: bool = False) -> list[dict]:
     model, scorer = built.model, built.scorer
     model.train(False)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -53,7 +54,9 @@ def gradient_quality(built, examples, *, eps: float, samples: int, sweeps: dict,
         g = _flat(torch.autograd.grad(closure(), params))
     gnorm2 = float(g.square().sum())
     rows = []
-    for label, name, hyper in variants(sweeps):
+    todo = variants(sweeps)
+    bar = tqdm(total=len(todo) * samples, desc="gradient quality", unit="draw", disable=not progress)
+    for label, name, hyper in todo:
         opt = estimators.get(name, model, lr=1.0, eps=eps, seed=seed, **hyper)
         cos, mse, sq_norms, total = [], [], [], torch.zeros_like(g)
         for _ in range(samples):
@@ -63,10 +66,12 @@ def gradient_quality(built, examples, *, eps: float, samples: int, sweeps: dict,
             mse.append(float((e - g).square().sum()) / gnorm2)
             sq_norms.append(float(e.square().sum()))
             total += e
+            bar.update()
         # unbiased sample variance around the draws' own mean: (sum |e_i|^2 - |sum e_i|^2 / m) / (m - 1)
         variance = (sum(sq_norms) - float(total.square().sum()) / samples) / (samples - 1) if samples > 1 else 0.0
         rows.append({"label": label, "estimator": name, "hyper": hyper, "forwards": opt.forwards_per_step,
                      "cosine": statistics.fmean(cos), "cosine_std": statistics.stdev(cos) if samples > 1 else 0.0,
                      "relative_mse": statistics.fmean(mse),
                      "relative_variance": variance / gnorm2, "samples": samples, "dim": g.numel()})
+    bar.close()
     return rows

@@ -61,7 +61,7 @@ def _one_batch_target(suite: Suite, section: dict, root: Path) -> tuple[dict, di
     return model, spec
 
 
-def _gradient_quality(suite: Suite, root: Path) -> None:
+def _gradient_quality(suite: Suite, root: Path, progress: bool) -> None:
     path = root / "gradient_quality.json"
     g = suite.gradient
     if not g or path.exists():
@@ -75,12 +75,12 @@ def _gradient_quality(suite: Suite, root: Path) -> None:
     splits = sample(task, "kshot", suite.k, spec["seed"], suite.test_limit)
     built = load(spec["model"], task, spec["mode"], spec["tuning"], template=spec["template"], seed=spec["seed"])
     rows = gradient_quality(built, splits.train[: spec["batch"]], eps=g.get("eps", 1e-3),
-                            samples=g.get("samples", 8), sweeps=g, seed=spec["seed"])
+                            samples=g.get("samples", 8), sweeps=g, seed=spec["seed"], progress=progress)
     meta = {"model": model, "task": g.get("task", suite.tasks[0]), "batch": spec["batch"], "eps": g.get("eps", 1e-3)}
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 
 
-def _memory(suite: Suite, root: Path) -> None:
+def _memory(suite: Suite, root: Path, progress: bool) -> None:
     path = root / "memory.json"
     m = suite.memory
     if not m or path.exists():
@@ -89,7 +89,9 @@ def _memory(suite: Suite, root: Path) -> None:
 
     model, spec = _one_batch_target(suite, m, root)
     spec["device"] = m.get("device", "cpu")
-    rows = measure(spec, ["inference", *suite.estimator_names(), *model.get("first_order", suite.first_order)])
+    methods = ["inference", *suite.estimator_names(), *model.get("first_order", suite.first_order)]
+    rows = [row for method in tqdm(methods, desc="memory", unit="method", disable=not progress)
+            for row in measure(spec, [method])]
     meta = {"model": model, "task": m.get("task", suite.tasks[0]), "batch": spec["batch"], "device": spec["device"]}
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 
@@ -151,8 +153,8 @@ def run_suite(suite: Suite, out: str | Path, progress: bool = True) -> list[str]
         hf_logging.disable_progress_bar()
     (root / "suite.json").write_text(json.dumps({k: v for k, v in vars(suite).items() if k != "path"}, indent=1))
     # the one-batch sections take minutes, the runs hours: a partial report already has them
-    _gradient_quality(suite, root)
-    _memory(suite, root)
+    _gradient_quality(suite, root, progress)
+    _memory(suite, root, progress)
     _step_cost(suite, root, progress)
     mismatches = []
     specs = suite.runs()
