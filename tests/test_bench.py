@@ -112,16 +112,16 @@ def test_bad_suite_files_are_one_line_errors(tmp_path, capsys, raw, message):
 def test_peak_rss_sees_an_allocation_and_resets():
     import torch
 
-    from zoo.bench.memory import _reset_peak, _rss_peak_bytes
+    from zoo.bench.memory import reset_peak, rss_peak_bytes
 
-    _reset_peak(cuda=False)
-    before = _rss_peak_bytes()
+    reset_peak(cuda=False)
+    before = rss_peak_bytes()
     x = torch.ones(16 * 2**20)  # 64 MiB, every page written
     del x
-    grown = _rss_peak_bytes() - before
-    _reset_peak(cuda=False)
+    grown = rss_peak_bytes() - before
+    reset_peak(cuda=False)
     assert grown >= 60 * 2**20
-    assert _rss_peak_bytes() - before < grown / 2  # the freed block no longer counts
+    assert rss_peak_bytes() - before < grown / 2  # the freed block no longer counts
 
 
 def _row(method, acc, std, s_per_step=1.0, seeds=3):

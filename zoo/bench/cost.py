@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from .memory import _reset_peak, _rss_now_bytes, _rss_peak_bytes, run_fresh
+from .memory import reset_peak, rss_now_bytes, rss_peak_bytes, run_fresh
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -87,8 +87,8 @@ def probe(spec: dict) -> dict:
     elif method != "inference":
         opt = estimators.get(method, params, lr=1e-9, eps=1e-3, seed=spec.get("seed", 0), module=model)
     step = _step_fn(method, model, batch, opt)
-    base = torch.cuda.memory_allocated() if cuda else _rss_now_bytes()
-    _reset_peak(cuda)
+    base = torch.cuda.memory_allocated() if cuda else rss_now_bytes()
+    reset_peak(cuda)
     times = []
     for i in range(rounds + 1):
         t = time.perf_counter()
@@ -97,7 +97,7 @@ def probe(spec: dict) -> dict:
             torch.cuda.synchronize()
         if i:  # the first step builds lazy state and warms caches
             times.append(time.perf_counter() - t)
-    peak = torch.cuda.max_memory_allocated() if cuda else _rss_peak_bytes()
+    peak = torch.cuda.max_memory_allocated() if cuda else rss_peak_bytes()
     return {"method": method, "median_step_s": statistics.median(times), "step_s": times,
             "base_bytes": base, "peak_bytes": peak,
             "measure": "torch.cuda.max_memory_allocated" if cuda else "peak RSS (VmHWM)",

@@ -28,15 +28,15 @@ import torch
 STEPS = 2  # the second step sees lazily created state (moments, masks) already in place
 
 
-def _rss_peak_bytes() -> int:
+def rss_peak_bytes() -> int:
     return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
 
 
-def _rss_now_bytes() -> int:
+def rss_now_bytes() -> int:
     return int(re.search(r"VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
 
 
-def _reset_peak(cuda: bool) -> None:
+def reset_peak(cuda: bool) -> None:
     gc.collect()
     if cuda:
         torch.cuda.synchronize()
@@ -77,8 +77,8 @@ def probe(spec: dict) -> dict:
         cfg = FinetuneConfig(model=spec["model"], task=spec["task"], estimator=method, lr=1e-9, eps=1e-3,
                              seed=spec["seed"], tuning=spec["tuning"])
         opt = _optimizer(cfg, params, model)
-    base = torch.cuda.memory_allocated() if cuda else _rss_now_bytes()
-    _reset_peak(cuda)
+    base = torch.cuda.memory_allocated() if cuda else rss_now_bytes()
+    reset_peak(cuda)
     for _ in range(STEPS):
         if method == "inference":
             with torch.no_grad():
@@ -93,7 +93,7 @@ def probe(spec: dict) -> dict:
                 opt.step(closure)
     if cuda:
         torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() if cuda else _rss_peak_bytes()
+    peak = torch.cuda.max_memory_allocated() if cuda else rss_peak_bytes()
     return {"method": method, "base_bytes": base, "peak_bytes": peak,
             "measure": "torch.cuda.max_memory_allocated" if cuda else "peak RSS (VmHWM)",
             "trainable_params": sum(p.numel() for p in params)}
