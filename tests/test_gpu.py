@@ -59,3 +59,17 @@ def test_auto_backend_on_gpu_is_triton_and_resumes_on_cpu():
     opt = zoo.get("mezo-sgd", model)
     assert opt.backend.name == "triton"
     zoo.get("mezo-sgd", tiny_llama(), backend="cpu").load_state_dict(opt.state_dict())  # one stream
+
+
+def test_cost_probe_on_gpu_counts_cuda_memory():
+    """The gpu preset's probe on CUDA: peak from the caching allocator, and a MeZO step's peak
+    at most 1% over two inference forwards' (MeZO section 2), Adam's well above it."""
+    from zoo.bench import cost
+
+    spec = {"config": {"model_type": "llama", "vocab_size": 1024, "hidden_size": 256, "intermediate_size": 512,
+                       "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2},
+            "dtype": "bfloat16", "batch": 4, "seq": 32, "rounds": 2, "device": "cuda"}
+    rows = {m: cost.probe({**spec, "method": m}) for m in ("inference", "mezo-sgd", "adam")}
+    assert all(r["measure"] == "torch.cuda.max_memory_allocated" for r in rows.values())
+    assert rows["mezo-sgd"]["peak_bytes"] <= 1.01 * rows["inference"]["peak_bytes"]
+    assert rows["adam"]["peak_bytes"] > 1.5 * rows["inference"]["peak_bytes"]
