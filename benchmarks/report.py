@@ -133,7 +133,10 @@ libdevice's inlined polynomials (no `.approx` instructions), but Triton's `sqrt`
 `sqrt.approx.ftz.f32`, so GPU normals may differ from the C kernel's by a few ulp more than the
 interpreter's do. `python benchmarks/gpu_check.py --out DIR` (one device call) measures all of the
 following and that difference; it has been run on the CPU with `--tiny` under the interpreter only.
-These remain to be measured:
+`bash benchmarks/gpu_session.sh` runs it, the `gpu` bench preset (every estimator's step time and
+peak memory on the SmolLM2-135M and 1B-class configs) and tests/test_gpu.py in one device call,
+with no install (zoo from the checkout through PYTHONPATH); its logic was checked on the CPU with
+`TINY=1 TRITON_INTERPRET=1`. These remain to be measured:
 
 - a `mezo-sgd` step <= 1.05 x two forwards on a 1B-class Llama config (hidden 2048, 16 layers) in bfloat16;
 - peak `torch.cuda.max_memory_allocated` during training <= 1.01 x inference on the same batch;
