@@ -88,3 +88,14 @@ def test_cli_measures_at_a_finetune_runs_weights(tmp_path):
     assert points[-1]["trace"] == b["trace"] and points[-1]["loss"] == b["loss"]
     assert png.stat().st_size > 1000
     assert main(["theory", "effective-rank", "--over-training"]) == 2
+
+
+def test_sketch_lambda_max_through_measure_is_exact_once_the_sketch_spans_h(tmp_path):
+    """`--lanczos 0`: lambda_max from Hutch++'s sketch, no Lanczos HVP; with 64 sketch columns on a
+    64-dimensional Hessian the Ritz value is the top eigenvalue."""
+    built, train = _head_model(tmp_path)
+    with_lanczos = measure(built, train, subset="head", matvecs=192, lanczos_steps=30, slq_steps=5, slq_probes=1)
+    free = measure(built, train, subset="head", matvecs=192, lanczos_steps=0, slq_steps=5, slq_probes=1)
+    assert free["lambda_max_from"] == "hutch++ sketch" and with_lanczos["lambda_max_from"] == "lanczos"
+    assert free["matvecs"] == 192 < with_lanczos["matvecs"]  # Lanczos stops early once its space is invariant
+    assert free["lambda_max"] == pytest.approx(with_lanczos["lambda_max"], rel=1e-8)
