@@ -98,4 +98,4 @@ def test_sketch_lambda_max_through_measure_is_exact_once_the_sketch_spans_h(tmp_
     free = measure(built, train, subset="head", matvecs=192, lanczos_steps=0, slq_steps=5, slq_probes=1)
     assert free["lambda_max_from"] == "hutch++ sketch" and with_lanczos["lambda_max_from"] == "lanczos"
     assert free["matvecs"] == 192 < with_lanczos["matvecs"]  # Lanczos stops early once its space is invariant
-    assert free["lambda_max"] == pytest.approx(with_lanczos["lambda_max"], rel=1e-8)
+    assert free["lambda_max"] == pytest.approx(with_lanczos["lambda_max"], rel=1e-6)
