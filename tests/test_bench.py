@@ -155,3 +155,23 @@ def test_claims_on_one_seed_stay_undecided(tmp_path):
     assert "undecided" in next(x for x in lines if "LeZO" in x)  # 4x fast enough, accuracy unknown
     slow = _claims_section([rows[0], _row("lezo", 0.55, 0.0, 0.5, seeds=1)], tmp_path)
     assert "speed-up below 3x" in next(x for x in slow if "LeZO" in x)
+
+
+def test_gradient_quality_resumes_from_its_finished_rows(tmp_path, monkeypatch):
+    """An interrupted gradient section keeps its finished rows and computes only the rest, to the same bits."""
+    from zoo.bench import gradient, runner
+
+    suite = load_suite("smoke")
+    runner._gradient_quality(suite, tmp_path, progress=False)
+    final = tmp_path / "gradient_quality.json"
+    full = json.loads(final.read_text())
+    assert not (tmp_path / "gradient_quality.partial.json").exists()
+    final.unlink()
+    (tmp_path / "gradient_quality.partial.json").write_text(json.dumps({"meta": full["meta"],
+                                                                         "rows": full["rows"][:3]}))
+    built = []
+    real_get = gradient.estimators.get
+    monkeypatch.setattr(gradient.estimators, "get", lambda *a, **k: built.append(a[0]) or real_get(*a, **k))
+    runner._gradient_quality(suite, tmp_path, progress=False)
+    assert json.loads(final.read_text())["rows"] == full["rows"]
+    assert len(built) == len(full["rows"]) - 3

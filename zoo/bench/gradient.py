@@ -40,7 +40,11 @@ def _flat(ts) -> torch.Tensor:
 
 
 def gradient_quality(built, examples, *, eps: float, samples: int, sweeps: dict, seed: int = 0,
-                     objective: str = "ce", progress: bool = False) -> list[dict]:
+                     objective: str = "ce", progress: bool = False, done: list[dict] | None = None,
+                     on_row=None) -> list[dict]:
+    """One row per variant (see the module docstring). Rows are independent (each estimator is
+    seeded afresh), so `done` rows from an interrupted call are kept and their variants skipped;
+    `on_row(rows)` is called after each new row, to save progress."""
     model, scorer = built.model, built.scorer
     model.train(False)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -53,10 +57,17 @@ def gradient_quality(built, examples, *, eps: float, samples: int, sweeps: dict,
     with torch.enable_grad():
         g = _flat(torch.autograd.grad(closure(), params))
     gnorm2 = float(g.square().sum())
-    rows = []
-    todo = variants(sweeps)
+    rows = list(done or [])
+    have = {r["label"] for r in rows}
+    todo = [v for v in variants(sweeps) if v[0] not in have]
     bar = tqdm(total=len(todo) * samples, desc="gradient quality", unit="draw", disable=not progress)
+    # in-place perturbation returns the weights to within float32 rounding, not to their bits; each
+    # row restarts from the same bits, so rows are independent and an interrupted run resumes exactly
+    start = [p.detach().clone() for p in params]
     for label, name, hyper in todo:
+        with torch.no_grad():
+            for p, p0 in zip(params, start):
+                p.copy_(p0)
         opt = estimators.get(name, model, lr=1.0, eps=eps, seed=seed, **hyper)
         cos, mse, sq_norms, total = [], [], [], torch.zeros_like(g)
         for _ in range(samples):
@@ -73,5 +84,11 @@ def gradient_quality(built, examples, *, eps: float, samples: int, sweeps: dict,
                      "cosine": statistics.fmean(cos), "cosine_std": statistics.stdev(cos) if samples > 1 else 0.0,
                      "relative_mse": statistics.fmean(mse),
                      "relative_variance": variance / gnorm2, "samples": samples, "dim": g.numel()})
+        if on_row is not None:
+            on_row(rows)
     bar.close()
-    return rows
+    with torch.no_grad():
+        for p, p0 in zip(params, start):
+            p.copy_(p0)
+    order = {v[0]: i for i, v in enumerate(variants(sweeps))}
+    return sorted(rows, key=lambda r: order.get(r["label"], len(order)))

@@ -74,10 +74,22 @@ def _gradient_quality(suite: Suite, root: Path, progress: bool) -> None:
     task = load_task(spec["task"])
     splits = sample(task, "kshot", suite.k, spec["seed"], suite.test_limit)
     built = load(spec["model"], task, spec["mode"], spec["tuning"], template=spec["template"], seed=spec["seed"])
+    meta = {"model": model, "task": g.get("task", suite.tasks[0]), "batch": spec["batch"], "eps": g.get("eps", 1e-3),
+            "samples": g.get("samples", 8)}
+    partial = root / "gradient_quality.partial.json"  # rows finished before an interruption
+    done = []
+    if partial.exists():
+        saved = json.loads(partial.read_text())
+        done = saved["rows"] if saved["meta"] == meta else []
+
+    def save(rows):
+        partial.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+
     rows = gradient_quality(built, splits.train[: spec["batch"]], eps=g.get("eps", 1e-3),
-                            samples=g.get("samples", 8), sweeps=g, seed=spec["seed"], progress=progress)
-    meta = {"model": model, "task": g.get("task", suite.tasks[0]), "batch": spec["batch"], "eps": g.get("eps", 1e-3)}
+                            samples=g.get("samples", 8), sweeps=g, seed=spec["seed"], progress=progress,
+                            done=done, on_row=save)
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    partial.unlink(missing_ok=True)
 
 
 def _memory(suite: Suite, root: Path, progress: bool) -> None:
