@@ -57,15 +57,20 @@ def select_parameters(model: nn.Module, subset: str, head: nn.Module | None = No
 
 
 def fit_head(model, scorer, enc, head: nn.Module, l2: float = 1e-3, iterations: int = 200) -> float:
-    """Fit the head to the batch with the body frozen; returns the fitted loss."""
+    """Fit the head to the batch with the body frozen; returns the fitted loss.
+
+    The fit starts from zero rather than from the head's current weights, so that measuring twice
+    measures the same Hessian: the L2 term makes the problem strictly convex in the weight, and a
+    warm start from an earlier fit stops LBFGS at a point a few 1e-6 away from the first one.
+    """
     captured = {}
     hook = head.register_forward_hook(lambda m, i, o: captured.__setitem__("x", i[0].detach()))
     with torch.no_grad():
         scorer(model, enc)
     hook.remove()
     x = captured["x"]
-    weight = head.weight.detach().clone().requires_grad_(True)
-    bias = head.bias.detach().clone().requires_grad_(True) if head.bias is not None else None
+    weight = torch.zeros_like(head.weight, requires_grad=True)
+    bias = torch.zeros_like(head.bias, requires_grad=True) if head.bias is not None else None
     opt = torch.optim.LBFGS([w for w in (weight, bias) if w is not None], max_iter=iterations,
                             line_search_fn="strong_wolfe")
 
