@@ -98,3 +98,57 @@ def test_lr_scheduler_drives_param_groups():
         opt.step(lambda: model(**lm_batch()).loss)
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 / 8)
+
+
+def _logged_run(name, steps, perturbation="inplace", nan_at=None):
+    """Runs `steps` steps and returns the model, the initial weights and each step's closure losses."""
+    model = tiny_llama()
+    start = snapshot(model)
+    batch = lm_batch()
+    opt = zoo.get(name, model, lr=1e-3, eps=1e-3, seed=0, perturbation=perturbation, **SMALL.get(name, {}))
+    log = []
+    for t in range(steps):
+        log.append([])
+
+        def closure():
+            loss = model(**batch).loss
+            if t == nan_at and len(log[-1]) == 1:
+                loss = loss * float("nan")  # the second forward of this step fails: the step is skipped
+            log[-1].append(float(loss))
+            return loss
+
+        opt.step(closure)
+    return model, start, log, opt
+
+
+@pytest.mark.parametrize("perturbation", ["inplace", "exact"])
+@pytest.mark.parametrize("name", zoo.available())
+def test_replaying_the_logged_losses_rebuilds_the_weights_bit_for_bit(name, perturbation):
+    trained, start, log, opt = _logged_run(name, 5, perturbation, nan_at=2)
+    assert len(log[2]) == 2 and opt.zo_state["skipped_steps"] == 1
+    model = tiny_llama()
+    with torch.no_grad():
+        for p, s in zip(model.parameters(), start):
+            p.copy_(s)
+    replayed = zoo.get(name, model, lr=1e-3, eps=1e-3, seed=0, perturbation=perturbation, **SMALL.get(name, {}))
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    for losses in log:
+        replayed.replay(losses)
+    assert not calls  # no forward pass
+    assert bits_equal(snapshot(model), snapshot(trained))
+    assert replayed.zo_state == opt.zo_state
+    # the rule's state too: a resumed run goes on from the replayed one as from the original
+    assert bits_equal([t for st in replayed.state.values() for t in st.values() if torch.is_tensor(t)],
+                      [t for st in opt.state.values() for t in st.values() if torch.is_tensor(t)])
+
+
+def test_replay_refuses_a_log_of_another_shape_and_touches_nothing():
+    _, _, log, _ = _logged_run("n-spsa", 1)  # n=3: six losses per step
+    model = tiny_llama()
+    opt = zoo.get("n-spsa", model, lr=1e-3, eps=1e-3, seed=0, **SMALL["n-spsa"])
+    before = snapshot(model)
+    for bad in (log[0][:4], log[0] + [1.0], [float("nan"), *log[0][1:]], []):
+        with pytest.raises(ValueError, match="replay: step 0 takes 6 losses"):
+            opt.replay(bad)
+    assert bits_equal(snapshot(model), before) and opt.zo_state["step"] == 0

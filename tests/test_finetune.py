@@ -74,6 +74,59 @@ def test_resume_after_interruption_is_bit_exact(tmp_path, monkeypatch):
     assert resumed["metrics"] == straight["metrics"]
 
 
+def _interrupt_at(monkeypatch, at):
+    real = loop.minibatch
+
+    def interrupting(n, b, seed, step):
+        if step == at:
+            raise KeyboardInterrupt
+        return real(n, b, seed, step)
+
+    monkeypatch.setattr(loop, "minibatch", interrupting)
+    return lambda: monkeypatch.setattr(loop, "minibatch", real)
+
+
+@pytest.mark.parametrize("tuning", ["full", "lora", "prefix"])
+def test_a_run_resumes_from_its_trajectory_log_alone_bit_for_bit(tmp_path, monkeypatch, tuning):
+    """Without checkpoint.pt (a fresh clone holds only the committed log) the run replays its logged losses."""
+    cfg, built, splits = _setup(tmp_path / "a", tuning=tuning)
+    straight = finetune(cfg, built, splits, tmp_path / "a" / "run", progress=False)
+    final = [p.detach().clone() for p in built.model.parameters()]
+    assert len(straight["history"]["step_losses"]) == cfg.steps
+    assert all(len(losses) == 2 for losses in straight["history"]["step_losses"])
+
+    cfg, built, splits = _setup(tmp_path / "b", tuning=tuning)
+    undo = _interrupt_at(monkeypatch, 6)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg, built, splits, tmp_path / "b" / "run", progress=False)
+    undo()
+    (tmp_path / "b" / "run" / "checkpoint.pt").unlink()
+    assert json.loads((tmp_path / "b" / "run" / "trajectory.json").read_text())["step"] == 6
+    cfg, fresh, splits = _setup(tmp_path / "b", tuning=tuning)
+    calls = _count_calls(fresh.model)
+    resumed = finetune(cfg, fresh, splits, tmp_path / "b" / "run", progress=False)
+    assert bits_equal(final, fresh.model.parameters())
+    assert resumed["history"]["loss"] == straight["history"]["loss"]
+    assert resumed["metrics"] == straight["metrics"] and resumed["forward_passes"] == straight["forward_passes"]
+    assert len(calls) == 2 * 2 + 1 + -(-len(splits.test) // 32)  # steps 7-8, the dev eval at 8, test: no replay forward
+
+
+def test_a_log_replayed_onto_other_weights_is_refused(tmp_path, monkeypatch):
+    cfg, built, splits = _setup(tmp_path)
+    undo = _interrupt_at(monkeypatch, 4)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg, built, splits, tmp_path / "run", progress=False)
+    undo()
+    (tmp_path / "run" / "checkpoint.pt").unlink()
+    cfg, other, splits = _setup(tmp_path)
+    with torch.no_grad():
+        next(other.model.parameters()).add_(1e-3)
+    before = [p.detach().clone() for p in other.model.parameters()]
+    with pytest.raises(ValueError, match="initial weights differ"):
+        finetune(cfg, other, splits, tmp_path / "run", progress=False)
+    assert bits_equal(before, other.model.parameters())
+
+
 def test_a_finished_run_is_not_redone_and_a_changed_config_is_refused(tmp_path):
     cfg, built, splits = _setup(tmp_path)
     first = finetune(cfg, built, splits, tmp_path / "run", progress=False)

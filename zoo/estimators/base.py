@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -266,6 +266,39 @@ class ZOOptimizer(Optimizer):
         finally:
             self.field.end_step()
             self.zo_state["step"] += 1
+
+    @torch.no_grad()
+    def replay(self, losses: Sequence[float]) -> torch.Tensor:
+        """Re-applies a step from the losses its closure returned, with no forward pass.
+
+        A ZO step is a function of the weights, the step's seed and the 2n
+        losses alone, so feeding the recorded losses back through `step`
+        repeats every sweep (perturbation, way back, update, rule state such
+        as Adam's moments) and leaves the weights bit-identical to the
+        original step. A run is thereby stored as its initial weights plus
+        2n floats per step (MeZO, Malladi et al. 2023, Appendix on storage
+        efficiency), and resumes from that log wherever the initial weights
+        can be rebuilt.
+
+        Args:
+            losses: the floats the closure returned in this step, in order
+                (a skipped step's list ends at its non-finite loss).
+
+        Raises:
+            ValueError: when `losses` is not as long as the step needs; the
+                weights and the step counter are left as they were.
+        """
+        recorded = [float(v) for v in losses]
+        finite = [math.isfinite(v) for v in recorded]
+        complete = len(recorded) == 2 * self.n and all(finite[:-1])
+        cut_short = 0 < len(recorded) < 2 * self.n and all(finite[:-1]) and not finite[-1]
+        if not (complete or cut_short):
+            raise ValueError(
+                f"replay: step {self.zo_state['step']} takes {2 * self.n} losses (fewer only when the last is "
+                f"non-finite), got {len(recorded)}; the log belongs to an estimator with other settings"
+            )
+        pending = iter(recorded)
+        return self.step(lambda: next(pending))
 
     @torch.no_grad()
     def estimate(self, closure: Callable) -> list[torch.Tensor]:

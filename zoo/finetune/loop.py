@@ -22,6 +22,7 @@ from ..tasks import Splits
 from .build import Built
 from .evaluate import evaluate
 from .objectives import DIFFERENTIABLE, get_objective
+from .trajectory import TrajectoryLog, weights_fingerprint
 
 FIRST_ORDER = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 
@@ -157,6 +158,8 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     Writes DIR/checkpoint.pt every `checkpoint_every` steps (and on Ctrl-C),
     then DIR/results.json and DIR/curve.png. Calling it again with the same
     config resumes from the checkpoint, or returns the finished results.
+    ZO runs also write DIR/trajectory.json, each step's losses: without
+    checkpoint.pt (a fresh clone, say) the run resumes by replaying them.
     With `snapshot_every`, the trainable weights are also kept every that many
     steps (and at the end) as DIR/snapshots/step<N>.pt, e.g. for measuring the
     Hessian along the trajectory (`zoo theory effective-rank --run DIR --over-training`).
@@ -179,22 +182,32 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     opt = _optimizer(cfg, params, model)
     objective = get_objective(cfg.objective)
     first_order = cfg.estimator in FIRST_ORDER
-    ckpt = Checkpoint(out)
+    ckpt, log = Checkpoint(out), TrajectoryLog(out)
+    start_fingerprint = weights_fingerprint(model) if not first_order else None
     state = ckpt.load(cfg)
+    logged = log.load(cfg) if not first_order else None
     history = {"steps": [], "forward_passes": [], "loss": [], "evals": []}
+    if not first_order:
+        history["step_losses"] = []
     start, elapsed = 0, 0.0
-    if state is not None:
+    if state is not None and (logged is None or logged["step"] <= state["step"]):
         load_trainable_state(model, state["params"])
         opt.load_state_dict(state["optimizer"])
         history, start, elapsed = state["history"], state["step"], state["elapsed"]
+    elif logged is not None:
+        log.replay(logged, model, opt, progress=progress)
+        history, start, elapsed = logged["history"], logged["step"], logged["elapsed"]
     eval_every = cfg.eval_every or max(cfg.steps // 10, 1)
 
     def forwards_so_far(step):
         return opt.zo_state["forward_passes"] if not first_order else step
 
     def save(step):
+        spent = elapsed + time.time() - t0
         ckpt.save({"config": asdict(cfg), "step": step, "params": _trainable_state(model),
-                   "optimizer": opt.state_dict(), "history": history, "elapsed": elapsed + time.time() - t0})
+                   "optimizer": opt.state_dict(), "history": history, "elapsed": spent})
+        if not first_order:
+            log.save(cfg, step, history, spent, start_fingerprint, model)
 
     def dev_eval(step):
         m = evaluate(model, scorer, splits.dev)
@@ -220,8 +233,12 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
             idx = minibatch(len(splits.train), cfg.batch_size, cfg.seed, step)
             enc = scorer.encode([splits.train[i] for i in idx])
 
+            losses = []
+
             def closure():
-                return objective(scorer(model, enc), enc.labels)
+                loss = objective(scorer(model, enc), enc.labels)
+                losses.append(float(loss.detach()))
+                return loss
 
             before = calls[0]
             step_start = time.perf_counter()
@@ -239,6 +256,8 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
             history["steps"].append(step + 1)
             history["forward_passes"].append(forwards_so_far(step + 1))
             history["loss"].append(float(loss.detach()))
+            if not first_order:
+                history["step_losses"].append(losses)
             if (step + 1) % eval_every == 0 or step + 1 == cfg.steps:
                 m = dev_eval(step + 1)
                 bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", dev_acc=f"{m['accuracy']:.3f}")
