@@ -9,7 +9,10 @@ runs are skipped and an interrupted run resumes from its checkpoint, so
     python benchmarks/paper_table.py run          # works through the pending runs, resumable
     python benchmarks/paper_table.py report       # writes docs/results.md from what has finished
 
-can be repeated across sessions until every row is filled.
+can be repeated across sessions until every row is filled. Commit each run's
+results.json and curve.png, and the trajectory.json of an unfinished MeZO run:
+a few KB that rebuild its weights on a fresh clone (checkpoint.pt, 540 MB for
+the full model, stays out of git).
 """
 
 from __future__ import annotations

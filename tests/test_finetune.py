@@ -108,6 +108,7 @@ def test_a_run_resumes_from_its_trajectory_log_alone_bit_for_bit(tmp_path, monke
     assert bits_equal(final, fresh.model.parameters())
     assert resumed["history"]["loss"] == straight["history"]["loss"]
     assert resumed["metrics"] == straight["metrics"] and resumed["forward_passes"] == straight["forward_passes"]
+    assert not (tmp_path / "b" / "run" / "trajectory.json").exists()  # results.json holds the log now
     assert len(calls) == 2 * 2 + 1 + -(-len(splits.test) // 32)  # steps 7-8, the dev eval at 8, test: no replay forward
 
 

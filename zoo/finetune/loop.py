@@ -160,6 +160,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     config resumes from the checkpoint, or returns the finished results.
     ZO runs also write DIR/trajectory.json, each step's losses: without
     checkpoint.pt (a fresh clone, say) the run resumes by replaying them.
+    It goes once results.json, whose history keeps the same losses, is written.
     With `snapshot_every`, the trainable weights are also kept every that many
     steps (and at the end) as DIR/snapshots/step<N>.pt, e.g. for measuring the
     Hessian along the trajectory (`zoo theory effective-rank --run DIR --over-training`).
@@ -291,6 +292,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
         "history": history,
     }
     results_path.write_text(json.dumps(result, indent=1))
+    log.path.unlink(missing_ok=True)  # results.json's history holds the same losses
     from .plots import plot_curve
 
     plot_curve(result, out / "curve.png")
