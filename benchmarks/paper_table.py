@@ -44,6 +44,13 @@ ROWS = [
      {"estimator": "mezo-sgd", "tuning": "prefix", "lr": 1e-2, "eps": 1e-1, "steps": 500}),
 ]
 
+# What the table's 500 MeZO steps leave open: the same full-parameter run, 8x longer, one seed. It runs
+# after the table's rows, resuming across sessions from its committed trajectory.json.
+LONG_ROWS = [
+    ("sst2", "mezo-4k", "MeZO (full), 4,000 steps", 0,
+     {"estimator": "mezo-sgd", "tuning": "full", "lr": 3e-5, "eps": 1e-3, "steps": 4000}),
+]
+
 
 def planned():
     """(task, row, seed, kind, settings) in the order they run: seed 0 of every row first."""
@@ -56,6 +63,9 @@ def planned():
         for seed in SEEDS:
             for row, _, kind, settings in ROWS:
                 out.append((task, row, seed, kind, {"template": TEMPLATE[task], **settings}))
+        for t, row, _, seed, settings in LONG_ROWS:
+            if t == task:
+                out.append((task, row, seed, "finetune", {"template": TEMPLATE[task], **settings}))
     return out
 
 
@@ -131,11 +141,15 @@ def report(path: Path):
                     accs.append(r["metrics"]["accuracy"])
                     fps.append(r.get("forward_passes", 0))
                     walls.append(r["wall_time_s"])
-            label = next((lab for rr, lab, _, _ in ROWS if rr == row), row.replace("-", " "))
+            labels = {rr: lab for rr, lab, _, _ in ROWS} | {rr: lab for _, rr, lab, _, _ in LONG_ROWS}
+            label = labels.get(row, row.replace("-", " "))
+            log = folder(task, row, 0) / "trajectory.json"
             if accs:
                 acc = f"{statistics.mean(accs):.3f}" + (f" ± {statistics.stdev(accs):.3f}" if len(accs) > 1 else "")
                 cost = f"{statistics.mean(fps):.0f}" if any(fps) else "—"
                 wall = f"{statistics.mean(walls):.0f} s"
+            elif log.exists():
+                acc, cost, wall = f"running: {json.loads(log.read_text())['step']} of {settings['steps']} steps", "", ""
             else:
                 acc, cost, wall = "not run yet", "", ""
             first_order = settings.get("estimator") in FIRST_ORDER
