@@ -230,3 +230,30 @@ def test_cli_errors_are_one_line(tmp_path, capsys, argv, needle):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err
+
+
+def test_a_checkpoint_without_a_loss_log_resumes_but_writes_no_partial_log(tmp_path, monkeypatch):
+    """Checkpoints written before the log existed have no `step_losses`: a log begun mid-run could not be
+    replayed, so none is written and the run finishes from the checkpoint as before."""
+    cfg, built, splits = _setup(tmp_path / "a")
+    straight = finetune(cfg, built, splits, tmp_path / "a" / "run", progress=False)
+    cfg, built, splits = _setup(tmp_path / "b")
+    undo = _interrupt_at(monkeypatch, 4)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg, built, splits, tmp_path / "b" / "run", progress=False)
+    undo()
+    ckpt = tmp_path / "b" / "run" / "checkpoint.pt"
+    payload = torch.load(ckpt, weights_only=False)
+    del payload["history"]["step_losses"]
+    torch.save(payload, ckpt)
+    (tmp_path / "b" / "run" / "trajectory.json").unlink()
+    cfg, fresh, splits = _setup(tmp_path / "b")
+    undo = _interrupt_at(monkeypatch, 7)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg, fresh, splits, tmp_path / "b" / "run", progress=False)
+    undo()
+    assert not (tmp_path / "b" / "run" / "trajectory.json").exists()
+    cfg, fresh, splits = _setup(tmp_path / "b")
+    resumed = finetune(cfg, fresh, splits, tmp_path / "b" / "run", progress=False)
+    assert resumed["history"]["loss"] == straight["history"]["loss"] and resumed["metrics"] == straight["metrics"]
+    assert "step_losses" not in resumed["history"]

@@ -207,7 +207,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
         spent = elapsed + time.time() - t0
         ckpt.save({"config": asdict(cfg), "step": step, "params": _trainable_state(model),
                    "optimizer": opt.state_dict(), "history": history, "elapsed": spent})
-        if not first_order:
+        if "step_losses" in history:
             log.save(cfg, step, history, spent, start_fingerprint, model)
 
     def dev_eval(step):
@@ -257,7 +257,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
             history["steps"].append(step + 1)
             history["forward_passes"].append(forwards_so_far(step + 1))
             history["loss"].append(float(loss.detach()))
-            if not first_order:
+            if "step_losses" in history:  # absent when resumed from a checkpoint of an older zoo
                 history["step_losses"].append(losses)
             if (step + 1) % eval_every == 0 or step + 1 == cfg.steps:
                 m = dev_eval(step + 1)
