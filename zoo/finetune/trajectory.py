@@ -59,10 +59,10 @@ class TrajectoryLog:
         """Brings `model` and `opt` from the initial weights to the log's step, checking both fingerprints."""
         if weights_fingerprint(model) != payload["weights"]["start"]:
             raise ValueError(f"{self.path}: the model's initial weights differ from the run's (another model file, "
-                             "dtype or adapter initialisation); it cannot be replayed")
+                             "dtype or adapter initialisation); it cannot be replayed: delete it to start the run over")
         steps = payload["history"]["step_losses"][:payload["step"]]
         for losses in tqdm(steps, desc="replaying the log", disable=not progress):
             opt.replay(losses)
         if weights_fingerprint(model) != payload["weights"]["at_step"]:
             raise ValueError(f"{self.path}: replaying {len(steps)} steps did not rebuild the saved weights "
-                             "(a different torch build or perturbation backend?)")
+                             "(a different torch build or perturbation kernel?); delete it to start the run over")
