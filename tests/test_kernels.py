@@ -165,6 +165,12 @@ def test_portable_build_draws_the_same_bits():
         a = torch.empty(n)
         portable.zoo_fill(a.data_ptr(), n, 8192, SEED, code)
         assert bits_equal([a], [cpu.fill_(torch.empty(n), 8192, SEED, dist)])
+    # the update sweep too (fmaf rounds once on any CPU), so a trajectory log replays on either build
+    portable.zoo_axpy_f32.argtypes = portable.zoo_fill.argtypes + [ctypes.c_float]
+    p = torch.randn(n, generator=torch.Generator().manual_seed(1))
+    b = p.clone()
+    portable.zoo_axpy_f32(b.data_ptr(), n, 8192, SEED, 0, -0.37)
+    assert bits_equal([b], [cpu.axpy_(p.clone(), 8192, SEED, "gaussian", -0.37)])
 
 
 _COMPILE = """
