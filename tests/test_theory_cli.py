@@ -78,6 +78,13 @@ def test_cli_measures_at_a_finetune_runs_weights(tmp_path):
     assert b["config"]["run_step"] == 8 and a["config"]["run_step"] == 0
     assert a["dim"] == b["dim"] and a["loss"] != b["loss"]  # same batch and subset, trained weights
     assert main(["theory", "effective-rank", "--run", str(tmp_path / "nothing")]) == 2
+    # without checkpoint.pt the weights are rebuilt from the run's logged losses: the same measurement
+    (run / "checkpoint.pt").rename(tmp_path / "moved.pt")
+    replayed = tmp_path / "replayed.json"
+    assert main(["theory", "effective-rank", "--run", str(run), *rank, "--json", str(replayed)]) == 0
+    c = json.loads(replayed.read_text())
+    assert (c["trace"], c["lambda_max"], c["loss"], c["config"]["run_step"]) == (b["trace"], b["lambda_max"], b["loss"], 8)
+    (tmp_path / "moved.pt").rename(run / "checkpoint.pt")
     # along the run: the start is the untrained model, the last snapshot the checkpoint's weights
     along, png = tmp_path / "along.json", tmp_path / "along.png"
     assert main(["theory", "effective-rank", "--run", str(run), "--over-training", *rank, "--json", str(along),

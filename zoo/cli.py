@@ -78,19 +78,12 @@ def _theory_rank(args):
     from .finetune.commands import load_task, sample
     from .theory.measure import measure
 
-    payload = None
     if args.over_training and not args.run:
         raise ValueError("--over-training needs --run DIR (a zoo finetune run with --snapshot-every)")
     if args.run:
-        import torch
+        from .finetune.runs import load_run_weights, run_config
 
-        from .finetune.loop import load_trainable_state
-
-        ckpt = os.path.join(args.run, "checkpoint.pt")
-        if not os.path.exists(ckpt):
-            raise ValueError(f"{args.run}: no checkpoint.pt (is it the --out of `zoo finetune`?)")
-        payload = torch.load(ckpt, weights_only=False)
-        c = payload["config"]
+        c = run_config(args.run)
         args.model, args.task, args.template, args.k, args.seed = c["model"], c["task"], c["template"], c["k"], c["seed"]
         args.no_prompt, tuning = c["mode"] == "head", c["tuning"]
     else:
@@ -102,13 +95,12 @@ def _theory_rank(args):
                  attn_implementation="eager", seed=args.seed)
     if args.over_training:
         return _theory_rank_over_training(args, built, splits, task, mode)
-    if payload is not None:
-        load_trainable_state(built.model, payload["params"])
+    run_step = load_run_weights(args.run, built.model, progress=not args.quiet) if args.run else 0
     r = measure(built, splits.train, args.params, args.matvecs, args.lanczos, args.slq_steps, args.slq_probes,
                 args.seed)
     r["config"] = {"model": args.model, "task": task.name, "k": args.k, "seed": args.seed, "mode": mode,
                    "template": None if args.no_prompt else task.template(args.template).name,
-                   "run": args.run, "run_step": payload["step"] if payload else 0}
+                   "run": args.run, "run_step": run_step}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(r, f, indent=1)

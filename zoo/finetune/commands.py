@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import random
 import time
-from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
 from .. import tasks
-from .build import load, prepare
+from .build import load
 from .evaluate import evaluate
-from .loop import FIRST_ORDER, FinetuneConfig, finetune, load_trainable_state, peak_memory_bytes
+from .loop import FIRST_ORDER, FinetuneConfig, finetune, peak_memory_bytes
+from .runs import load_run_weights, run_config
 
 # MeZO's grids (appendix E): the middle of each, per tuning; first-order Adam uses its own scale
 DEFAULT_LR = {"full": 1e-6, "lora": 5e-5, "prefix": 1e-3, "head": 1e-2}
@@ -59,11 +56,7 @@ def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int
     task_args = task_args or {}
     run_cfg = None
     if from_run:
-        ckpt = Path(from_run) / "checkpoint.pt"
-        if not ckpt.exists():
-            raise ValueError(f"{from_run}: no checkpoint.pt (is it the --out of `zoo finetune`?)")
-        payload = torch.load(ckpt, weights_only=False)
-        run_cfg = payload["config"]
+        run_cfg = run_config(from_run)
         model, task_name, mode, template = run_cfg["model"], run_cfg["task"], run_cfg["mode"], run_cfg["template"]
         max_length = run_cfg["max_length"]
     task = load_task(task_name, **task_args)
@@ -89,7 +82,7 @@ def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int
         built = load(model, task, mode, tuning, template=template, max_length=max_length, demonstrations=demos,
                      seed=run_cfg["seed"] if run_cfg else seed)
         if run_cfg:
-            load_trainable_state(built.model, payload["params"])
+            load_run_weights(from_run, built.model, progress=progress)
         metrics = evaluate(built.model, built.scorer, examples, progress=split if progress else None)
         how = (f"fine-tuned run {from_run}" if run_cfg else
                f"{icl}-shot in-context per class" if icl else "zero-shot")

@@ -291,6 +291,8 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
         "skipped_steps": 0 if first_order else opt.zo_state["skipped_steps"],
         "history": history,
     }
+    if "step_losses" in history:  # lets `load_run_weights` rebuild these weights from the log and check them
+        result["weights_fingerprint"] = {"start": start_fingerprint, "at_step": weights_fingerprint(model)}
     results_path.write_text(json.dumps(result, indent=1))
     log.path.unlink(missing_ok=True)  # results.json's history holds the same losses
     from .plots import plot_curve
