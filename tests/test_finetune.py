@@ -184,8 +184,9 @@ def test_tunings_change_only_their_parameters(tmp_path, tuning, mode):
         assert any("score" in n for n in trained)
 
 
-@pytest.mark.parametrize("tuning", ["lora", "prefix"])
-def test_cli_eval_of_a_peft_run_reproduces_its_test_accuracy(tmp_path, tuning):
+@pytest.mark.parametrize("tuning", ["full", "lora", "prefix"])
+def test_cli_eval_of_a_run_reproduces_its_test_accuracy_with_or_without_its_checkpoint(tmp_path, tuning):
+    """`zoo eval --run` loads checkpoint.pt, or, where a clone holds only results.json, replays its losses."""
     from zoo.cli import main
 
     folder, data = tiny_model_folder(tmp_path)
@@ -193,24 +194,11 @@ def test_cli_eval_of_a_peft_run_reproduces_its_test_accuracy(tmp_path, tuning):
     assert main(["finetune", "--model", str(folder), "--task", str(data), "--k", "4", "--quiet", "--steps", "6",
                  "--batch-size", "4", "--tuning", tuning, "--lr", "0.5", "--out", str(out)]) == 0
     r = json.loads((out / "results.json").read_text())
-    assert main(["eval", "--run", str(out), "--quiet", "--json", str(tmp_path / "e.json")]) == 0
-    e = json.loads((tmp_path / "e.json").read_text())
-    assert e["metrics"]["loss"] == pytest.approx(r["metrics"]["test_loss"], rel=1e-5)
-
-
-@pytest.mark.parametrize("tuning", ["full", "lora"])
-def test_eval_of_a_run_without_its_checkpoint_replays_the_logged_losses(tmp_path, tuning):
-    """A clone holds a run's results.json but not its checkpoint.pt: `zoo eval --run` rebuilds the weights."""
-    from zoo.cli import main
-
-    folder, data = tiny_model_folder(tmp_path)
-    out = tmp_path / "run"
-    assert main(["finetune", "--model", str(folder), "--task", str(data), "--k", "4", "--quiet", "--steps", "6",
-                 "--batch-size", "4", "--tuning", tuning, "--lr", "0.5", "--out", str(out)]) == 0
     assert main(["eval", "--run", str(out), "--quiet", "--json", str(tmp_path / "with.json")]) == 0
     (out / "checkpoint.pt").unlink()
     assert main(["eval", "--run", str(out), "--quiet", "--json", str(tmp_path / "without.json")]) == 0
     with_ckpt, replayed = (json.loads((tmp_path / f).read_text()) for f in ("with.json", "without.json"))
+    assert with_ckpt["metrics"]["loss"] == pytest.approx(r["metrics"]["test_loss"], rel=1e-5)
     assert replayed["metrics"] == with_ckpt["metrics"]  # the same weights, bit for bit, give the same numbers
     # a log that does not fit the weights it is replayed on is refused, not evaluated
     r = json.loads((out / "results.json").read_text())
