@@ -169,6 +169,11 @@ def test_gradient_quality_resumes_from_its_finished_rows(tmp_path, monkeypatch):
     final.unlink()
     (tmp_path / "gradient_quality.partial.json").write_text(json.dumps({"meta": full["meta"],
                                                                          "rows": full["rows"][:3]}))
+    from zoo.bench.report import _gradient_section
+
+    shown = "\n".join(_gradient_section(tmp_path))  # a report written meanwhile shows the finished rows
+    assert "**Partial**: the 3 rows" in shown and all(f"| {r['label']} |" in shown for r in full["rows"][:3])
+    assert f"| {full['rows'][3]['label']} |" not in shown
     built = []
     real_get = gradient.estimators.get
     monkeypatch.setattr(gradient.estimators, "get", lambda *a, **k: built.append(a[0]) or real_get(*a, **k))

@@ -128,19 +128,31 @@ def _plot_cost(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _gradient_rows(root: Path) -> tuple[dict, list[dict], bool] | None:
+    """(meta, rows, partial): the finished section, else the rows saved before an interruption."""
+    for name, partial in (("gradient_quality.json", False), ("gradient_quality.partial.json", True)):
+        path = root / name
+        if path.exists():
+            d = json.loads(path.read_text())
+            if d["rows"]:
+                return d["meta"], d["rows"], partial
+    return None
+
+
 def _gradient_section(root: Path) -> list[str]:
-    path = root / "gradient_quality.json"
-    if not path.exists():
+    found = _gradient_rows(root)
+    if found is None:
         return []
-    d = json.loads(path.read_text())
-    meta, rows = d["meta"], d["rows"]
+    meta, rows, partial = found
     _plot_gradient(rows, root / "gradient_quality.png")
-    lines = ["## Gradient quality", "",
-             f"One batch of {meta['batch']} training examples of {meta['task']} on {meta['model']['model']} "
-             f"({rows[0]['dim']} trainable parameters), eps {meta['eps']:g}; {rows[0]['samples']} estimates per row, "
-             "each against the true gradient (one backward).", "",
-             "| estimator | forwards | cosine with ∇L | relative MSE ‖ĝ−∇L‖²/‖∇L‖² | relative variance |",
-             "|---|---|---|---|---|"]
+    lines = ["## Gradient quality", ""]
+    if partial:
+        lines += [f"**Partial**: the {len(rows)} rows finished so far; `zoo bench` goes on from the next row.", ""]
+    lines += [f"One batch of {meta['batch']} training examples of {meta['task']} on {meta['model']['model']} "
+              f"({rows[0]['dim']} trainable parameters), eps {meta['eps']:g}; {rows[0]['samples']} estimates per "
+              "row, each against the true gradient (one backward).", "",
+              "| estimator | forwards | cosine with ∇L | relative MSE ‖ĝ−∇L‖²/‖∇L‖² | relative variance |",
+              "|---|---|---|---|---|"]
     lines += [f"| {r['label']} | {r['forwards']} | {r['cosine']:.4f} ± {r['cosine_std']:.4f} | {r['relative_mse']:.4g} "
               f"| {r['relative_variance']:.4g} |" if "relative_variance" in r else
               f"| {r['label']} | {r['forwards']} | {r['cosine']:.4f} ± {r['cosine_std']:.4f} | {r['relative_mse']:.4g} | |"
@@ -211,9 +223,9 @@ def _claims_section(rows: list[dict], root: Path) -> list[str]:
             lines.append(f"| LeZO's per-step speed-up at matching accuracy (arXiv 2410.09823: over 3x) "
                          f"| {model}, {task}: {speed:.2f}x per step, accuracy {m1:.3f} vs {m0:.3f} "
                          f"({diff:+.3f} {pm}) | {verdict} |")
-    gq = root / "gradient_quality.json"
-    if gq.exists():
-        g = {r["label"]: r for r in json.loads(gq.read_text())["rows"]}
+    gq = _gradient_rows(root)
+    if gq is not None:
+        g = {r["label"]: r for r in gq[1]}
         base = g.get("mezo-sgd")
         for label, r in g.items():
             if r["estimator"] != "subzero" or base is None or "relative_variance" not in r:
