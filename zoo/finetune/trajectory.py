@@ -27,7 +27,8 @@ def weights_fingerprint(model) -> str:
         if p.requires_grad:
             t = p.detach().contiguous().cpu()
             h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            if t.numel():
+                h.update(memoryview(t.view(torch.uint8).numpy()))  # hashed in place: no copy of the weights
     return h.hexdigest()
 
 
