@@ -112,7 +112,7 @@ def test_bad_suite_files_are_one_line_errors(tmp_path, capsys, raw, message):
 def test_peak_rss_sees_an_allocation_and_resets():
     import torch
 
-    from zoo.bench.memory import reset_peak, rss_peak_bytes
+    from zoo.memory import reset_peak, rss_peak_bytes
 
     reset_peak(cuda=False)
     before = rss_peak_bytes()

@@ -139,6 +139,20 @@ def test_a_finished_run_is_not_redone_and_a_changed_config_is_refused(tmp_path):
         finetune(cfg, built, splits, tmp_path / "run", progress=False)
 
 
+def test_a_runs_peak_memory_is_its_own_not_the_processs(tmp_path):
+    """Runs share a process in paper_table and zoo bench: an earlier, larger peak must not be reported."""
+    from zoo.memory import reset_peak, rss_peak_bytes
+
+    if not reset_peak(cuda=False):
+        pytest.skip("this kernel has no writable /proc/self/clear_refs: the peak cannot be reset")
+    spike = torch.ones(96 * 2**20)  # 384 MB, touched, then freed
+    del spike
+    earlier_peak = rss_peak_bytes()
+    cfg, built, splits = _setup(tmp_path)
+    r = finetune(cfg, built, splits, tmp_path / "run", progress=False)
+    assert r["peak_memory_bytes"] < earlier_peak - 200 * 2**20
+
+
 def test_minibatches_cover_each_epoch_once():
     batches = [minibatch(10, 4, 3, s) for s in range(6)]
     assert sorted(sum(batches[:3], [])) == list(range(10)) == sorted(sum(batches[3:], []))

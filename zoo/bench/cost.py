@@ -25,7 +25,8 @@ import time
 
 import torch
 
-from .memory import reset_peak, rss_now_bytes, rss_peak_bytes, run_fresh
+from ..memory import reset_peak, rss_now_bytes, rss_peak_bytes
+from .memory import run_fresh
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

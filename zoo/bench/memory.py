@@ -16,33 +16,16 @@ gradients, Adam for two moments more.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
+from ..memory import reset_peak, rss_now_bytes, rss_peak_bytes
+
 STEPS = 2  # the second step sees lazily created state (moments, masks) already in place
-
-
-def rss_peak_bytes() -> int:
-    return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
-
-
-def rss_now_bytes() -> int:
-    return int(re.search(r"VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
-
-
-def reset_peak(cuda: bool) -> None:
-    gc.collect()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        Path("/proc/self/clear_refs").write_text("5")
 
 
 def probe(spec: dict) -> dict:

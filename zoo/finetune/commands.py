@@ -9,7 +9,7 @@ from pathlib import Path
 from .. import tasks
 from .build import load
 from .evaluate import evaluate
-from .loop import FIRST_ORDER, FinetuneConfig, finetune, peak_memory_bytes
+from .loop import FIRST_ORDER, FinetuneConfig, finetune, peak_memory_bytes, reset_peak_memory
 from .runs import load_run_weights, run_config
 
 # MeZO's grids (appendix E): the middle of each, per tuning; first-order Adam uses its own scale
@@ -60,6 +60,7 @@ def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int
         model, task_name, mode, template = run_cfg["model"], run_cfg["task"], run_cfg["mode"], run_cfg["template"]
         max_length = run_cfg["max_length"]
     task = load_task(task_name, **task_args)
+    reset_peak_memory()
     t0 = time.time()
     if linear_probe:
         from .probe import linear_probe as probe

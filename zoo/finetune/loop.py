@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..memory import reset_peak, rss_peak_bytes
 from ..tasks import Splits
 from .build import Built
 from .evaluate import evaluate
@@ -107,12 +108,18 @@ def optimizer_state_bytes(opt, first_order: bool) -> int:
                if torch.is_tensor(t) and t.dim() > 0)
 
 
-def peak_memory_bytes() -> int:
-    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
-        return torch.cuda.max_memory_allocated()
-    import resource
+def _on_cuda() -> bool:
+    return torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+
+def peak_memory_bytes() -> int:
+    """The peak since the last `reset_peak_memory()`: GPU memory allocated, else the process's RSS."""
+    return torch.cuda.max_memory_allocated() if _on_cuda() else rss_peak_bytes()
+
+
+def reset_peak_memory() -> None:
+    """Starts a new peak, so that a run's peak is its own and not that of an earlier run in the process."""
+    reset_peak(cuda=_on_cuda())
 
 
 def save_snapshot(out: Path, step: int, model) -> Path:
@@ -178,6 +185,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
         if done.get("config") == asdict(cfg):
             return done
         raise ValueError(f"{results_path} holds the results of a run with a different config; use another --out")
+    reset_peak_memory()
     model, scorer = built.model, built.scorer
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
