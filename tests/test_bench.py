@@ -42,6 +42,24 @@ def test_smoke_preset_covers_every_estimator_and_baseline(smoke):
     assert all(r["peak_bytes"] >= r["base_bytes"] > 0 for r in mem)
     assert "## Memory against inference" in table and "## Published claims, checked" in table
     assert len(runs) == len(suite.runs()) + 1 + len(suite.seeds)  # + zero-shot + one probe per seed
+    assert all(json.loads(p.read_text())["peak_memory_scope"] == "run" for p in runs) and " †" not in table
+
+
+def test_report_marks_peaks_recorded_as_the_processs(smoke, tmp_path):
+    """Results from before per-run peaks carry no scope: their peak may be an earlier run's, and the table says so."""
+    import shutil
+
+    from zoo.bench.report import write_report
+
+    copy = tmp_path / "copy"
+    shutil.copytree(smoke, copy)
+    old = next(p for p in (copy / "runs").rglob("results.json") if "/lezo/" in str(p))
+    r = json.loads(old.read_text())
+    del r["peak_memory_scope"]
+    old.write_text(json.dumps(r))
+    table = write_report(load_suite("smoke"), copy, "zoo bench smoke").read_text()
+    marked = [line for line in table.splitlines() if " †" in line and line.startswith("|")]
+    assert len(marked) == 1 and "| lezo |" in marked[0] and "these runs were recorded before" in table
 
 
 def test_rerun_skips_finished_runs_and_an_interrupted_one_continues(smoke):

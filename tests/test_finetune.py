@@ -150,7 +150,7 @@ def test_a_runs_peak_memory_is_its_own_not_the_processs(tmp_path):
     earlier_peak = rss_peak_bytes()
     cfg, built, splits = _setup(tmp_path)
     r = finetune(cfg, built, splits, tmp_path / "run", progress=False)
-    assert r["peak_memory_bytes"] < earlier_peak - 200 * 2**20
+    assert r["peak_memory_scope"] == "run" and r["peak_memory_bytes"] < earlier_peak - 200 * 2**20
 
 
 def test_minibatches_cover_each_epoch_once():

@@ -55,6 +55,7 @@ def collect(suite: Suite, root: Path) -> list[dict]:
             "s_per_step": _step_seconds(done),
             "s_per_forward": _step_seconds(done) / done[0][0].forwards_per_step,
             "peak_memory_bytes": max(r["peak_memory_bytes"] for _, r in done),
+            "peak_per_run": all(r.get("peak_memory_scope") == "run" for _, r in done),
             "extra_state_bytes": done[0][1].get("extra_state_bytes"),
             "forward_count_ok": all(check_forward_count(s, r) is None for s, r in done),
             "curves": [r["history"]["evals"] for _, r in done],
@@ -72,6 +73,7 @@ def collect(suite: Suite, root: Path) -> list[dict]:
                     "model": model["model"] + f" ({model.get('tuning', 'full')})", "task": task, "method": kind,
                     "seeds": len(res), "test_accuracy": _mean_std([r["metrics"]["accuracy"] for r in res]),
                     "forward_passes": 0, "peak_memory_bytes": max(r["peak_memory_bytes"] for r in res),
+                    "peak_per_run": all(r.get("peak_memory_scope") == "run" for r in res),
                 })
     return rows
 
@@ -306,13 +308,17 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
             extra = f"{r['extra_state_bytes'] * mib:.2f}" if r.get("extra_state_bytes") is not None else ""
             check = "" if "forward_count_ok" not in r else ("matches" if r["forward_count_ok"] else "**MISMATCH**")
             lines.append(f"| {r['model']} | {r['task']} | {r['method']} | {lr} | {eps} | {acc} | {r['forward_passes']} "
-                         f"| {r.get('backward_passes', 0)} | {sps} | {spf} | {r['peak_memory_bytes'] * mib:.0f} | {extra} "
+                         f"| {r.get('backward_passes', 0)} | {sps} | {spf} | {r['peak_memory_bytes'] * mib:.0f}"
+                         f"{'' if r.get('peak_per_run', True) else ' †'} | {extra} "
                          f"| {check} |")
         lines += ["", "s/step is the median training step (evaluations excluded; runs recorded before steps were timed "
                   "alone show wall time / steps); ms/forward is s/step over the method's forwards per step. "
                   "Peak MiB is the whole run's peak RSS on the CPU (`torch.cuda.max_memory_allocated` on a GPU), "
                   "loading and evaluation included; the per-method comparison on one batch is under "
-                  "*Memory against inference*.", "",
+                  "*Memory against inference*."
+                  + (" † The process's peak since it started, which can be an earlier run's in the same process: "
+                     "these runs were recorded before zoo reset the peak at the start of each run."
+                     if any(not r.get("peak_per_run", True) for r in rows) else ""), "",
                   "![dev accuracy against forward passes](curves.png)", "", "![cost per forward pass](cost.png)", ""]
     else:
         lines.append("")

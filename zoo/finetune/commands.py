@@ -60,7 +60,7 @@ def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int
         model, task_name, mode, template = run_cfg["model"], run_cfg["task"], run_cfg["mode"], run_cfg["template"]
         max_length = run_cfg["max_length"]
     task = load_task(task_name, **task_args)
-    reset_peak_memory()
+    peak_scope = reset_peak_memory()
     t0 = time.time()
     if linear_probe:
         from .probe import linear_probe as probe
@@ -90,4 +90,5 @@ def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int
     return {"config": {"model": model, "task": task.name, "split": split if not linear_probe else task.eval_split,
                        "template": None if mode == "head" else task.template(template).name,
                        "mode": mode, "method": how, "limit": limit, "seed": seed},
-            "metrics": metrics, "wall_time_s": time.time() - t0, "peak_memory_bytes": peak_memory_bytes()}
+            "metrics": metrics, "wall_time_s": time.time() - t0, "peak_memory_bytes": peak_memory_bytes(),
+            "peak_memory_scope": peak_scope}

@@ -117,9 +117,12 @@ def peak_memory_bytes() -> int:
     return torch.cuda.max_memory_allocated() if _on_cuda() else rss_peak_bytes()
 
 
-def reset_peak_memory() -> None:
-    """Starts a new peak, so that a run's peak is its own and not that of an earlier run in the process."""
-    reset_peak(cuda=_on_cuda())
+def reset_peak_memory() -> str:
+    """Starts a new peak, so that a run's peak is its own and not that of an earlier run in the process.
+
+    Returns the scope of the next `peak_memory_bytes()`: "run", or "process" where the peak cannot be reset.
+    """
+    return "run" if reset_peak(cuda=_on_cuda()) else "process"
 
 
 def save_snapshot(out: Path, step: int, model) -> Path:
@@ -185,7 +188,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
         if done.get("config") == asdict(cfg):
             return done
         raise ValueError(f"{results_path} holds the results of a run with a different config; use another --out")
-    reset_peak_memory()
+    peak_scope = reset_peak_memory()
     model, scorer = built.model, built.scorer
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -296,6 +299,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
         "wall_time_s": elapsed + time.time() - t0,
         "median_step_s": statistics.median(history["step_seconds"]) if history["step_seconds"] else None,
         "peak_memory_bytes": peak_memory_bytes(),
+        "peak_memory_scope": peak_scope,
         "trainable_params": sum(p.numel() for p in params),
         "extra_state_bytes": optimizer_state_bytes(opt, first_order),
         "skipped_steps": 0 if first_order else opt.zo_state["skipped_steps"],
