@@ -145,11 +145,13 @@ def test_a_runs_peak_memory_is_its_own_not_the_processs(tmp_path):
 
     if not reset_peak(cuda=False):
         pytest.skip("this kernel has no writable /proc/self/clear_refs: the peak cannot be reset")
+    cfg, built, splits = _setup(tmp_path / "a")
+    finetune(cfg, built, splits, tmp_path / "a" / "run", progress=False)  # the lazy imports (plots...) happen here
     spike = torch.ones(96 * 2**20)  # 384 MB, touched, then freed
     del spike
     earlier_peak = rss_peak_bytes()
-    cfg, built, splits = _setup(tmp_path)
-    r = finetune(cfg, built, splits, tmp_path / "run", progress=False)
+    cfg, built, splits = _setup(tmp_path / "b")
+    r = finetune(cfg, built, splits, tmp_path / "b" / "run", progress=False)
     assert r["peak_memory_scope"] == "run" and r["peak_memory_bytes"] < earlier_peak - 200 * 2**20
 
 
