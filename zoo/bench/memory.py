@@ -33,7 +33,7 @@ def probe(spec: dict) -> dict:
     method ("inference", a ZO estimator's name, "sgd" or "adam"), batch, k, seed, device."""
     from ..finetune.build import load
     from ..finetune.commands import load_task, sample
-    from ..finetune.loop import FinetuneConfig, _optimizer
+    from ..finetune.loop import FinetuneConfig, build_optimizer
     from ..finetune.objectives import get_objective
 
     cuda = spec.get("device", "cpu").startswith("cuda")
@@ -59,7 +59,7 @@ def probe(spec: dict) -> dict:
     if method != "inference":
         cfg = FinetuneConfig(model=spec["model"], task=spec["task"], estimator=method, lr=1e-9, eps=1e-3,
                              seed=spec["seed"], tuning=spec["tuning"])
-        opt = _optimizer(cfg, params, model)
+        opt = build_optimizer(cfg, params, model)
     base = torch.cuda.memory_allocated() if cuda else rss_now_bytes()
     reset_peak(cuda)
     for _ in range(STEPS):

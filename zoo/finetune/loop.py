@@ -77,7 +77,8 @@ def minibatch(n: int, batch_size: int, seed: int, step: int) -> list[int]:
     return order[i * batch_size:(i + 1) * batch_size]
 
 
-def _optimizer(cfg: FinetuneConfig, params, module):
+def build_optimizer(cfg: FinetuneConfig, params, module):
+    """The run's optimizer: torch's SGD/Adam for first-order runs, else the registered ZO estimator."""
     if cfg.estimator in FIRST_ORDER:
         return FIRST_ORDER[cfg.estimator](params, lr=cfg.lr, **cfg.estimator_options)
     from .. import estimators
@@ -193,7 +194,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters")
-    opt = _optimizer(cfg, params, model)
+    opt = build_optimizer(cfg, params, model)
     objective = get_objective(cfg.objective)
     first_order = cfg.estimator in FIRST_ORDER
     ckpt, log = Checkpoint(out), TrajectoryLog(out)

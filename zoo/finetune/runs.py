@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .loop import FIRST_ORDER, FinetuneConfig, _optimizer, load_trainable_state
+from .loop import FIRST_ORDER, FinetuneConfig, build_optimizer, load_trainable_state
 from .trajectory import TrajectoryLog
 
 
@@ -54,5 +54,5 @@ def load_run_weights(run: str | Path, model, progress: bool = True) -> int:
     if cfg.estimator in FIRST_ORDER:
         raise ValueError(f"{run}: no checkpoint.pt, and a first-order ({cfg.estimator}) run cannot be replayed")
     params = [p for p in model.parameters() if p.requires_grad]
-    TrajectoryLog(run).replay(log, model, _optimizer(cfg, params, model), progress=progress)
+    TrajectoryLog(run).replay(log, model, build_optimizer(cfg, params, model), progress=progress)
     return log["step"]
