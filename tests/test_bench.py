@@ -198,3 +198,18 @@ def test_gradient_quality_resumes_from_its_finished_rows(tmp_path, monkeypatch):
     runner._gradient_quality(suite, tmp_path, progress=False)
     assert json.loads(final.read_text())["rows"] == full["rows"]
     assert len(built) == len(full["rows"]) - 3
+
+
+@pytest.mark.parametrize("ratio, expect", [(0.94, "not reproduced (within 2"), (0.3, "reproduced |"),
+                                           (3.0, "**contradicted**")])
+def test_subzero_variance_claim_weighs_the_sampling_error_of_32_draws(tmp_path, ratio, expect):
+    """With 32 draws the log of a relative variance is uncertain by about sqrt(2/32) = 0.25 each: a 6% lower
+    variance is noise, a 3x lower one is not."""
+    from zoo.bench.report import _claims_section
+
+    rows = [{"label": "mezo-sgd", "estimator": "mezo-sgd", "relative_variance": 1e8, "cosine": 9e-5, "samples": 32},
+            {"label": "subzero", "estimator": "subzero", "relative_variance": ratio * 1e8, "cosine": 9e-5,
+             "samples": 32}]
+    (tmp_path / "gradient_quality.json").write_text(json.dumps({"meta": {}, "rows": rows}))
+    line = next(line for line in _claims_section([], tmp_path) if "SubZero" in line)
+    assert expect in line and "± 0.35" in line
