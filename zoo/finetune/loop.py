@@ -142,6 +142,14 @@ def snapshots(out: str | Path) -> list[Path]:
     return sorted(Path(out).glob("snapshots/step*.pt"), key=lambda p: int(p.stem[4:]))
 
 
+def check_same_config(path: Path, saved: dict, cfg: FinetuneConfig) -> None:
+    """Refuses to resume from a file written by a run with another config."""
+    if saved != asdict(cfg):
+        changed = sorted(k for k, v in asdict(cfg).items() if saved.get(k) != v)
+        raise ValueError(f"{path} belongs to a run with a different config ({', '.join(changed)}); "
+                         "use another --out or delete it")
+
+
 class Checkpoint:
     """`DIR/checkpoint.pt`, written atomically: a crash mid-save keeps the previous one."""
 
@@ -157,10 +165,7 @@ class Checkpoint:
         if not self.path.exists():
             return None
         payload = torch.load(self.path, weights_only=False)
-        if payload["config"] != asdict(cfg):
-            changed = sorted(k for k, v in asdict(cfg).items() if payload["config"].get(k) != v)
-            raise ValueError(f"{self.path} belongs to a run with a different config ({', '.join(changed)}); "
-                             "use another --out or delete it")
+        check_same_config(self.path, payload["config"], cfg)
         return payload
 
 

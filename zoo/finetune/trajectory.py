@@ -49,11 +49,10 @@ class TrajectoryLog:
     def load(self, cfg) -> dict | None:
         if not self.path.exists():
             return None
+        from .loop import check_same_config  # loop imports this module
+
         payload = json.loads(self.path.read_text())
-        if payload["config"] != asdict(cfg):
-            changed = sorted(k for k, v in asdict(cfg).items() if payload["config"].get(k) != v)
-            raise ValueError(f"{self.path} belongs to a run with a different config ({', '.join(changed)}); "
-                             "use another --out or delete it")
+        check_same_config(self.path, payload["config"], cfg)
         return payload
 
     def replay(self, payload: dict, model, opt, progress: bool = True) -> None:
