@@ -51,6 +51,16 @@ def test_results_file_has_what_users_read(tmp_path):
     assert [e["step"] for e in saved["history"]["evals"]] == [0, 4, 8]
 
 
+@pytest.mark.parametrize("estimator", ["mezo-sgd", "n-spsa"])
+def test_model_calls_count_passes_over_the_batch_when_the_scorer_runs_it_in_chunks(tmp_path, estimator):
+    cfg, built, splits = _setup(tmp_path, estimator=estimator, steps=3)
+    built.scorer.call_cost_tokens = 0  # every distinct length its own model call
+    calls = _count_calls(built.model)
+    r = finetune(cfg, built, splits, tmp_path / "run", progress=False)
+    assert r["model_calls"] == r["forward_passes"] > 0
+    assert len(calls) > r["forward_passes"] + 1 + 1  # the chunks really ran (plus a dev and a test eval)
+
+
 def test_resume_after_interruption_is_bit_exact(tmp_path, monkeypatch):
     cfg, built, splits = _setup(tmp_path / "a")
     straight = finetune(cfg, built, splits, tmp_path / "a" / "run", progress=False)

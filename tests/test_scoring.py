@@ -6,7 +6,7 @@ import torch
 
 from zoo.finetune.build import prepare
 from zoo.finetune.objectives import get_objective, macro_f1
-from zoo.finetune.scoring import PromptScorer
+from zoo.finetune.scoring import PromptScorer, length_chunks
 from zoo.tasks import Example, Template, user_task
 from conftest import sentiment_file, tiny_llama, word_tokenizer
 
@@ -31,19 +31,65 @@ def _examples():
     return [Example({"text": t}, i % 2) for i, t in enumerate(texts)]
 
 
+@pytest.mark.parametrize("call_cost_tokens", [None, 0, 64], ids=["whole", "chunk-per-length", "default"])
 @pytest.mark.parametrize("answers", [(" bad", " good"), (" bad movie", " good"), (" poor", " nice plot !")])
-def test_batched_left_padded_scores_equal_the_unpadded_reference(answers):
+def test_batched_left_padded_scores_equal_the_unpadded_reference(answers, call_cost_tokens):
     # float32: HF's eager float64 attention turns fully masked padding rows into NaN, which then leaks
     model = tiny_llama()
     tok = word_tokenizer()
     template = Template("t", "review : {text} sentiment :", answers)
-    scorer = PromptScorer(tok, template)
+    scorer = PromptScorer(tok, template, call_cost_tokens=call_cost_tokens)
     enc = scorer.encode(_examples())
     assert enc.shared_answers == (answers == (" bad", " good"))
     with torch.no_grad():
         got = scorer(model, enc)
         want = reference_scores(model, tok, template, _examples())
     torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-6)
+
+
+def _brute_force_cost(lengths, cost):
+    """Least cost over every contiguous partition of the length-sorted rows."""
+    s = sorted(lengths)
+    best = None
+    for mask in range(1 << (len(s) - 1)):
+        total, start = 0, 0
+        for j in range(1, len(s) + 1):
+            if j == len(s) or mask >> (j - 1) & 1:
+                total += (j - start) * s[j - 1] + cost
+                start = j
+        best = total if best is None else min(best, total)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_length_chunks_is_an_optimal_partition_of_every_row(seed):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 200, size=rng.integers(2, 11)).tolist()
+    cost = int(rng.choice([0, 16, 64, 1000]))
+    chunks = length_chunks(lengths, cost)
+    assert sorted(i for c in chunks for i in c) == list(range(len(lengths)))
+    got = sum(len(c) * max(lengths[i] for i in c) + cost for c in chunks)
+    assert got == _brute_force_cost(lengths, cost)
+    assert length_chunks(lengths, None) == [list(range(len(lengths)))]
+
+
+def test_chunked_scores_have_the_whole_batch_gradient():
+    model = tiny_llama()
+    tok = word_tokenizer()
+    template = Template("t", "review : {text} sentiment :", (" bad", " good"))
+    grads = []
+    for cost in (None, 0):
+        scorer = PromptScorer(tok, template, call_cost_tokens=cost)
+        enc = scorer.encode(_examples())
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(scorer(model, enc), enc.labels).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-7)
+
+
+def test_a_negative_call_cost_is_refused():
+    with pytest.raises(ValueError, match="call_cost_tokens"):
+        PromptScorer(word_tokenizer(), Template("t", "{text}", (" a", " b")), call_cost_tokens=-1)
 
 
 def test_per_example_candidates_and_truncation_keep_the_answer():

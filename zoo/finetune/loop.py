@@ -235,10 +235,16 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
                                  "dev_accuracy": m["accuracy"], "dev_loss": m["loss"]})
         return m
 
-    # Counts the model's own forward calls inside training steps, so a benchmark can check
-    # each estimator's declared forwards per step against what it really ran.
-    calls = [0]
-    hook = model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    # Counts the rows the model itself ran inside training steps, so a benchmark can check each
+    # estimator's declared forwards per step against what it really ran. Rows, not calls: the
+    # scorer may run one pass over a batch as several length-sorted chunks.
+    rows_run = [0]
+
+    def count_rows(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        rows_run[0] += 0 if ids is None else ids.shape[0]
+
+    hook = model.register_forward_pre_hook(count_rows, with_kwargs=True)
     history.setdefault("model_calls", 0)
     history.setdefault("step_seconds", [])  # training steps alone, without evaluations, for cost tables
     t0 = time.time()
@@ -260,7 +266,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
                 losses.append(float(loss.detach()))
                 return loss
 
-            before = calls[0]
+            before = rows_run[0]
             step_start = time.perf_counter()
             if first_order:
                 opt.zero_grad(set_to_none=True)
@@ -272,7 +278,8 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
                 with torch.no_grad():
                     loss = opt.step(closure)
             history["step_seconds"].append(time.perf_counter() - step_start)
-            history["model_calls"] += calls[0] - before
+            passes = (rows_run[0] - before) / enc.input_ids.shape[0]  # full passes over the batch
+            history["model_calls"] += int(passes) if passes.is_integer() else passes
             history["steps"].append(step + 1)
             history["forward_passes"].append(forwards_so_far(step + 1))
             history["loss"].append(float(loss.detach()))
@@ -301,6 +308,8 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
                     "train_examples": len(splits.train), "dev_examples": len(splits.dev)},
         "forward_passes": forwards_so_far(cfg.steps),
         "model_calls": history["model_calls"],
+        # how the scorer split batches into length-sorted chunks (None: whole); step times depend on it
+        "call_cost_tokens": getattr(scorer, "call_cost_tokens", None),
         "backward_passes": cfg.steps if first_order else 0,
         "wall_time_s": elapsed + time.time() - t0,
         "median_step_s": statistics.median(history["step_seconds"]) if history["step_seconds"] else None,
