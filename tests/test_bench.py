@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 import zoo
@@ -213,3 +214,28 @@ def test_subzero_variance_claim_weighs_the_sampling_error_of_32_draws(tmp_path, 
     (tmp_path / "gradient_quality.json").write_text(json.dumps({"meta": {}, "rows": rows}))
     line = next(line for line in _claims_section([], tmp_path) if "SubZero" in line)
     assert expect in line and "± 0.35" in line
+
+
+@pytest.mark.parametrize("forwards,bias", [(2, 0.0), (8, 0.0), (2, 0.7)])
+def test_equal_budget_mse_matches_averaging_draws(forwards, bias):
+    """The report's equal-forwards column against the MSE of really averaging budget/f draws."""
+    from zoo.bench.report import equal_budget_mse
+
+    rng = np.random.default_rng(forwards)
+    d, budget, sigma = 40, 32, 0.5
+    g = rng.standard_normal(d)
+    shift = bias * rng.standard_normal(d)
+
+    def draws(m):
+        return g + shift + sigma * rng.standard_normal((m, d))
+
+    one = draws(4000)
+    gn2 = float(g @ g)
+    row = {"forwards": forwards,
+           "relative_mse": float(((one - g) ** 2).sum(1).mean()) / gn2,
+           "relative_variance": float(((one - one.mean(0)) ** 2).sum(1).sum() / (len(one) - 1)) / gn2}
+    m = budget // forwards
+    means = np.stack([draws(m).mean(0) for _ in range(4000)])
+    want = float(((means - g) ** 2).sum(1).mean()) / gn2
+    assert equal_budget_mse(row, budget) == pytest.approx(want, rel=0.05)
+    assert np.isnan(equal_budget_mse({"forwards": 2, "relative_mse": 1.0}, budget))  # no variance, no claim
