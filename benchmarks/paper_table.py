@@ -58,19 +58,19 @@ EXTRA_ROWS = [
 
 
 def planned():
-    """(task, row, seed, kind, settings) in the order they run: seed 0 of every row first."""
+    """(task, row, seed, kind, settings) in the order they run: every task's table first, seed 0 of
+    every row before seed 1, then the extra rows."""
+    from zoo.tasks import TEMPLATES
+
     out = []
     for task in ("sst2", "rte"):
-        from zoo.tasks import TEMPLATES
-
         for template in TEMPLATES[task]:
             out.append((task, f"zero-shot-{template}", None, "eval", {"template": template}))
         for seed in SEEDS:
             for row, _, kind, settings in ROWS:
                 out.append((task, row, seed, kind, {"template": TEMPLATE[task], **settings}))
-        for t, row, _, seeds, settings in EXTRA_ROWS:
-            if t == task:
-                out += [(task, row, seed, "finetune", {"template": TEMPLATE[task], **settings}) for seed in seeds]
+    for task, row, _, seeds, settings in EXTRA_ROWS:
+        out += [(task, row, seed, "finetune", {"template": TEMPLATE[task], **settings}) for seed in seeds]
     return out
 
 
