@@ -28,6 +28,18 @@ from ..memory import reset_peak, rss_now_bytes, rss_peak_bytes
 STEPS = 2  # the second step sees lazily created state (moments, masks) already in place
 
 
+@torch.no_grad()
+def page_in(model: torch.nn.Module) -> None:
+    """Reads every weight once, so that the baseline RSS holds them.
+
+    transformers maps a safetensors file into memory and the OS reads a page in when it is first
+    touched, so without this the first forward's peak includes the weights (about 520 MiB of
+    SmolLM2-135M's 538 MB), and "working memory" would measure paging, not activations.
+    """
+    for t in list(model.parameters()) + list(model.buffers()):
+        t.sum()
+
+
 def probe(spec: dict) -> dict:
     """Measures one method in this process. `spec` holds model, task, mode, tuning, template,
     method ("inference", a ZO estimator's name, "sgd" or "adam"), batch, k, seed, device."""
@@ -60,6 +72,8 @@ def probe(spec: dict) -> dict:
         cfg = FinetuneConfig(model=spec["model"], task=spec["task"], estimator=method, lr=1e-9, eps=1e-3,
                              seed=spec["seed"], tuning=spec["tuning"])
         opt = build_optimizer(cfg, params, model)
+    if not cuda:
+        page_in(model)
     base = torch.cuda.memory_allocated() if cuda else rss_now_bytes()
     reset_peak(cuda)
     for _ in range(STEPS):

@@ -194,8 +194,8 @@ def _memory_section(root: Path) -> list[str]:
     lines = ["## Memory against inference", "",
              f"{meta['model']['model']} ({meta['model'].get('tuning', 'full')}), one batch of {meta['batch']} "
              f"{meta['task']} examples, {rows[0]['measure']}. Each method runs two steps in a fresh process after "
-             "the model is loaded (`zoo/bench/memory.py`); *loaded* is the memory before them, *working* is "
-             "peak − loaded.", "",
+             "the model is loaded and its weights read in (`zoo/bench/memory.py`); *loaded* is the memory "
+             "before them, *working* is peak − loaded.", "",
              "| method | loaded MiB | peak MiB | peak / inference | working MiB | working / inference's |",
              "|---|---|---|---|---|---|"]
     for r in rows:
