@@ -148,15 +148,18 @@ def report(path: Path):
                     walls.append(r["wall_time_s"])
             labels = {rr: lab for rr, lab, _, _ in ROWS} | {rr: lab for _, rr, lab, _, _ in EXTRA_ROWS}
             label = labels.get(row, row.replace("-", " "))
-            log = folder(task, row, 0) / "trajectory.json"
+            running = [f"seed {s} at step {json.loads(log.read_text())['step']} of {settings['steps']}"
+                       for s in ([] if seed is None else SEEDS)
+                       if (log := folder(task, row, s) / "trajectory.json").exists()
+                       and not (folder(task, row, s) / "results.json").exists()]
             if accs:
                 acc = f"{statistics.mean(accs):.3f}" + (f" ± {statistics.stdev(accs):.3f}" if len(accs) > 1 else "")
                 cost = f"{statistics.mean(fps):.0f}" if any(fps) else "—"
                 wall = f"{statistics.mean(walls):.0f} s"
-            elif log.exists():
-                acc, cost, wall = f"running: {json.loads(log.read_text())['step']} of {settings['steps']} steps", "", ""
             else:
                 acc, cost, wall = "not run yet", "", ""
+            if running:
+                acc = ("running: " if not accs else f"{acc} (running: ") + ", ".join(running) + (")" if accs else "")
             first_order = settings.get("estimator") in FIRST_ORDER
             shown = {k: v for k, v in settings.items() if k != "template" and not (first_order and k == "eps")}
             lines.append(f"| {label} | {settings['template']} | {acc} | {len(accs)} | {cost} | {wall} | "
@@ -204,10 +207,31 @@ def _targets(task: str) -> list[str]:
                          f"{evals[-1]['dev_loss']:.3f} at step {evals[-1]['step']}")
     steps = next(st["steps"] for rr, _, _, st in ROWS if rr == "mezo")
     lines += _superseded(task)
+    step_s = _median_step_seconds(task, "mezo")
+    cost = (f" A full-parameter MeZO step took {step_s:.1f} s here (median over the finished runs' steps, one "
+            f"core), so 10,000 steps take about {step_s * 10_000 / 3600:.0f} h per run." if step_s else "")
+    if step_s and not _chunked(task, "mezo"):
+        cost += (" Those runs padded each batch whole; batches now run as length-sorted chunks "
+                 "(docs/design.md, *Batches of mixed length*), 1.30x faster forwards on SST-2 and 1.88x on RTE.")
     return lines + ["", f"MeZO here runs {steps} steps; the paper runs 20,000-100,000. The dev loss of the "
                     f"full-parameter runs ({'; '.join(falls)}) is the trend to read where a target is not met: "
-                    "falling means the run is short, not finished. At 4-5 s per step on one core of this CPU, "
-                    "10,000 steps take about 12 h per run.", ""]
+                    "falling means the run is short, not finished." + cost, ""]
+
+
+def _chunked(task: str, row: str) -> bool:
+    """Whether any finished seed of a row ran its batches as length-sorted chunks."""
+    files = [folder(task, row, seed) / "results.json" for seed in SEEDS]
+    return any(json.loads(f.read_text()).get("call_cost_tokens") for f in files if f.exists())
+
+
+def _median_step_seconds(task: str, row: str) -> float | None:
+    """The median training step over every finished seed of a row (None before steps were timed)."""
+    steps = []
+    for seed in SEEDS:
+        f = folder(task, row, seed) / "results.json"
+        if f.exists():
+            steps += json.loads(f.read_text())["history"].get("step_seconds", [])
+    return statistics.median(steps) if steps else None
 
 
 def _superseded(task: str) -> list[str]:
