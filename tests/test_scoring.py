@@ -177,3 +177,24 @@ def test_objectives():
     torch.testing.assert_close(get_objective("ce")(scores, labels), torch.nn.functional.cross_entropy(scores, labels))
     with pytest.raises(ValueError, match="ce, accuracy, f1"):
         get_objective("auc")
+
+
+@pytest.mark.parametrize("tuning", ["lora", "prefix"])
+def test_chunked_scores_equal_whole_batch_scores_under_peft(tuning):
+    """peft's prefix is expanded to each call's batch size and shifts positions itself: chunks must not break it."""
+    template = Template("t", "review : {text} sentiment :", (" bad", " good"))
+    from zoo.finetune.adapters import apply_tuning
+
+    model = apply_tuning(tiny_llama(), tuning, seed=0)
+    with torch.no_grad():  # move the adapter off its identity start, so it matters
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    scores = []
+    for cost in (None, 0):
+        scorer = PromptScorer(word_tokenizer(), template, call_cost_tokens=cost)
+        enc = scorer.encode(_examples())
+        with torch.no_grad():
+            scores.append(scorer(model, enc))
+    assert len(length_chunks(enc.attention_mask.sum(1).tolist(), 0)) > 1  # the batch really ran in chunks
+    torch.testing.assert_close(scores[1], scores[0], rtol=0, atol=2e-6)
