@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -78,31 +77,16 @@ def folder(task, row, seed) -> Path:
     return RESULTS / task / row / ("all" if seed is None else f"seed{seed}")
 
 
-def _claim(out: Path) -> bool:
-    """Take the run's folder for this process, so that two `run`s side by side (one per core) split the
-    pending runs instead of both training the same one; a lock left by a dead process is taken over."""
-    out.mkdir(parents=True, exist_ok=True)
-    lock = out / ".running"
-    try:
-        pid = int(lock.read_text())
-        os.kill(pid, 0)
-        if pid != os.getpid():
-            return False
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        pass
-    lock.write_text(str(os.getpid()))
-    return True
-
-
 def run_one(task, row, seed, kind, settings):
+    from zoo.finetune.lock import claimed
+
     out = folder(task, row, seed)
-    if (out / "results.json").exists() or not _claim(out):
+    if (out / "results.json").exists():
         return
-    print(f"== {task} {row} seed {seed}", flush=True)
-    try:
-        _run_claimed(out, task, seed, kind, settings)
-    finally:
-        (out / ".running").unlink(missing_ok=True)
+    with claimed(out) as mine:  # two `run`s side by side (one per core) split the pending runs
+        if mine:
+            print(f"== {task} {row} seed {seed}", flush=True)
+            _run_claimed(out, task, seed, kind, settings)
 
 
 def _run_claimed(out, task, seed, kind, settings):

@@ -8,6 +8,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..finetune.commands import run_eval, run_finetune
+from ..finetune.lock import claimed
 from ..finetune.loop import FinetuneConfig
 from . import fixtures
 from .suite import RunSpec, Suite
@@ -34,19 +35,23 @@ def check_forward_count(spec: RunSpec, result: dict) -> str | None:
             f"{spec.steps} steps = {expected}, the model ran {counted}")
 
 
-def _baseline(suite: Suite, model: dict, task: str, seed: int, kind: str, root: Path, progress: bool) -> dict:
+def _baseline(suite: Suite, model: dict, task: str, seed: int, kind: str, root: Path,
+              progress: bool) -> dict | None:
+    """A baseline's results (None while another process computes it)."""
     name = model["model"].replace("/", "_") + f"-{model.get('tuning', 'full')}"
     t = Path(task).stem if "/" in task or "." in task else task
     folder = root / "runs" / name / t / kind / ("all" if kind == "zero-shot" else f"seed{seed}")
     path = folder / "results.json"
     if path.exists():
         return json.loads(path.read_text())
-    result = run_eval(fixtures.resolve(model["model"], root), fixtures.resolve(task, root),
-                      template=model.get("template"), mode=model.get("mode", "prompt"),
-                      linear_probe=kind == "linear-probe", k=suite.k, seed=seed, limit=suite.test_limit,
-                      progress=progress)
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
+    with claimed(folder) as mine:
+        if not mine:
+            return None
+        result = run_eval(fixtures.resolve(model["model"], root), fixtures.resolve(task, root),
+                          template=model.get("template"), mode=model.get("mode", "prompt"),
+                          linear_probe=kind == "linear-probe", k=suite.k, seed=seed, limit=suite.test_limit,
+                          progress=progress)
+        path.write_text(json.dumps(result, indent=1))
     return result
 
 
@@ -171,7 +176,10 @@ def run_suite(suite: Suite, out: str | Path, progress: bool = True) -> list[str]
     mismatches = []
     specs = suite.runs()
     for spec in tqdm(specs, desc=f"suite {suite.name}", disable=not progress, unit="run"):
-        result = run_finetune(_config(suite, spec, root), str(spec.folder(root)), {}, progress=False)
+        with claimed(spec.folder(root)) as mine:  # a second `zoo bench` beside this one takes other runs
+            if not mine:
+                continue
+            result = run_finetune(_config(suite, spec, root), str(spec.folder(root)), {}, progress=False)
         problem = check_forward_count(spec, result)
         if problem:
             mismatches.append(problem)

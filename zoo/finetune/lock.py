@@ -1,0 +1,74 @@
+"""One process per run folder: two jobs side by side (one per core) split the pending runs.
+
+`claim(out)` creates `out/.running` holding this process's id, atomically: the file is written
+under a private name and hard-linked into place, and the link fails when a lock is already there.
+A lock whose process has died (a killed session, a crash) is taken over. Two processes taking
+over the same dead lock at the same instant could both run that one folder; everything else is
+exclusive.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+LOCK = ".running"
+
+
+def _holder(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def claim(out: str | Path) -> bool:
+    """Takes `out` for this process; False when a live process holds it."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lock, mine = out / LOCK, out / f"{LOCK}.{os.getpid()}"
+    mine.write_text(str(os.getpid()))
+    try:
+        for _ in range(2):
+            try:
+                os.link(mine, lock)
+                return True
+            except FileExistsError:
+                holder = _holder(lock)
+                if holder == os.getpid():
+                    return True
+                if holder is not None and _alive(holder):
+                    return False
+                lock.unlink(missing_ok=True)  # a dead process's lock
+        return False
+    finally:
+        mine.unlink(missing_ok=True)
+
+
+def release(out: str | Path) -> None:
+    """Drops this process's lock on `out` (another process's lock stays)."""
+    lock = Path(out) / LOCK
+    if _holder(lock) == os.getpid():
+        lock.unlink(missing_ok=True)
+
+
+@contextmanager
+def claimed(out: str | Path):
+    """`with claimed(out) as mine:` runs the body with `mine` True when this process holds `out`."""
+    mine = claim(out)
+    try:
+        yield mine
+    finally:
+        if mine:
+            release(out)
