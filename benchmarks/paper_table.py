@@ -122,14 +122,10 @@ def report(path: Path):
         for t, row, seed, kind, settings in planned():
             if t != task or (seed not in (None, 0)):
                 continue
-            accs, fps, walls = [], [], []
-            for s in ([None] if seed is None else SEEDS):
-                f = folder(task, row, s) / "results.json"
-                if f.exists():
-                    r = json.loads(f.read_text())
-                    accs.append(r["metrics"]["accuracy"])
-                    fps.append(r.get("forward_passes", 0))
-                    walls.append(r["wall_time_s"])
+            done = _finished(task, row).values()
+            accs = [r["metrics"]["accuracy"] for r in done]
+            fps = [r.get("forward_passes", 0) for r in done]
+            walls = [r["wall_time_s"] for r in done]
             labels = {rr: lab for rr, lab, _, _ in ROWS} | {rr: lab for _, rr, lab, _, _ in EXTRA_ROWS}
             label = labels.get(row, row.replace("-", " "))
             running = [f"seed {s} at step {json.loads(log.read_text())['step']} of {settings['steps']}"
@@ -153,10 +149,18 @@ def report(path: Path):
     path.write_text("\n".join(lines) + "\n")
 
 
+def _finished(task: str, row: str, seeds=SEEDS) -> dict:
+    """{seed: results.json} of a row's finished runs (zero-shot rows have the one seed None)."""
+    out = {}
+    for seed in ([None] if row.startswith("zero-shot") else seeds):
+        f = folder(task, row, seed) / "results.json"
+        if f.exists():
+            out[seed] = json.loads(f.read_text())
+    return out
+
+
 def _accuracies(task: str, row: str) -> list[float]:
-    seeds = [None] if row.startswith("zero-shot") else SEEDS
-    files = [folder(task, row, s) / "results.json" for s in seeds]
-    return [json.loads(f.read_text())["metrics"]["accuracy"] for f in files if f.exists()]
+    return [r["metrics"]["accuracy"] for r in _finished(task, row).values()]
 
 
 def _targets(task: str) -> list[str]:
@@ -183,12 +187,10 @@ def _targets(task: str) -> list[str]:
         lines.append(f"| {label} | {m:.3f} | {len(accs)} | {over:+.3f} ({'met' if over >= 0.05 else 'not met'}) "
                      f"| {behind:.3f} ({'met' if behind <= 0.03 else 'not met'}) |")
     falls = []
-    for seed in SEEDS:
-        f = folder(task, "mezo", seed) / "results.json"
-        if f.exists():
-            evals = json.loads(f.read_text())["history"]["evals"]
-            falls.append(f"seed {seed}: {evals[0]['dev_loss']:.3f} at step {evals[0]['step']} to "
-                         f"{evals[-1]['dev_loss']:.3f} at step {evals[-1]['step']}")
+    for seed, r in _finished(task, "mezo").items():
+        evals = r["history"]["evals"]
+        falls.append(f"seed {seed}: {evals[0]['dev_loss']:.3f} at step {evals[0]['step']} to "
+                     f"{evals[-1]['dev_loss']:.3f} at step {evals[-1]['step']}")
     steps = next(st["steps"] for rr, _, _, st in ROWS if rr == "mezo")
     lines += _superseded(task)
     step_s = _median_step_seconds(task, "mezo")
@@ -204,17 +206,12 @@ def _targets(task: str) -> list[str]:
 
 def _chunked(task: str, row: str) -> bool:
     """Whether any finished seed of a row ran its batches as length-sorted chunks."""
-    files = [folder(task, row, seed) / "results.json" for seed in SEEDS]
-    return any(json.loads(f.read_text()).get("call_cost_tokens") for f in files if f.exists())
+    return any(r.get("call_cost_tokens") for r in _finished(task, row).values())
 
 
 def _median_step_seconds(task: str, row: str) -> float | None:
     """The median training step over every finished seed of a row (None before steps were timed)."""
-    steps = []
-    for seed in SEEDS:
-        f = folder(task, row, seed) / "results.json"
-        if f.exists():
-            steps += json.loads(f.read_text())["history"].get("step_seconds", [])
+    steps = [s for r in _finished(task, row).values() for s in r["history"].get("step_seconds", [])]
     return statistics.median(steps) if steps else None
 
 
@@ -225,14 +222,11 @@ def _superseded(task: str) -> list[str]:
         if t != task or "superseded" not in label:
             continue
         runs = []
-        for seed in seeds:
-            f = folder(task, row, seed) / "results.json"
-            if f.exists():
-                r = json.loads(f.read_text())
-                peak = max(r["history"]["evals"], key=lambda e: e["dev_accuracy"])
-                runs.append(f"seed {seed}: dev accuracy {peak['dev_accuracy']:.3f} at step {peak['step']}, "
-                            f"{r['history']['evals'][-1]['dev_accuracy']:.3f} at the end; "
-                            f"test {r['metrics']['accuracy']:.3f}")
+        for seed, r in _finished(task, row, seeds).items():
+            peak = max(r["history"]["evals"], key=lambda e: e["dev_accuracy"])
+            runs.append(f"seed {seed}: dev accuracy {peak['dev_accuracy']:.3f} at step {peak['step']}, "
+                        f"{r['history']['evals'][-1]['dev_accuracy']:.3f} at the end; "
+                        f"test {r['metrics']['accuracy']:.3f}")
         if runs:
             out += ["", f"{label.split(':')[0]} ({', '.join(f'{k}={v}' for k, v in settings.items())}): "
                     + "; ".join(runs) + ". A run whose dev accuracy falls from its peak diverged; "

@@ -172,10 +172,9 @@ class PromptScorer:
     @staticmethod
     def _row_scores(model, input_ids, attention_mask, targets, target_mask, shared: bool) -> torch.Tensor:
         """[rows, classes] when the answers are shared; else [rows], each row's own candidate."""
-        if not shared:  # the longest answer in these rows; the targets are right-aligned
-            width = int(target_mask.sum(1).max())
+        width = 1 if shared else int(target_mask.sum(1).max())  # the longest answer in these rows
+        if not shared:  # the targets are right-aligned
             targets, target_mask = targets[:, -width:], target_mask[:, -width:]
-        width = 1 if shared else targets.shape[1]
         logits = model(input_ids=input_ids, attention_mask=attention_mask,
                        position_ids=_position_ids(attention_mask), logits_to_keep=width + 1).logits
         if shared:
