@@ -207,3 +207,59 @@ def test_triton_kernels_compile_for_a_gpu_without_one(dtype):
     ptx = out.stdout
     assert ptx.count(".entry _combine_kernel") == 2 and ".entry _fill_kernel" in ptx
     assert "mul.hi.u32" in ptx  # Philox's multiplies, in registers
+
+
+class _UnfusedPhilox(type(make_backend("cpu").stream)):
+    """The cpu backend's stream with its fused masked sweep switched off: the generic path."""
+
+    def combine_masked_(self, *args) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_masked_kernel_equals_the_unfused_sparse_sweep_bit_for_bit(threads):
+    """Sparse MeZO's three sweeps (+eps z at theta, -2 eps z and the fused restore-update perturbed)."""
+    from zoo.perturb import MagnitudeMask
+
+    n = 3 * BLOCK_SIZE + 4099  # a tail that ends mid-byte of the bitmask
+    theta = torch.randn(n, generator=torch.Generator().manual_seed(3))
+    theta[:64] = 0.0
+    theta[1:64:2] = -0.0  # signed zeros: z * 0 in the unfused path decides their sign
+    tau = float(theta.abs().quantile(0.4))
+    tau32 = torch.tensor(tau, dtype=torch.float32)
+    theta[100:110] = tau32  # on the threshold: not in the mask (strictly below)
+    theta[110:120] = torch.nextafter(tau32, torch.tensor(0.0))
+    results = []
+    for fused in (True, False):
+        backend = make_backend("cpu", threads=threads, chunk_size=BLOCK_SIZE)
+        stream = backend.stream if fused else _UnfusedPhilox("cpu")
+        mask = MagnitudeMask(sparsity=0.6)
+        # a zero-initialised parameter (a LoRA B) has tau = 0 and an empty mask; in the unfused
+        # path its -0.0 entries become +0.0 wherever z * 0 is +0, and the kernel must agree
+        zeros = torch.zeros(BLOCK_SIZE + 3)
+        zeros[::2] = -0.0
+        mask.thresholds.update({0: tau, 1: 0.0})
+        field = DirectionField(stream=stream, magnitude=mask)
+        slots = [ParamSlot(0, theta.clone(), {"eps": 1.0}), ParamSlot(1, zeros.clone(), {"eps": 1.0})]
+        key = DirectionKey(11, 0)
+        field.begin_step(slots, base_seed=0, step=0, step_seed=0, cache_masks=True)
+        for coef, at_theta in ((1e-3, True), (-2e-3, False), (0.7, False)):
+            apply_(backend, field, slots, [(key, {0: coef, 1: coef})], at_theta=at_theta)
+        field.end_step()
+        results.append([s.param.clone() for s in slots])
+    assert bits_equal(results[0], results[1])
+    assert torch.equal(results[0][1], zeros) and not bits_equal([results[0][1]], [zeros])
+    results = [r[0] for r in results]
+    moved = results[0] != theta
+    assert moved[110:120].all() and not moved[100:110].any()
+    assert 0.3 < moved.float().mean().item() < 0.5
+
+
+def test_masked_kernel_refuses_a_missing_or_short_bitmask():
+    p = torch.zeros(4096)
+    with pytest.raises(ValueError, match="uint8 CPU bitmask"):
+        cpu.axpy_masked_(p, 0, SEED, "gaussian", 1.0, 0.5, None, cpu.MASK_FROM_BITS)
+    with pytest.raises(ValueError, match="too short"):
+        cpu.axpy_masked_(p, 0, SEED, "gaussian", 1.0, 0.5, torch.zeros(10, dtype=torch.uint8), cpu.MASK_FROM_BITS)
+    with pytest.raises(ValueError, match="mode"):
+        cpu.axpy_masked_(p, 0, SEED, "gaussian", 1.0, 0.5, None, 3)

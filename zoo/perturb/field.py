@@ -130,17 +130,26 @@ class DirectionField:
         self.fill_(out, slot, key, 0, Workspace(), theta=slot.flat(), at_theta=at_theta)
         return out.view_as(slot.param)
 
-    def fused_combine_(self, p: torch.Tensor, decay: float, terms, slot: ParamSlot, start: int) -> bool:
-        """p <- decay p + sum c_k z_k in the stream's fused kernel, where z is the raw draw.
+    def fused_combine_(
+        self, p: torch.Tensor, decay: float, terms, slot: ParamSlot, start: int, at_theta: bool = True
+    ) -> bool:
+        """p <- decay p + sum c_k z_k in the stream's fused kernel, z drawn in registers.
 
-        Returns False (and changes nothing) where masks or a subspace shape z,
-        or the stream has no fused kernel for this tensor.
+        A magnitude mask is applied inside the kernel (one direction, no decay:
+        MeZO's sweeps); a subspace is not. Returns False (and changes nothing)
+        where the stream has no fused kernel for this case.
         """
-        if self.magnitude is not None or (self.subspace is not None and self.subspace.applies(slot)):
+        if self.subspace is not None and self.subspace.applies(slot):
             return False
         if self.sampler.normalized:
             terms = [(key, c * self._scales[key]) for key, c in terms]
-        return self.stream.combine_(p, decay, terms, self.sampler, slot.uid, start)
+        if self.magnitude is None:
+            return self.stream.combine_(p, decay, terms, self.sampler, slot.uid, start)
+        if decay != 1.0 or len(terms) != 1:
+            return False
+        (key, c), = terms
+        tau, bits, mode = self.magnitude.kernel_args(slot, at_theta)
+        return self.stream.combine_masked_(p, key, c, self.sampler, slot.uid, start, tau, bits, mode)
 
     @staticmethod
     def sphere_scale(sum_squares: float, count: int) -> float:

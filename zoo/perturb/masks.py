@@ -121,6 +121,19 @@ class MagnitudeMask:
             raise RuntimeError("MagnitudeMask: weights are perturbed but no mask was cached for this step")
         return _unpack(self._bits[slot.uid], start, theta.numel())
 
+    def kernel_args(self, slot: ParamSlot, at_theta: bool) -> tuple[float, torch.Tensor | None, int]:
+        """(tau, bits, mode) for a kernel that applies the mask itself, as `mask` would.
+
+        mode 0: compare |theta| with tau; 1: compare and pack the mask into bits;
+        2: read it from bits (the weights are perturbed).
+        """
+        tau = self.thresholds[slot.uid]
+        if at_theta:
+            return (tau, self._bits[slot.uid], 1) if self._cache else (tau, None, 0)
+        if not self._cache:
+            raise RuntimeError("MagnitudeMask: weights are perturbed but no mask was cached for this step")
+        return tau, self._bits[slot.uid], 2
+
     def state_dict(self) -> dict:
         return {"thresholds": dict(self.thresholds)}
 

@@ -39,6 +39,10 @@ class GeneratorStream:
         """A fused sweep, where this stream has one; False means 'use the generic path'."""
         return False
 
+    def combine_masked_(self, p, key, coef, sampler, uid, start, tau, bits, mode) -> bool:
+        """A fused masked sweep, where this stream has one; False means 'use the generic path'."""
+        return False
+
 
 def philox_seed(key: DirectionKey, uid: int) -> int:
     """The 63-bit Philox key of one parameter's part of a direction."""
@@ -73,3 +77,11 @@ class PhiloxStream:
         seeds = [philox_seed(key, uid) for key, _ in terms]
         coefs = [c for _, c in terms]
         return self._impl.combine_(p, start, seeds, coefs, decay, sampler.distribution)
+
+    def combine_masked_(self, p: torch.Tensor, key: DirectionKey, coef: float, sampler: Sampler, uid: int,
+                        start: int, tau: float, bits: torch.Tensor | None, mode: int) -> bool:
+        """p <- p + coef z m with z in registers and m a magnitude mask (see MagnitudeMask.kernel_args)."""
+        fused = getattr(self._impl, "combine_masked_", None)
+        if fused is None:
+            return False
+        return fused(p, start, philox_seed(key, uid), coef, sampler.distribution, tau, bits, mode)

@@ -67,7 +67,7 @@ def apply_(
         if not live and d == 1.0:
             return
         p = slot.flat()[start:stop]
-        if live and field.fused_combine_(p, d, live, slot, start):
+        if live and field.fused_combine_(p, d, live, slot, start, at_theta):
             return
         if d == 1.0 and len(live) == 1:
             # add_ of a float32 z into a low-precision p computes in float32 and rounds once.

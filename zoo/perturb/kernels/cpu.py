@@ -87,6 +87,8 @@ def _load() -> ctypes.CDLL | None:
             lib.zoo_fill.restype = None
             lib.zoo_axpy_f32.argtypes = args + [ctypes.c_float]
             lib.zoo_axpy_f32.restype = None
+            lib.zoo_axpy_masked_f32.argtypes = args + [ctypes.c_float, ctypes.c_float, ctypes.c_void_p, ctypes.c_int]
+            lib.zoo_axpy_masked_f32.restype = None
             _lib = lib
             return _lib
         _error = "; ".join(errors)
@@ -122,4 +124,41 @@ def combine_(p: torch.Tensor, start: int, seeds: list[int], coefs: list[float], 
     if decay != 1.0 or len(seeds) != 1 or p.dtype != torch.float32 or not p.is_contiguous():
         return False
     axpy_(p, start, seeds[0], distribution, coefs[0])
+    return True
+
+
+#: Modes of the masked kernel: where the mask comes from, and whether it is kept.
+MASK_FROM_THETA, MASK_FROM_THETA_AND_KEEP, MASK_FROM_BITS = 0, 1, 2
+
+
+def axpy_masked_(p: torch.Tensor, start: int, seed: int, distribution: str, alpha: float, tau: float,
+                 bits: torch.Tensor | None, mode: int) -> torch.Tensor:
+    """p[i] += alpha * z[start + i] * m[i] for a float32 p, m the magnitude mask |theta| < tau.
+
+    Args:
+        bits: the parameter's whole packed mask (uint8, bit e % 8 of byte e // 8 for
+            element e), written in mode MASK_FROM_THETA_AND_KEEP, read in MASK_FROM_BITS.
+        mode: MASK_FROM_THETA (p is theta), MASK_FROM_THETA_AND_KEEP (and store m),
+            or MASK_FROM_BITS (p is perturbed; m comes from bits).
+    """
+    check_chunk(p, start, "CPU", float32=True)
+    if mode not in (MASK_FROM_THETA, MASK_FROM_THETA_AND_KEEP, MASK_FROM_BITS):
+        raise ValueError(f"mode must be 0, 1 or 2, got {mode}")
+    if mode != MASK_FROM_THETA:
+        if bits is None or bits.dtype != torch.uint8 or not bits.is_contiguous() or bits.device.type != "cpu":
+            raise ValueError("the masked kernel needs a contiguous uint8 CPU bitmask in this mode")
+        if bits.numel() * 8 < start + p.numel():
+            raise ValueError(f"bitmask of {bits.numel()} bytes is too short for elements up to {start + p.numel()}")
+    ptr = bits.data_ptr() if mode != MASK_FROM_THETA else None
+    _load().zoo_axpy_masked_f32(p.data_ptr(), p.numel(), start, seed, DISTRIBUTIONS[distribution], alpha, tau,
+                                ptr, mode)
+    return p
+
+
+def combine_masked_(p: torch.Tensor, start: int, seed: int, coef: float, distribution: str, tau: float,
+                    bits: torch.Tensor | None, mode: int) -> bool:
+    """The fused masked sweep where the C kernel has one (float32, contiguous); else False."""
+    if p.dtype != torch.float32 or not p.is_contiguous():
+        return False
+    axpy_masked_(p, start, seed, distribution, coef, tau, bits, mode)
     return True

@@ -205,3 +205,34 @@ void zoo_axpy_f32(float *p, int64_t n, int64_t start, uint64_t seed, int dist, f
         for (int64_t i = 0; i < cnt; i++) p[off + i] = fmaf(alpha, zs[i], p[off + i]);
     });
 }
+
+/* Sparse MeZO's sweep, float32 parameters: p[i] += alpha * (z[start + i] * m[i]), where m is the
+ * magnitude mask of theta, the weights before the step's first perturbation.
+ *   mode 0: m[i] = |p[i]| < tau (the weights are at theta);
+ *   mode 1: the same, and m is stored as bit e % 8 of bits[e / 8] for element e = start + i;
+ *   mode 2: m is read from bits (the weights are perturbed, so |p| no longer tells).
+ * bits points at the parameter's whole bitmask. z * m as a product rather than a branch keeps
+ * the bits of the unfused sweep, where z * 0 is a signed zero and fmaf(alpha, -0, p) may flip
+ * the sign of a zero p. */
+void zoo_axpy_masked_f32(float *p, int64_t n, int64_t start, uint64_t seed, int dist, float alpha,
+                         float tau, uint8_t *bits, int mode) {
+    group_fn fill = pick(dist);
+    float m[GROUP];
+    FOR_EACH_GROUP(fill, seed, start, n, {
+        float *pp = p + off;
+        uint8_t *bb = bits ? bits + (e >> 3) : 0; /* e is a multiple of GROUP: whole bytes */
+        if (mode == 2) {
+            for (int64_t i = 0; i < cnt; i++) m[i] = (float)((bb[i >> 3] >> (i & 7)) & 1u);
+        } else {
+            for (int64_t i = 0; i < cnt; i++) m[i] = fabsf(pp[i]) < tau ? 1.0f : 0.0f;
+            if (mode == 1) {
+                for (int64_t j = 0; j < (cnt + 7) / 8; j++) {
+                    uint8_t byte = 0;
+                    for (int b = 0; b < 8 && 8 * j + b < cnt; b++) byte |= (uint8_t)(m[8 * j + b] != 0.0f) << b;
+                    bb[j] = byte;
+                }
+            }
+        }
+        for (int64_t i = 0; i < cnt; i++) pp[i] = fmaf(alpha, zs[i] * m[i], pp[i]);
+    });
+}
