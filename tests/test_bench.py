@@ -63,6 +63,25 @@ def test_report_marks_peaks_recorded_as_the_processs(smoke, tmp_path):
     assert len(marked) == 1 and "| lezo |" in marked[0] and "these runs were recorded before" in table
 
 
+def test_step_time_is_the_median_over_every_run_of_a_method(smoke, tmp_path):
+    """One slow run (another job on the cores) must not set a method's s/step, whichever lr it used."""
+    import shutil
+
+    from zoo.bench.report import collect
+
+    copy = tmp_path / "copy"
+    shutil.copytree(smoke, copy)
+    found = sorted((copy / "runs").rglob("mezo-sgd/*/*/results.json"))
+    assert len(found) == 4  # 2 lrs x 2 seeds
+    for i, path in enumerate(found):
+        r = json.loads(path.read_text())
+        r["median_step_s"] = [1.0, 2.0, 3.0, 40.0][i]
+        path.write_text(json.dumps(r))
+    row = next(r for r in collect(load_suite("smoke"), copy) if r["method"] == "mezo-sgd")
+    assert row["s_per_step"] == 2.5 and row["timed_runs"] == 4
+    assert row["s_per_forward"] == 2.5 / 2
+
+
 def test_rerun_skips_finished_runs_and_an_interrupted_one_continues(smoke):
     runs = sorted((smoke / "runs").rglob("results.json"))
     before = {p: p.stat().st_mtime_ns for p in runs}

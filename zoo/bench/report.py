@@ -24,9 +24,12 @@ def _fmt(m: float, s: float, n: int) -> str:
 
 
 def _step_seconds(done: list) -> float:
-    """Median seconds of one training step (evaluations excluded) over the seeds' runs.
+    """Median seconds of one training step (evaluations excluded) over the given runs.
 
-    Runs recorded before steps were timed alone fall back to wall time over steps, evals included.
+    The callers pass every run of a method, each grid point and seed: lr and eps
+    do not change what a step computes, and one run's median moves by 2x when
+    another job shares the cores for a while. Runs recorded before steps were
+    timed alone fall back to wall time over steps, evals included.
     """
     per_run = [r.get("median_step_s") or r["wall_time_s"] / r["config"]["steps"] for _, r in done]
     return statistics.median(per_run)
@@ -48,12 +51,14 @@ def collect(suite: Suite, root: Path) -> list[dict]:
         done = configs[best]
         acc = [r["metrics"]["accuracy"] for _, r in done]
         fwd = [r["forward_passes"] for _, r in done]
+        every_run = [run for c in configs.values() for run in c]
         rows.append({
             "model": model, "task": task, "method": est, "lr": best[0], "eps": best[1] or None,
             "seeds": len(done), "test_accuracy": _mean_std(acc), "forward_passes": fwd[0],
             "backward_passes": done[0][1].get("backward_passes", 0),
-            "s_per_step": _step_seconds(done),
-            "s_per_forward": _step_seconds(done) / done[0][0].forwards_per_step,
+            "s_per_step": _step_seconds(every_run),
+            "s_per_forward": _step_seconds(every_run) / done[0][0].forwards_per_step,
+            "timed_runs": len(every_run),
             "peak_memory_bytes": max(r["peak_memory_bytes"] for _, r in done),
             "peak_per_run": all(r.get("peak_memory_scope") == "run" for _, r in done),
             "extra_state_bytes": done[0][1].get("extra_state_bytes"),
@@ -334,8 +339,9 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
                          f"| {r.get('backward_passes', 0)} | {sps} | {spf} | {r['peak_memory_bytes'] * mib:.0f}"
                          f"{'' if r.get('peak_per_run', True) else ' †'} | {extra} "
                          f"| {check} |")
-        lines += ["", "s/step is the median training step (evaluations excluded; runs recorded before steps were timed "
-                  "alone show wall time / steps); ms/forward is s/step over the method's forwards per step. "
+        lines += ["", "s/step is the median over every finished run of the method, each lr, eps and seed (a step's "
+                  "work does not depend on them), of each run's median training step (evaluations excluded; runs "
+                  "recorded before steps were timed alone show wall time / steps); ms/forward is s/step over the method's forwards per step. "
                   "Peak MiB is the whole run's peak RSS on the CPU (`torch.cuda.max_memory_allocated` on a GPU), "
                   "loading and evaluation included; the per-method comparison on one batch is under "
                   "*Memory against inference*."
