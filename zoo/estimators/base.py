@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn

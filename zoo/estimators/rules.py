@@ -13,7 +13,6 @@ with the update, so the update is the step's last sweep.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from typing import Sequence
 

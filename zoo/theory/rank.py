@@ -6,7 +6,6 @@ by the local effective rank r = tr(H) / ||H||_op instead of the dimension d.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 from .spectral import Matvec, hutch_plus_plus, hutchinson, lanczos
