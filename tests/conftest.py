@@ -131,3 +131,46 @@ def tiny_model_folder(tmp_path):
     tiny_llama().save_pretrained(folder)
     word_tokenizer().save_pretrained(folder)
     return folder, sentiment_file(tmp_path / "s.tsv")
+
+
+def check_masked_sweep(backend: str, dtype: torch.dtype, device: str) -> None:
+    """Sparse MeZO's three sweeps through `backend`'s fused masked kernel and through its unfused path.
+
+    A different mask decision would move an element by 3.5 |z|, far beyond the few ulp the two
+    paths' roundings may differ by; elements on the threshold (rounded to the dtype, as torch
+    compares) stay out of the mask, those one step below it are in.
+    """
+    from zoo.perturb import DirectionField, DirectionKey, MagnitudeMask, ParamSlot, apply_, make_backend
+
+    fused_backend = make_backend(backend)
+    stream_type = type(fused_backend.stream)
+
+    class Unfused(stream_type):
+        def combine_masked_(self, *args) -> bool:
+            return False
+
+    n = 2 * 4096 + 1001
+    theta = torch.randn(n, generator=torch.Generator().manual_seed(4)).to(dtype).to(device)
+    tau = float(theta.float().abs().quantile(0.5)) + 1e-4  # not representable in bfloat16
+    tau_p = torch.tensor(tau, dtype=dtype)
+    theta[200:210] = tau_p
+    theta[210:220] = tau_p.float().nextafter(torch.tensor(0.0)).to(dtype) if dtype == torch.float32 else (
+        tau_p - tau_p * 2**-8)
+    results = []
+    for stream in (fused_backend.stream, Unfused(fused_backend.stream.kernel)):
+        mask = MagnitudeMask(sparsity=0.5)
+        mask.thresholds[0] = tau
+        field = DirectionField(stream=stream, magnitude=mask)
+        slot = ParamSlot(0, theta.clone(), {"eps": 1.0})
+        key = DirectionKey(12, 0)
+        field.begin_step([slot], base_seed=0, step=0, step_seed=0, cache_masks=True)
+        for coef, at_theta in ((0.5, True), (-1.0, False), (4.0, False)):
+            apply_(fused_backend, field, [slot], [(key, {0: coef})], at_theta=at_theta)
+        field.end_step()
+        results.append(slot.param.clone())
+    fused, unfused = results
+    ulp = torch.finfo(dtype).eps * unfused.float().abs().clamp(min=1.0)
+    assert ((fused.float() - unfused.float()).abs() <= 2 * ulp).all()
+    moved = (fused != theta).cpu()
+    assert not moved[200:210].any() and moved[210:220].all()
+    assert 0.4 < moved.float().mean().item() < 0.6

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import zoo
-from conftest import bits_equal, lm_batch, snapshot, tiny_llama
+from conftest import bits_equal, check_masked_sweep, lm_batch, snapshot, tiny_llama
 
 pytestmark = [
     pytest.mark.gpu,
@@ -73,3 +73,12 @@ def test_cost_probe_on_gpu_counts_cuda_memory():
     assert all(r["measure"] == "torch.cuda.max_memory_allocated" for r in rows.values())
     assert rows["mezo-sgd"]["peak_bytes"] <= 1.01 * rows["inference"]["peak_bytes"]
     assert rows["adam"]["peak_bytes"] > 1.5 * rows["inference"]["peak_bytes"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_masked_kernel_on_gpu_equals_the_unfused_sparse_sweep(dtype):
+    from zoo.perturb.kernels import triton_ops
+
+    if not triton_ops.available("cuda"):
+        pytest.skip("triton is not installed on the GPU machine")
+    check_masked_sweep("triton", dtype, "cuda")

@@ -14,7 +14,7 @@ from zoo.perturb import BLOCK_SIZE, DirectionField, DirectionKey, ParamSlot, app
 from zoo.perturb.backend import resolve_backend
 from zoo.perturb.kernels import cpu, triton_ops
 
-from conftest import bits_equal, tiny_llama
+from conftest import bits_equal, check_masked_sweep, tiny_llama
 from reference import philox_stream
 
 pytestmark = pytest.mark.skipif(not cpu.available(), reason=f"no C compiler here: {cpu.unavailable_reason()}")
@@ -263,3 +263,10 @@ def test_masked_kernel_refuses_a_missing_or_short_bitmask():
         cpu.axpy_masked_(p, 0, SEED, "gaussian", 1.0, 0.5, torch.zeros(10, dtype=torch.uint8), cpu.MASK_FROM_BITS)
     with pytest.raises(ValueError, match="mode"):
         cpu.axpy_masked_(p, 0, SEED, "gaussian", 1.0, 0.5, None, 3)
+
+
+@needs_interpreter
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_masked_kernel_equals_the_unfused_sparse_sweep(dtype):
+    """The Triton masked sweep takes the unfused path's mask decisions (tau rounded as torch rounds it)."""
+    check_masked_sweep("triton", dtype, "cpu")

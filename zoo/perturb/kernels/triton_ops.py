@@ -62,3 +62,33 @@ def combine_(p: torch.Tensor, start: int, seeds: list[int], coefs: list[float], 
         GROUP_=GROUP, RADEMACHER=DISTRIBUTIONS[distribution] == 1, SCALE_P=decay != 1.0, **_OPTIONS,
     )
     return True
+
+
+def combine_masked_(p: torch.Tensor, start: int, seed: int, coef: float, distribution: str, tau: float,
+                    bits: torch.Tensor | None, mode: int) -> bool:
+    """p <- p + coef z m with m Sparse MeZO's mask, as `cpu.combine_masked_` (float32, float16, bfloat16).
+
+    mode 0: m = |p| < tau; 1: the same, packed into `bits` (the parameter's whole
+    bitmask); 2: m read from `bits` (the weights are perturbed).
+    """
+    check_chunk(p, start, "Triton")
+    if not p.is_floating_point() or p.dtype == torch.float64:
+        return False
+    if mode not in (0, 1, 2):
+        raise ValueError(f"mode must be 0, 1 or 2, got {mode}")
+    if mode:
+        if bits is None or bits.dtype != torch.uint8 or bits.device != p.device or not bits.is_contiguous():
+            raise ValueError("the masked kernel needs a contiguous uint8 bitmask on the parameter's device")
+        if bits.numel() * 8 < start + p.numel():
+            raise ValueError(f"bitmask of {bits.numel()} bytes is too short for elements up to {start + p.numel()}")
+        bits = bits[start // 8:]
+    else:
+        bits = p  # not read: MODE 0 neither loads nor stores bits
+    # the comparison torch makes: |p| < tau in p's dtype, so tau is rounded to it first
+    tau_p = torch.tensor(tau, dtype=p.dtype).item()
+    k = _kernels()
+    k._masked_kernel[_grid(p.numel())](
+        p, bits, p.numel(), start // GROUP, seed, float(coef), float(tau_p),
+        GROUP_=GROUP, RADEMACHER=DISTRIBUTIONS[distribution] == 1, MODE=mode, **_OPTIONS,
+    )
+    return True

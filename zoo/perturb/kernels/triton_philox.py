@@ -101,3 +101,40 @@ def _fill_kernel(out_ptr, n, first_group, seed, GROUP_: tl.constexpr, RADEMACHER
     _store_quarter(out_ptr, base, 1, Q, z1, n)
     _store_quarter(out_ptr, base, 2, Q, z2, n)
     _store_quarter(out_ptr, base, 3, Q, z3, n)
+
+
+@triton.jit
+def _masked_quarter(p_ptr, bits_ptr, base, k: tl.constexpr, Q: tl.constexpr, z, alpha, tau, n,
+                    MODE: tl.constexpr):
+    offs = base + k * Q + tl.arange(0, Q)
+    inside = offs < n
+    p = tl.load(p_ptr + offs, mask=inside, other=0.0).to(tl.float32)
+    byte_offs = (base + k * Q) // 8 + tl.arange(0, Q // 8)
+    byte_inside = byte_offs * 8 < n
+    if MODE == 2:
+        b = tl.load(bits_ptr + byte_offs, mask=byte_inside, other=0).to(tl.int32)
+        m = tl.reshape((b[:, None] >> tl.arange(0, 8)[None, :]) & 1, (Q,)).to(tl.float32)
+    else:
+        # tau arrives rounded to p's dtype: torch compares a bfloat16 tensor with a scalar in bfloat16
+        m = tl.where(inside & (tl.abs(p) < tau), 1.0, 0.0)
+        if MODE == 1:
+            shifted = tl.reshape(m.to(tl.int32), (Q // 8, 8)) << tl.arange(0, 8)[None, :]
+            tl.store(bits_ptr + byte_offs, tl.sum(shifted, axis=1).to(tl.uint8), mask=byte_inside)
+    tl.store(p_ptr + offs, (p + alpha * (z * m)).to(p_ptr.dtype.element_ty), mask=inside)
+
+
+@triton.jit
+def _masked_kernel(p_ptr, bits_ptr, n, first_group, seed, alpha, tau,
+                   GROUP_: tl.constexpr, RADEMACHER: tl.constexpr, MODE: tl.constexpr):
+    """p += alpha z m for Sparse MeZO; m from |p| < tau (MODE 0), also packed into bits (1), or read from bits (2).
+
+    bits_ptr points at the byte of the chunk's first element; bit e % 8 of byte e // 8 is element e.
+    """
+    Q: tl.constexpr = GROUP_ // 4
+    pid = tl.program_id(0)
+    z0, z1, z2, z3 = _quarters(seed, first_group + pid, Q, RADEMACHER)
+    base = pid.to(tl.int64) * GROUP_
+    _masked_quarter(p_ptr, bits_ptr, base, 0, Q, z0, alpha, tau, n, MODE)
+    _masked_quarter(p_ptr, bits_ptr, base, 1, Q, z1, alpha, tau, n, MODE)
+    _masked_quarter(p_ptr, bits_ptr, base, 2, Q, z2, alpha, tau, n, MODE)
+    _masked_quarter(p_ptr, bits_ptr, base, 3, Q, z3, alpha, tau, n, MODE)
