@@ -173,6 +173,12 @@ def run_suite(suite: Suite, out: str | Path, progress: bool = True) -> list[str]
     _gradient_quality(suite, root, progress)
     _memory(suite, root, progress)
     _step_cost(suite, root, progress)
+    # baselines take minutes and are every row's reference, so a partial table has them from the start
+    for model in suite.models:
+        for task in suite.tasks:
+            for kind in suite.baselines:
+                for seed in ([suite.seeds[0]] if kind == "zero-shot" else suite.seeds):
+                    _baseline(suite, model, task, seed, kind, root, progress=False)
     mismatches = []
     specs = suite.runs()
     for spec in tqdm(specs, desc=f"suite {suite.name}", disable=not progress, unit="run"):
@@ -183,9 +189,4 @@ def run_suite(suite: Suite, out: str | Path, progress: bool = True) -> list[str]
         problem = check_forward_count(spec, result)
         if problem:
             mismatches.append(problem)
-    for model in suite.models:
-        for task in suite.tasks:
-            for kind in suite.baselines:
-                for seed in ([suite.seeds[0]] if kind == "zero-shot" else suite.seeds):
-                    _baseline(suite, model, task, seed, kind, root, progress=False)
     return mismatches

@@ -75,9 +75,10 @@ class Suite:
         return [n for n in names if n not in set(self.exclude)]
 
     def runs(self) -> list["RunSpec"]:
-        """Every training run of the suite, in a fixed order."""
+        """Every training run of the suite, in a fixed order: seed by seed, so that an interrupted
+        suite has every (model, task, method) at its first seed before any at its second."""
         out = []
-        for model, task, seed in itertools.product(self.models, self.tasks, self.seeds):
+        for seed, model, task in itertools.product(self.seeds, self.models, self.tasks):
             for name in self.estimator_names():
                 grid = {**self.grid, **model.get("grid", {}), **self.estimator_grid.get(name, {})}
                 per_step = estimators.spec(name).forwards_per_step(**estimators.spec(name).defaults)
