@@ -1,6 +1,7 @@
 """`zoo bench`: suites expand from the registry, runs resume, forward counts are checked."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,6 +138,10 @@ def test_a_wrong_forward_declaration_is_caught(tmp_path, monkeypatch, capsys):
     ('{"name": "x",\n "models": [], "tasks": [],, }', ":2: malformed JSON"),
     ('{"name": "x", "models": [], "tasks": [], "exclude": ["mezzo-sgd"]}', "mezo-sgd"),
     ('{"name": "x", "models": [], "tasks": [], "baselines": ["icl"]}', "unknown baselines"),
+    ('{"name": "x", "models": [{"model": "m", "template": "review"}], "tasks": ["sst2", "rte"]}',
+     "template 'review' on rte"),
+    ('{"name": "x", "models": [{"model": "m", "template": ["review"]}], "tasks": ["sst2"]}',
+     "models[0].template must be"),
 ])
 def test_bad_suite_files_are_one_line_errors(tmp_path, capsys, raw, message):
     path = tmp_path / "bad.json"
@@ -145,6 +150,15 @@ def test_bad_suite_files_are_one_line_errors(tmp_path, capsys, raw, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert main(["bench", "no-such-preset", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_a_template_map_gives_each_task_its_template():
+    from zoo.bench.runner import _config
+
+    suite = load_suite("cpu")
+    seen = {(s.model["model"], s.task): _config(suite, s, Path("/nonexistent")).template for s in suite.runs()}
+    assert seen == {("smollm2-135m", "sst2"): "review", ("smollm2-135m", "rte"): "mezo",
+                    ("minilm-l6", "sst2"): None, ("minilm-l6", "rte"): None}
 
 
 def test_peak_rss_sees_an_allocation_and_resets():

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .cost_report import cost_section
-from .suite import Suite
+from .suite import Suite, task_label
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:
@@ -69,7 +69,7 @@ def collect(suite: Suite, root: Path) -> list[dict]:
         for task in suite.tasks:
             for kind in suite.baselines:
                 label = model["model"].replace("/", "_") + f"-{model.get('tuning', 'full')}"
-                t = Path(task).stem if "/" in task or "." in task else task
+                t = task_label(task)
                 found = sorted((root / "runs" / label / t / kind).glob("*/results.json"))
                 if not found:
                     continue

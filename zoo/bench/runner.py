@@ -11,7 +11,7 @@ from ..finetune.commands import run_eval, run_finetune
 from ..finetune.lock import claimed
 from ..finetune.loop import FinetuneConfig
 from . import fixtures
-from .suite import RunSpec, Suite
+from .suite import RunSpec, Suite, task_label, template_for
 
 
 def _config(suite: Suite, spec: RunSpec, root: Path) -> FinetuneConfig:
@@ -19,7 +19,7 @@ def _config(suite: Suite, spec: RunSpec, root: Path) -> FinetuneConfig:
     return FinetuneConfig(
         model=fixtures.resolve(m["model"], root), task=fixtures.resolve(spec.task, root), estimator=spec.estimator,
         steps=spec.steps, k=suite.k, seed=spec.seed, lr=spec.lr, eps=spec.eps or 1e-3, batch_size=suite.batch_size,
-        mode=m.get("mode", "prompt"), tuning=m.get("tuning", "full"), template=m.get("template"),
+        mode=m.get("mode", "prompt"), tuning=m.get("tuning", "full"), template=template_for(m, spec.task),
         eval_every=max(spec.steps // max(suite.evals, 1), 1), test_limit=suite.test_limit,
         checkpoint_every=max(spec.steps // 4, 1),
     )
@@ -39,7 +39,7 @@ def _baseline(suite: Suite, model: dict, task: str, seed: int, kind: str, root: 
               progress: bool) -> dict | None:
     """A baseline's results (None while another process computes it)."""
     name = model["model"].replace("/", "_") + f"-{model.get('tuning', 'full')}"
-    t = Path(task).stem if "/" in task or "." in task else task
+    t = task_label(task)
     folder = root / "runs" / name / t / kind / ("all" if kind == "zero-shot" else f"seed{seed}")
     path = folder / "results.json"
     if path.exists():
@@ -48,7 +48,7 @@ def _baseline(suite: Suite, model: dict, task: str, seed: int, kind: str, root: 
         if not mine:
             return None
         result = run_eval(fixtures.resolve(model["model"], root), fixtures.resolve(task, root),
-                          template=model.get("template"), mode=model.get("mode", "prompt"),
+                          template=template_for(model, task), mode=model.get("mode", "prompt"),
                           linear_probe=kind == "linear-probe", k=suite.k, seed=seed, limit=suite.test_limit,
                           progress=progress)
         path.write_text(json.dumps(result, indent=1))
@@ -58,10 +58,10 @@ def _baseline(suite: Suite, model: dict, task: str, seed: int, kind: str, root: 
 def _one_batch_target(suite: Suite, section: dict, root: Path) -> tuple[dict, dict]:
     """(the suite's model entry, the spec of its one-batch measurement) for `gradient` or `memory`."""
     model = suite.models[section.get("model", 0)]
-    spec = {"model": fixtures.resolve(model["model"], root),
-            "task": fixtures.resolve(section.get("task", suite.tasks[0]), root),
+    task = section.get("task", suite.tasks[0])
+    spec = {"model": fixtures.resolve(model["model"], root), "task": fixtures.resolve(task, root),
             "mode": model.get("mode", "prompt"), "tuning": model.get("tuning", "full"),
-            "template": model.get("template"), "batch": section.get("batch", suite.batch_size), "k": suite.k,
+            "template": template_for(model, task), "batch": section.get("batch", suite.batch_size), "k": suite.k,
             "seed": suite.seeds[0]}
     return model, spec
 

@@ -4,7 +4,9 @@ A suite is a JSON file (presets live in benchmarks/suites/). Its keys:
 
     name            the suite's name
     models          [{"model": ..., "mode": "prompt"|"head", "tuning": "full"|"lora"|...,
-                      "template", "grid", "first_order": optional per-model overrides}]
+                      "template", "grid", "first_order": optional per-model overrides}];
+                    "template" is one template name for every task or a {task: name} map
+                    (a task missing from the map gets its default template)
     tasks           task names or paths
     estimators      "all" (every registered estimator) or a list of names
     exclude         estimator names to leave out
@@ -41,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import estimators
+from ..tasks import TEMPLATES
 
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
 PRESETS = ("smoke", "cpu", "gpu")
@@ -105,11 +108,24 @@ class RunSpec:
 
     def folder(self, root: Path) -> Path:
         m = self.model["model"].replace("/", "_") + f"-{self.model.get('tuning', 'full')}"
-        t = Path(self.task).stem if "/" in self.task or "." in self.task else self.task
+        t = task_label(self.task)
         return root / "runs" / m / t / self.estimator / f"lr{self.lr:g}-eps{self.eps:g}" / f"seed{self.seed}"
 
 
 _KEYS = set(Suite.__dataclass_fields__) - {"path"}
+
+
+def task_label(task: str) -> str:
+    """A task's short name: itself for a built-in task, the file's stem for a user's file."""
+    return Path(task).stem if "/" in task or "." in task else task
+
+
+def template_for(model: dict, task: str) -> str | None:
+    """The template a model entry asks for on `task` (None: the task's default)."""
+    template = model.get("template")
+    if isinstance(template, dict):
+        return template.get(task_label(task))
+    return template
 
 
 def load_suite(spec: str) -> Suite:
@@ -136,6 +152,16 @@ def load_suite(spec: str) -> Suite:
     bad = set(suite.baselines) - {"zero-shot", "linear-probe"}
     if bad:
         raise ValueError(f"{path}: unknown baselines {sorted(bad)}; use zero-shot and/or linear-probe")
+    for i, m in enumerate(suite.models):
+        t = m.get("template")
+        if t is not None and not isinstance(t, str) and not (
+                isinstance(t, dict) and all(isinstance(v, str) for v in t.values())):
+            raise ValueError(f"{path}: models[{i}].template must be a template name or a {{task: name}} map")
+        for task in suite.tasks:
+            name, known = template_for(m, task), TEMPLATES.get(task)
+            if name is not None and known is not None and name not in known:
+                raise ValueError(f"{path}: models[{i}] asks for template {name!r} on {task}, which has "
+                                 f"{', '.join(known)}; give a {{task: name}} map")
     suite.estimator_names()
     _check_cost(suite.cost, path)
     return suite
