@@ -222,14 +222,19 @@ void zoo_axpy_masked_f32(float *p, int64_t n, int64_t start, uint64_t seed, int 
         float *pp = p + off;
         uint8_t *bb = bits ? bits + (e >> 3) : 0; /* e is a multiple of GROUP: whole bytes */
         if (mode == 2) {
-            for (int64_t i = 0; i < cnt; i++) m[i] = (float)((bb[i >> 3] >> (i & 7)) & 1u);
+            for (int64_t j = 0; j < (cnt + 7) / 8; j++) {
+                const uint32_t byte = bb[j];
+                for (int b = 0; b < 8; b++) m[8 * j + b] = (float)((byte >> b) & 1u);
+            }
         } else {
             for (int64_t i = 0; i < cnt; i++) m[i] = fabsf(pp[i]) < tau ? 1.0f : 0.0f;
             if (mode == 1) {
+                /* m is zero past cnt, so the last byte's missing elements pack as zeros */
+                for (int64_t i = cnt; i < (cnt + 7) / 8 * 8; i++) m[i] = 0.0f;
                 for (int64_t j = 0; j < (cnt + 7) / 8; j++) {
-                    uint8_t byte = 0;
-                    for (int b = 0; b < 8 && 8 * j + b < cnt; b++) byte |= (uint8_t)(m[8 * j + b] != 0.0f) << b;
-                    bb[j] = byte;
+                    uint32_t byte = 0;
+                    for (int b = 0; b < 8; b++) byte |= (uint32_t)(m[8 * j + b] != 0.0f) << b;
+                    bb[j] = (uint8_t)byte;
                 }
             }
         }
