@@ -81,7 +81,4 @@ class PhiloxStream:
     def combine_masked_(self, p: torch.Tensor, key: DirectionKey, coef: float, sampler: Sampler, uid: int,
                         start: int, tau: float, bits: torch.Tensor | None, mode: int) -> bool:
         """p <- p + coef z m with z in registers and m a magnitude mask (see MagnitudeMask.kernel_args)."""
-        fused = getattr(self._impl, "combine_masked_", None)
-        if fused is None:
-            return False
-        return fused(p, start, philox_seed(key, uid), coef, sampler.distribution, tau, bits, mode)
+        return self._impl.combine_masked_(p, start, philox_seed(key, uid), coef, sampler.distribution, tau, bits, mode)
