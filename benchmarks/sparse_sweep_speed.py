@@ -8,6 +8,7 @@ parameter: the first sweep of a step (mask from |theta| < tau, packed into
 bits) and a later one (mask read from the bits); then whole optimizer steps
 of sparse-mezo and mezo-sgd. The variants alternate within each round and the
 figures are medians, so a slow spell of the shared machine hits all of them.
+Writes benchmarks/results/sparse_sweep_speed.json (docs/performance.md quotes it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import platform
 import statistics
 import time
 from datetime import date
+from pathlib import Path
 
 import torch
 
@@ -84,7 +86,9 @@ def main() -> dict:
         "command": "OMP_NUM_THREADS=1 python benchmarks/sparse_sweep_speed.py", "date": str(date.today()),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
     }
-    print(json.dumps(out, indent=1))
+    text = json.dumps(out, indent=1)
+    (Path(__file__).parent / "results" / "sparse_sweep_speed.json").write_text(text + "\n")
+    print(text)
     return out
 
 
