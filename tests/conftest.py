@@ -133,6 +133,16 @@ def tiny_model_folder(tmp_path):
     return folder, sentiment_file(tmp_path / "s.tsv")
 
 
+def without_masked_fusion(stream):
+    """A new stream like `stream` (a PhiloxStream) whose fused masked sweep is off: the generic path."""
+
+    class Unfused(type(stream)):
+        def combine_masked_(self, *args) -> bool:
+            return False
+
+    return Unfused(stream.kernel)
+
+
 def check_masked_sweep(backend: str, dtype: torch.dtype, device: str) -> None:
     """Sparse MeZO's three sweeps through `backend`'s fused masked kernel and through its unfused path.
 
@@ -143,12 +153,6 @@ def check_masked_sweep(backend: str, dtype: torch.dtype, device: str) -> None:
     from zoo.perturb import DirectionField, DirectionKey, MagnitudeMask, ParamSlot, apply_, make_backend
 
     fused_backend = make_backend(backend)
-    stream_type = type(fused_backend.stream)
-
-    class Unfused(stream_type):
-        def combine_masked_(self, *args) -> bool:
-            return False
-
     n = 2 * 4096 + 1001
     theta = torch.randn(n, generator=torch.Generator().manual_seed(4)).to(dtype).to(device)
     tau = float(theta.float().abs().quantile(0.5)) + 1e-4  # not representable in bfloat16
@@ -157,7 +161,7 @@ def check_masked_sweep(backend: str, dtype: torch.dtype, device: str) -> None:
     theta[210:220] = tau_p.float().nextafter(torch.tensor(0.0)).to(dtype) if dtype == torch.float32 else (
         tau_p - tau_p * 2**-8)
     results = []
-    for stream in (fused_backend.stream, Unfused(fused_backend.stream.kernel)):
+    for stream in (fused_backend.stream, without_masked_fusion(fused_backend.stream)):
         mask = MagnitudeMask(sparsity=0.5)
         mask.thresholds[0] = tau
         field = DirectionField(stream=stream, magnitude=mask)

@@ -12,9 +12,9 @@ import torch
 import zoo
 from zoo.perturb import BLOCK_SIZE, DirectionField, DirectionKey, ParamSlot, apply_, make_backend
 from zoo.perturb.backend import resolve_backend
-from zoo.perturb.kernels import cpu, triton_ops
+from zoo.perturb.kernels import MASK_FROM_BITS, cpu, triton_ops
 
-from conftest import bits_equal, check_masked_sweep, tiny_llama
+from conftest import bits_equal, check_masked_sweep, tiny_llama, without_masked_fusion
 from reference import philox_stream
 
 pytestmark = pytest.mark.skipif(not cpu.available(), reason=f"no C compiler here: {cpu.unavailable_reason()}")
@@ -209,13 +209,6 @@ def test_triton_kernels_compile_for_a_gpu_without_one(dtype):
     assert "mul.hi.u32" in ptx  # Philox's multiplies, in registers
 
 
-class _UnfusedPhilox(type(make_backend("cpu").stream)):
-    """The cpu backend's stream with its fused masked sweep switched off: the generic path."""
-
-    def combine_masked_(self, *args) -> bool:
-        return False
-
-
 @pytest.mark.parametrize("threads", [1, 2])
 def test_masked_kernel_equals_the_unfused_sparse_sweep_bit_for_bit(threads):
     """Sparse MeZO's three sweeps (+eps z at theta, -2 eps z and the fused restore-update perturbed)."""
@@ -232,7 +225,7 @@ def test_masked_kernel_equals_the_unfused_sparse_sweep_bit_for_bit(threads):
     results = []
     for fused in (True, False):
         backend = make_backend("cpu", threads=threads, chunk_size=BLOCK_SIZE)
-        stream = backend.stream if fused else _UnfusedPhilox("cpu")
+        stream = backend.stream if fused else without_masked_fusion(backend.stream)
         mask = MagnitudeMask(sparsity=0.6)
         # a zero-initialised parameter (a LoRA B) has tau = 0 and an empty mask; in the unfused
         # path its -0.0 entries become +0.0 wherever z * 0 is +0, and the kernel must agree
@@ -258,9 +251,9 @@ def test_masked_kernel_equals_the_unfused_sparse_sweep_bit_for_bit(threads):
 def test_masked_kernel_refuses_a_missing_or_short_bitmask():
     p = torch.zeros(4096)
     with pytest.raises(ValueError, match="uint8 CPU bitmask"):
-        cpu.axpy_masked_(p, 0, SEED, "gaussian", 1.0, 0.5, None, cpu.MASK_FROM_BITS)
+        cpu.axpy_masked_(p, 0, SEED, "gaussian", 1.0, 0.5, None, MASK_FROM_BITS)
     with pytest.raises(ValueError, match="too short"):
-        cpu.axpy_masked_(p, 0, SEED, "gaussian", 1.0, 0.5, torch.zeros(10, dtype=torch.uint8), cpu.MASK_FROM_BITS)
+        cpu.axpy_masked_(p, 0, SEED, "gaussian", 1.0, 0.5, torch.zeros(10, dtype=torch.uint8), MASK_FROM_BITS)
     with pytest.raises(ValueError, match="mode"):
         cpu.axpy_masked_(p, 0, SEED, "gaussian", 1.0, 0.5, None, 3)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .cost_report import cost_section
-from .suite import Suite, task_label
+from .suite import Suite, model_label, task_label
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:
@@ -51,14 +51,14 @@ def collect(suite: Suite, root: Path) -> list[dict]:
         done = configs[best]
         acc = [r["metrics"]["accuracy"] for _, r in done]
         fwd = [r["forward_passes"] for _, r in done]
-        every_run = [run for c in configs.values() for run in c]
+        step_s = _step_seconds([run for c in configs.values() for run in c])
         rows.append({
             "model": model, "task": task, "method": est, "lr": best[0], "eps": best[1] or None,
             "seeds": len(done), "test_accuracy": _mean_std(acc), "forward_passes": fwd[0],
             "backward_passes": done[0][1].get("backward_passes", 0),
-            "s_per_step": _step_seconds(every_run),
-            "s_per_forward": _step_seconds(every_run) / done[0][0].forwards_per_step,
-            "timed_runs": len(every_run),
+            "s_per_step": step_s,
+            "s_per_forward": step_s / done[0][0].forwards_per_step,
+            "timed_runs": sum(len(c) for c in configs.values()),
             "peak_memory_bytes": max(r["peak_memory_bytes"] for _, r in done),
             "peak_per_run": all(r.get("peak_memory_scope") == "run" for _, r in done),
             "extra_state_bytes": done[0][1].get("extra_state_bytes"),
@@ -68,9 +68,7 @@ def collect(suite: Suite, root: Path) -> list[dict]:
     for model in suite.models:
         for task in suite.tasks:
             for kind in suite.baselines:
-                label = model["model"].replace("/", "_") + f"-{model.get('tuning', 'full')}"
-                t = task_label(task)
-                found = sorted((root / "runs" / label / t / kind).glob("*/results.json"))
+                found = sorted((root / "runs" / model_label(model) / task_label(task) / kind).glob("*/results.json"))
                 if not found:
                     continue
                 res = [json.loads(p.read_text()) for p in found]
@@ -341,7 +339,8 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
                          f"| {check} |")
         lines += ["", "s/step is the median over every finished run of the method, each lr, eps and seed (a step's "
                   "work does not depend on them), of each run's median training step (evaluations excluded; runs "
-                  "recorded before steps were timed alone show wall time / steps); ms/forward is s/step over the method's forwards per step. "
+                  "recorded before steps were timed alone show wall time / steps); ms/forward is s/step over the "
+                  "method's forwards per step. "
                   "Peak MiB is the whole run's peak RSS on the CPU (`torch.cuda.max_memory_allocated` on a GPU), "
                   "loading and evaluation included; the per-method comparison on one batch is under "
                   "*Memory against inference*."

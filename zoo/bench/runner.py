@@ -11,7 +11,7 @@ from ..finetune.commands import run_eval, run_finetune
 from ..finetune.lock import claimed
 from ..finetune.loop import FinetuneConfig
 from . import fixtures
-from .suite import RunSpec, Suite, task_label, template_for
+from .suite import RunSpec, Suite, model_label, task_label, template_for
 
 
 def _config(suite: Suite, spec: RunSpec, root: Path) -> FinetuneConfig:
@@ -38,9 +38,8 @@ def check_forward_count(spec: RunSpec, result: dict) -> str | None:
 def _baseline(suite: Suite, model: dict, task: str, seed: int, kind: str, root: Path,
               progress: bool) -> dict | None:
     """A baseline's results (None while another process computes it)."""
-    name = model["model"].replace("/", "_") + f"-{model.get('tuning', 'full')}"
-    t = task_label(task)
-    folder = root / "runs" / name / t / kind / ("all" if kind == "zero-shot" else f"seed{seed}")
+    folder = (root / "runs" / model_label(model) / task_label(task) / kind
+              / ("all" if kind == "zero-shot" else f"seed{seed}"))
     path = folder / "results.json"
     if path.exists():
         return json.loads(path.read_text())

@@ -107,12 +107,16 @@ class RunSpec:
     forwards_per_step: int
 
     def folder(self, root: Path) -> Path:
-        m = self.model["model"].replace("/", "_") + f"-{self.model.get('tuning', 'full')}"
-        t = task_label(self.task)
-        return root / "runs" / m / t / self.estimator / f"lr{self.lr:g}-eps{self.eps:g}" / f"seed{self.seed}"
+        return (root / "runs" / model_label(self.model) / task_label(self.task) / self.estimator
+                / f"lr{self.lr:g}-eps{self.eps:g}" / f"seed{self.seed}")
 
 
 _KEYS = set(Suite.__dataclass_fields__) - {"path"}
+
+
+def model_label(model: dict) -> str:
+    """A model entry's folder name: the model with '/' made safe, and its tuning."""
+    return model["model"].replace("/", "_") + f"-{model.get('tuning', 'full')}"
 
 
 def task_label(task: str) -> str:

@@ -11,6 +11,7 @@ import math
 import torch
 
 from .keys import mix
+from .kernels import MASK_FROM_BITS, MASK_FROM_THETA, MASK_FROM_THETA_AND_KEEP
 from .slots import ParamSlot
 
 _LAYER_TAG = 0x1A7E
@@ -112,27 +113,26 @@ class MagnitudeMask:
             theta: the parameter's current values on that range.
             at_theta: whether the weights are at theta (no perturbation applied).
         """
-        if at_theta:
-            m = theta.abs() < self.thresholds[slot.uid]
-            if self._cache:
-                _pack_into(self._bits[slot.uid], start, m)
-            return m
-        if not self._cache:
-            raise RuntimeError("MagnitudeMask: weights are perturbed but no mask was cached for this step")
-        return _unpack(self._bits[slot.uid], start, theta.numel())
+        tau, bits, mode = self.kernel_args(slot, at_theta)
+        if mode == MASK_FROM_BITS:
+            return _unpack(bits, start, theta.numel())
+        m = theta.abs() < tau
+        if mode == MASK_FROM_THETA_AND_KEEP:
+            _pack_into(bits, start, m)
+        return m
 
     def kernel_args(self, slot: ParamSlot, at_theta: bool) -> tuple[float, torch.Tensor | None, int]:
-        """(tau, bits, mode) for a kernel that applies the mask itself, as `mask` would.
+        """(tau, bits, mode): where this step's mask of `slot` comes from, for `mask` and the fused kernels.
 
-        mode 0: compare |theta| with tau; 1: compare and pack the mask into bits;
-        2: read it from bits (the weights are perturbed).
+        mode is MASK_FROM_THETA (compare |theta| with tau), MASK_FROM_THETA_AND_KEEP
+        (compare and pack into bits) or MASK_FROM_BITS (the weights are perturbed).
         """
         tau = self.thresholds[slot.uid]
         if at_theta:
-            return (tau, self._bits[slot.uid], 1) if self._cache else (tau, None, 0)
+            return (tau, self._bits[slot.uid], MASK_FROM_THETA_AND_KEEP) if self._cache else (tau, None, MASK_FROM_THETA)
         if not self._cache:
             raise RuntimeError("MagnitudeMask: weights are perturbed but no mask was cached for this step")
-        return tau, self._bits[slot.uid], 2
+        return tau, self._bits[slot.uid], MASK_FROM_BITS
 
     def state_dict(self) -> dict:
         return {"thresholds": dict(self.thresholds)}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from . import DISTRIBUTIONS, check_chunk
+from . import DISTRIBUTIONS, MASK_FROM_THETA, check_bitmask, check_chunk
 
 SOURCE = Path(__file__).with_name("philox.c")
 
@@ -127,10 +127,6 @@ def combine_(p: torch.Tensor, start: int, seeds: list[int], coefs: list[float], 
     return True
 
 
-#: Modes of the masked kernel: where the mask comes from, and whether it is kept.
-MASK_FROM_THETA, MASK_FROM_THETA_AND_KEEP, MASK_FROM_BITS = 0, 1, 2
-
-
 def axpy_masked_(p: torch.Tensor, start: int, seed: int, distribution: str, alpha: float, tau: float,
                  bits: torch.Tensor | None, mode: int) -> torch.Tensor:
     """p[i] += alpha * z[start + i] * m[i] for a float32 p, m the magnitude mask |theta| < tau.
@@ -142,13 +138,7 @@ def axpy_masked_(p: torch.Tensor, start: int, seed: int, distribution: str, alph
             or MASK_FROM_BITS (p is perturbed; m comes from bits).
     """
     check_chunk(p, start, "CPU", float32=True)
-    if mode not in (MASK_FROM_THETA, MASK_FROM_THETA_AND_KEEP, MASK_FROM_BITS):
-        raise ValueError(f"mode must be 0, 1 or 2, got {mode}")
-    if mode != MASK_FROM_THETA:
-        if bits is None or bits.dtype != torch.uint8 or not bits.is_contiguous() or bits.device.type != "cpu":
-            raise ValueError("the masked kernel needs a contiguous uint8 CPU bitmask in this mode")
-        if bits.numel() * 8 < start + p.numel():
-            raise ValueError(f"bitmask of {bits.numel()} bytes is too short for elements up to {start + p.numel()}")
+    check_bitmask(bits, p, start, mode)
     ptr = bits.data_ptr() if mode != MASK_FROM_THETA else None
     _load().zoo_axpy_masked_f32(p.data_ptr(), p.numel(), start, seed, DISTRIBUTIONS[distribution], alpha, tau,
                                 ptr, mode)

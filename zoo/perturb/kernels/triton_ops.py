@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from . import DISTRIBUTIONS, GROUP, check_chunk
+from . import DISTRIBUTIONS, GROUP, MASK_FROM_THETA, check_bitmask, check_chunk
 
 
 def available(device: torch.device | str = "cuda") -> bool:
@@ -74,16 +74,9 @@ def combine_masked_(p: torch.Tensor, start: int, seed: int, coef: float, distrib
     check_chunk(p, start, "Triton")
     if not p.is_floating_point() or p.dtype == torch.float64:
         return False
-    if mode not in (0, 1, 2):
-        raise ValueError(f"mode must be 0, 1 or 2, got {mode}")
-    if mode:
-        if bits is None or bits.dtype != torch.uint8 or bits.device != p.device or not bits.is_contiguous():
-            raise ValueError("the masked kernel needs a contiguous uint8 bitmask on the parameter's device")
-        if bits.numel() * 8 < start + p.numel():
-            raise ValueError(f"bitmask of {bits.numel()} bytes is too short for elements up to {start + p.numel()}")
-        bits = bits[start // 8:]
-    else:
-        bits = p  # not read: MODE 0 neither loads nor stores bits
+    check_bitmask(bits, p, start, mode)
+    # MASK_FROM_THETA neither loads nor stores bits: any pointer will do
+    bits = p if mode == MASK_FROM_THETA else bits[start // 8:]
     # the comparison torch makes: |p| < tau in p's dtype, so tau is rounded to it first
     tau_p = torch.tensor(tau, dtype=p.dtype).item()
     k = _kernels()
