@@ -272,3 +272,33 @@ def test_equal_budget_mse_matches_averaging_draws(forwards, bias):
     want = float(((means - g) ** 2).sum(1).mean()) / gn2
     assert equal_budget_mse(row, budget) == pytest.approx(want, rel=0.05)
     assert np.isnan(equal_budget_mse({"forwards": 2, "relative_mse": 1.0}, budget))  # no variance, no claim
+
+
+def test_only_runs_the_selected_runs_and_reports_the_whole_suite(tmp_path):
+    out = tmp_path / "out"
+    assert main(["bench", "smoke", "--out", str(out), "--quiet",
+                 "--only", "method=mezo-sgd,linear-probe", "seed=1"]) == 0
+    finished = {p.parent.relative_to(out / "runs") for p in (out / "runs").rglob("results.json")}
+    model = "fixture:tiny-llama-full"
+    suite = load_suite("smoke")
+    lrs = suite.grid["lr"]
+    assert finished == {Path(model, "fixture:sentiment", "linear-probe", "seed1"),
+                        *(Path(model, "fixture:sentiment", "mezo-sgd", f"lr{lr:g}-eps0.01", "seed1") for lr in lrs)}
+    assert not (out / "gradient_quality.json").exists()  # the one-batch sections belong to the full suite
+    table = (out / "summary.md").read_text()
+    assert f"Runs finished: {len(lrs)} of {len(suite.runs())} (**partial**" in table
+
+
+@pytest.mark.parametrize("only,message", [
+    (["model=tiny"], "has no such model (it has fixture:tiny-llama, fixture:tiny-llama-full)"),
+    (["seed=7"], "has no such seed (it has 0, 1)"),
+    (["method=mezzo-sgd"], "has no such method"),
+    (["colour=red"], "unknown key 'colour'"),
+    (["seed"], "expected key=value"),
+    (["seed=0", "seed=1"], "seed given twice"),
+])
+def test_bad_only_selections_are_one_line_errors(tmp_path, capsys, only, message):
+    assert main(["bench", "smoke", "--out", str(tmp_path / "o"), "--quiet", "--only", *only]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "o").exists()

@@ -176,12 +176,13 @@ def _theory_slowdown(args):
 
 
 def _bench(args):
-    from .bench import load_suite, publish, run_suite, write_report
+    from .bench import load_suite, parse_selection, publish, run_suite, write_report
 
     suite = load_suite(args.suite)
+    only = parse_selection(args.only, suite)
     if args.report_only and not os.path.isdir(args.out):
         raise ValueError(f"--report-only: {args.out} is not a folder of runs (run the suite into it first)")
-    mismatches = [] if args.report_only else run_suite(suite, args.out, progress=not args.quiet)
+    mismatches = [] if args.report_only else run_suite(suite, args.out, progress=not args.quiet, only=only)
     command = f"zoo bench {args.suite} --out {args.out}" + (f" --docs {args.docs}" if args.docs else "")
     summary = write_report(suite, args.out, command)
     if args.docs:
@@ -293,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--report-only", action="store_true", help="only rebuild summary.md and the plots")
     b.add_argument("--docs", default=None, help="also publish summary.md and its plots as this markdown file")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.add_argument("--only", nargs="+", metavar="KEY=VALUES", default=None,
+                   help="run only these runs, e.g. model=minilm-l6 task=rte method=mezo-sgd,lezo seed=0; "
+                        "the report still covers the whole suite, and a second `zoo bench` beside a running "
+                        "one takes runs the first has not")
     b.set_defaults(fn=_bench)
     e = sub.add_parser("estimators", help="list the registered estimators")
     e.set_defaults(fn=_estimators)

@@ -11,6 +11,7 @@ from ..finetune.commands import run_eval, run_finetune
 from ..finetune.lock import claimed
 from ..finetune.loop import FinetuneConfig
 from . import fixtures
+from .selection import Selection
 from .suite import RunSpec, Suite, model_label, task_label, template_for
 
 
@@ -158,8 +159,17 @@ def _check_device(suite: Suite) -> None:
             raise ValueError(f"suite {suite.name!r} measures on {device}, and torch sees no CUDA device here")
 
 
-def run_suite(suite: Suite, out: str | Path, progress: bool = True) -> list[str]:
-    """Runs what is not finished yet; returns the forward-count mismatches (empty when all agree)."""
+def run_suite(suite: Suite, out: str | Path, progress: bool = True, only: Selection | None = None) -> list[str]:
+    """Runs what is not finished yet; returns the forward-count mismatches (empty when all agree).
+
+    Args:
+        suite: the suite.
+        out: its folder; finished runs there are skipped, interrupted ones resume.
+        progress: progress bars.
+        only: run just these runs and baselines (`zoo bench --only`); the one-batch sections
+            (gradient quality, memory, step cost) belong to the whole suite and run without it.
+    """
+    only = only or Selection()
     _check_device(suite)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
@@ -168,18 +178,20 @@ def run_suite(suite: Suite, out: str | Path, progress: bool = True) -> list[str]
 
         hf_logging.disable_progress_bar()
     (root / "suite.json").write_text(json.dumps({k: v for k, v in vars(suite).items() if k != "path"}, indent=1))
-    # the one-batch sections take minutes, the runs hours: a partial report already has them
-    _gradient_quality(suite, root, progress)
-    _memory(suite, root, progress)
-    _step_cost(suite, root, progress)
+    if not only.allowed:
+        # the one-batch sections take minutes, the runs hours: a partial report already has them
+        _gradient_quality(suite, root, progress)
+        _memory(suite, root, progress)
+        _step_cost(suite, root, progress)
     # baselines take minutes and are every row's reference, so a partial table has them from the start
     for model in suite.models:
         for task in suite.tasks:
             for kind in suite.baselines:
                 for seed in ([suite.seeds[0]] if kind == "zero-shot" else suite.seeds):
-                    _baseline(suite, model, task, seed, kind, root, progress=False)
+                    if only.admits(model, task, kind, seed):
+                        _baseline(suite, model, task, seed, kind, root, progress=False)
     mismatches = []
-    specs = suite.runs()
+    specs = [s for s in suite.runs() if only.admits(s.model, s.task, s.estimator, s.seed)]
     for spec in tqdm(specs, desc=f"suite {suite.name}", disable=not progress, unit="run"):
         with claimed(spec.folder(root)) as mine:  # a second `zoo bench` beside this one takes other runs
             if not mine:
