@@ -13,15 +13,10 @@ Writes benchmarks/results/sparse_sweep_speed.json (docs/performance.md quotes it
 
 from __future__ import annotations
 
-import json
-import platform
 import statistics
 import time
-from datetime import date
-from pathlib import Path
 
-import torch
-
+import record
 import zoo
 from zoo.perturb import DirectionKey, apply_
 from models import random_batch, random_model, smollm2_135m_config
@@ -83,13 +78,8 @@ def main() -> dict:
             "unfused_sparse_step_over_mezo_step": med["sparse_mezo_step_unfused"] / med["mezo_sgd_step"],
         },
         "rounds": ROUNDS, "backend": sparse.backend.name,
-        "command": "OMP_NUM_THREADS=1 python benchmarks/sparse_sweep_speed.py", "date": str(date.today()),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
     }
-    text = json.dumps(out, indent=1)
-    (Path(__file__).parent / "results" / "sparse_sweep_speed.json").write_text(text + "\n")
-    print(text)
-    return out
+    return record.save("sparse_sweep_speed", out, "OMP_NUM_THREADS=1 python benchmarks/sparse_sweep_speed.py")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from zoo.perturb import (
     make_sampler,
 )
 from zoo.perturb.kernels import triton_ops
-from zoo.perturb.masks import _pack_into, _unpack
+from zoo.perturb.masks import _pack_into, _unpack, quantile_by_selection
 
 from conftest import bits_equal
 
@@ -110,6 +110,23 @@ def test_magnitude_mask_threshold_is_a_quantile():
     mask.begin_step([slot], cache=False)
     kept = mask.mask(slot, 0, slot.flat(), at_theta=True).float().mean().item()
     assert abs(kept - 0.25) < 0.01
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_quantile_by_selection_has_torch_quantiles_bits(dtype):
+    gen = torch.Generator().manual_seed(3)
+    # the sparsities' own q (1 - 0.9 is 0.0999...98 in binary), fractions whose rank is inexact, both ends
+    qs = [1 - 0.75, 1 - 0.5, 1 - 0.9, 1 / 3, 2 / 7, 0.0, 1.0, 0.999]
+    sizes = [1, 2, 3, 7, 100, 4097, 65537, 884736]
+    for n in sizes:
+        values = torch.randn(n, generator=gen, dtype=dtype).abs()
+        values[: n // 3] = values[n // 2]  # ties, as a weight clipped or quantised to one value makes
+        for q in qs:
+            assert quantile_by_selection(values, q) == torch.quantile(values, q).item(), (n, q)
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        quantile_by_selection(torch.ones(2, 2), 0.5)
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        quantile_by_selection(torch.ones(0), 0.5)
 
 
 def test_sweep_scratch_memory_is_a_fixed_chunk():
