@@ -117,6 +117,8 @@ class Reference:
         if name == "sparse-mezo":
             q = 1 - self.h.get("sparsity", 0.75)
             self.tau = {n: torch.quantile(v.abs().float().flatten(), q).item() for n, v in self.theta.items()}
+            # a tensor with tau = 0 (or sparsity 0) is perturbed densely rather than frozen
+            self.tau = {n: math.inf if q == 1 or t == 0.0 else t for n, t in self.tau.items()}
 
     def _layer_of(self):
         layers = {}

@@ -227,8 +227,9 @@ def test_masked_kernel_equals_the_unfused_sparse_sweep_bit_for_bit(threads):
         backend = make_backend("cpu", threads=threads, chunk_size=BLOCK_SIZE)
         stream = backend.stream if fused else without_masked_fusion(backend.stream)
         mask = MagnitudeMask(sparsity=0.6)
-        # a zero-initialised parameter (a LoRA B) has tau = 0 and an empty mask; in the unfused
-        # path its -0.0 entries become +0.0 wherever z * 0 is +0, and the kernel must agree
+        # tau = 0 gives an empty mask (set here directly: MagnitudeMask itself perturbs such a tensor
+        # densely); in the unfused path its -0.0 entries become +0.0 wherever z * 0 is +0, and the
+        # kernel must agree
         zeros = torch.zeros(BLOCK_SIZE + 3)
         zeros[::2] = -0.0
         mask.thresholds.update({0: tau, 1: 0.0})

@@ -129,6 +129,34 @@ def test_quantile_by_selection_has_torch_quantiles_bits(dtype):
         quantile_by_selection(torch.ones(0), 0.5)
 
 
+def test_magnitude_mask_never_freezes_a_tensor_for_good():
+    mostly_zero = torch.zeros(1000)
+    mostly_zero[:200] = torch.linspace(0.1, 1.0, 200)  # 80% zeros: quantile 0.25 of |theta| is 0
+    cases = [(0.75, torch.zeros(300)), (0.75, mostly_zero), (0.0, torch.linspace(-1, 1, 101))]
+    for sparsity, theta in cases:
+        mask = MagnitudeMask(sparsity=sparsity)
+        slot = ParamSlot(0, theta.clone(), {"eps": 1.0})
+        mask.begin_step([slot], cache=False)
+        assert mask.thresholds[0] == math.inf and mask.mask(slot, 0, slot.flat(), at_theta=True).all()
+
+
+def test_sparse_mezo_trains_a_zero_initialised_head():
+    import zoo
+
+    torch.manual_seed(0)
+    body, head = torch.nn.Linear(4, 8), torch.nn.Linear(8, 2)
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    model = torch.nn.Sequential(body, torch.nn.Tanh(), head)
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    opt = zoo.get("sparse-mezo", model, lr=0.1, eps=1e-2, seed=0)
+    body_before = body.weight.detach().clone()
+    opt.step(lambda: torch.nn.functional.cross_entropy(model(x), y))
+    assert head.weight.count_nonzero() == head.weight.numel() and head.bias.count_nonzero() == 2
+    moved = body.weight != body_before
+    assert 0 < moved.float().mean() < 1  # the pretrained-like body stays sparse
+
+
 def test_sweep_scratch_memory_is_a_fixed_chunk():
     """Extra memory of a sweep: threads x buffers x chunk, not the largest parameter."""
     big = 100 * BLOCK_SIZE

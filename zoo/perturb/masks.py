@@ -88,6 +88,14 @@ class MagnitudeMask:
     training, then at every step perturbs only the elements with
     |theta| < tau. The mask is recomputed from the weights on the fly.
 
+    Two tensors get tau = inf, that is, are perturbed densely. With sparsity 0,
+    quantile 1 is max|theta|, and |theta| < max would leave the largest
+    elements out. And a tensor whose threshold comes out 0 (at least a fraction
+    1 - sparsity of its entries exactly zero: a zero-initialised classification
+    head, LoRA's B) would never move, since no |theta| < 0 and tau is fixed;
+    with LoRA the whole adapter would stay at its identity. The paper's premise,
+    small pretrained weights matter less, says nothing about such tensors.
+
     Within a step every sweep must see the mask of theta, the unperturbed
     weights. With exact perturbation the weights are at theta whenever a sweep
     runs. With in-place perturbation they are not after the first sweep, so the
@@ -124,9 +132,12 @@ class MagnitudeMask:
         self._bits = {}
 
     def _threshold(self, flat: torch.Tensor) -> float:
+        if self.sparsity == 0.0:
+            return math.inf
         stride = max(1, flat.numel() // self.sample_size)
         sample = flat[::stride].detach().abs().float()
-        return quantile_by_selection(sample, 1.0 - self.sparsity)
+        tau = quantile_by_selection(sample, 1.0 - self.sparsity)
+        return math.inf if tau == 0.0 else tau  # see the class docstring: tau = 0 would freeze the tensor
 
     def mask(self, slot: ParamSlot, start: int, theta: torch.Tensor, at_theta: bool) -> torch.Tensor:
         """Boolean mask of elements [start, start + len(theta)) of the parameter.
