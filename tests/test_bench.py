@@ -302,3 +302,27 @@ def test_bad_only_selections_are_one_line_errors(tmp_path, capsys, only, message
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_remaining_compute_prices_each_run_by_its_own_kind(tmp_path):
+    from zoo.bench.remaining import describe, remaining
+
+    specs = load_suite("smoke").runs()
+    sgd = [s for s in specs if s.estimator == "mezo-sgd"]
+    lezo = [s for s in specs if s.estimator == "lezo"]
+    assert len(sgd) == len(lezo) == 4  # 2 lrs x 2 seeds
+
+    def finish(spec, seconds):
+        spec.folder(tmp_path).mkdir(parents=True)
+        (spec.folder(tmp_path) / "results.json").write_text(json.dumps({"wall_time_s": seconds}))
+
+    assert remaining(specs, tmp_path).unpriced == len(specs)
+    for spec, seconds in zip(sgd[:3], (10.0, 30.0, 20.0)):
+        finish(spec, seconds)
+    finish(lezo[0], 100.0)
+    r = remaining(specs, tmp_path)
+    # mezo-sgd's last run at its own median (20); every other method at the (model, task) median
+    # of all four finished runs (25); no run is unpriced: they share one model and task
+    others = len(specs) - 4 - 1
+    assert r.spent_s == 160.0 and r.left_s == 20.0 + 3 * 100.0 + (others - 3) * 25.0 and r.unpriced == 0
+    assert "took 0.0 h" in describe(r) and "runs of a model and task" not in describe(r)

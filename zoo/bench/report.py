@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from .cost_report import cost_section
+from .remaining import describe, remaining
 from .suite import Suite, model_label, task_label
 
 
@@ -319,7 +320,8 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
             f"seeds {suite.seeds}. Each estimator's (lr, eps) is the best mean dev accuracy of its grid; "
             "the test accuracy is that configuration's, mean ± std over seeds.",
             f"Runs finished: {finished} of {len(specs)}"
-            + ("." if finished == len(specs) else " (**partial**: rows average the seeds that have finished)."),
+            + ("." if finished == len(specs) else " (**partial**: rows average the seeds that have finished). "
+               + describe(remaining(specs, root))),
             "",
             "| model | task | method | lr | eps | test accuracy | forwards | backwards | s/step | ms/forward "
             "| peak MiB | extra state MiB | forward count |",
