@@ -176,9 +176,9 @@ def test_peak_rss_sees_an_allocation_and_resets():
     assert rss_peak_bytes() - before < grown / 2  # the freed block no longer counts
 
 
-def _row(method, acc, std, s_per_step=1.0, seeds=3):
+def _row(method, acc, std, s_per_step=1.0, seeds=3, dev=0.5):
     return {"model": "m", "task": "rte", "method": method, "test_accuracy": (acc, std), "seeds": seeds,
-            "s_per_step": s_per_step}
+            "s_per_step": s_per_step, "lr": 1e-5, "eps": 1e-3, "curves": [[{"step": 9, "dev_accuracy": dev}]] * seeds}
 
 
 @pytest.mark.parametrize("sparse,lezo,expect", [
@@ -194,6 +194,18 @@ def test_claims_get_the_verdict_their_numbers_give(tmp_path, sparse, lezo, expec
     sparse_line = next(x for x in lines if "Sparse MeZO" in x)
     lezo_line = next(x for x in lines if "LeZO" in x)
     assert expect[0] in sparse_line and expect[1] in lezo_line
+
+
+def test_a_sparse_run_identical_to_mezos_tests_no_claim(tmp_path):
+    """Where no trained tensor is sparsified (a zero-initialised head), Sparse MeZO's runs are MeZO's."""
+    from zoo.bench.report import _claims_section
+
+    mezo = _row("mezo-sgd", 0.55, 0.01)
+    same = _claims_section([mezo, {**mezo, "method": "sparse-mezo"}], tmp_path)
+    assert "not tested: the same runs as MeZO's" in next(x for x in same if "Sparse MeZO" in x)
+    for other in ({"lr": 3e-5}, {"curves": _row("x", 0.55, 0.01, dev=0.6)["curves"]}):
+        differs = _claims_section([mezo, {**mezo, "method": "sparse-mezo", **other}], tmp_path)
+        assert "within 2 standard errors" in next(x for x in differs if "Sparse MeZO" in x)
 
 
 def test_claims_on_one_seed_stay_undecided(tmp_path):
