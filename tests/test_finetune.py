@@ -197,15 +197,18 @@ def test_non_differentiable_objective(tmp_path):
         finetune(cfg, built, splits, tmp_path / "run2", progress=False)
 
 
+@pytest.mark.parametrize("estimator", ["mezo-sgd", "sparse-mezo"])
 @pytest.mark.parametrize("tuning,mode", [("lora", "prompt"), ("prefix", "prompt"), ("head", "head"), ("lora", "head")])
-def test_tunings_change_only_their_parameters(tmp_path, tuning, mode):
-    cfg, built, splits = _setup(tmp_path, tuning=tuning, mode=mode, steps=3, lr=0.1)
+def test_tunings_change_only_their_parameters(tmp_path, tuning, mode, estimator):
+    cfg, built, splits = _setup(tmp_path, tuning=tuning, mode=mode, steps=3, lr=0.1, estimator=estimator)
     frozen = {n: p.detach().clone() for n, p in built.model.named_parameters() if not p.requires_grad}
     trained = {n: p.detach().clone() for n, p in built.model.named_parameters() if p.requires_grad}
     finetune(cfg, built, splits, tmp_path / "run", progress=False)
     now = dict(built.model.named_parameters())
     assert all(torch.equal(now[n], v) for n, v in frozen.items())
     assert any(not torch.equal(now[n], v) for n, v in trained.items())
+    # a zero-initialised tensor (LoRA's B) moves under Sparse MeZO too: its threshold would be 0
+    assert all(not torch.equal(now[n], v) for n, v in trained.items() if not v.any())
     if mode == "head":
         assert any("score" in n for n in trained)
 
