@@ -6,10 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import torch
+
 import zoo
 from zoo.bench import load_suite
 from zoo.cli import main
 from zoo.estimators import MeZOSGD, registry
+from zoo.provenance import describe, machine
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +48,9 @@ def test_smoke_preset_covers_every_estimator_and_baseline(smoke):
     assert "## Memory against inference" in table and "## Published claims, checked" in table
     assert len(runs) == len(suite.runs()) + 1 + len(suite.seeds)  # + zero-shot + one probe per seed
     assert all(json.loads(p.read_text())["peak_memory_scope"] == "run" for p in runs) and " †" not in table
+    # where the runs were measured comes from the runs themselves (runs and baselines alike)
+    assert f"Runs measured on: {describe([machine()] * len(runs))}." in table
+    assert f"torch {torch.__version__}, CPU ({len(runs)} runs); finished" in table
 
 
 def test_report_marks_peaks_recorded_as_the_processs(smoke, tmp_path):

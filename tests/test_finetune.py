@@ -43,6 +43,7 @@ def test_results_file_has_what_users_read(tmp_path):
     assert saved == json.loads(json.dumps(r))
     for key in ("config", "metrics", "forward_passes", "wall_time_s", "peak_memory_bytes"):
         assert key in saved
+    assert saved["measured"]["threads"] == torch.get_num_threads() and saved["measured"]["torch"] == torch.__version__
     assert 0 <= saved["metrics"]["accuracy"] <= 1 and saved["metrics"]["test_examples"] == len(splits.test)
     assert saved["forward_passes"] == 2 * cfg.steps == sum(1 for _ in range(2 * cfg.steps))
     eval_batches = (1 + 2) * 1 + -(-len(splits.test) // 32)  # dev at 0, 4, 8 (one batch each), then test

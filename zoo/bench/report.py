@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from .cost_report import cost_section
+from ..provenance import describe as describe_machines
 from .remaining import describe, remaining
 from .suite import Suite, model_label, task_label
 
@@ -308,15 +309,15 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
     rows = collect(suite, root)
     specs = suite.runs()
     finished = sum((spec.folder(root) / "results.json").exists() for spec in specs)
+    measured = [json.loads(p.read_text()).get("measured") for p in sorted((root / "runs").rglob("results.json"))]
     _plot(rows, root / "curves.png")
     _plot_cost(rows, root / "cost.png")
     mib = 1 / 2**20
     lines = [
         f"# Benchmark suite `{suite.name}`",
         "",
-        f"Command: `{command}`. Machine: {platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}"
-        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", CPU") + f". Date: {date.today()}.",
+        f"Command: `{command}`. Report written {date.today()} on {platform.machine()}, torch {torch.__version__}.",
+        f"Runs measured on: {describe_machines(measured)}.",
     ]
     if specs:
         lines += [

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 from ..finetune.commands import run_eval, run_finetune
 from ..finetune.lock import claimed
 from ..finetune.loop import FinetuneConfig
+from ..provenance import machine
 from . import fixtures
 from .selection import Selection
 from .suite import RunSpec, Suite, model_label, task_label, template_for
@@ -135,19 +136,9 @@ def _step_cost(suite: Suite, root: Path, progress: bool) -> None:
             rows += measure(spec, [method])
             bar.update()
         done["configs"].append({"name": cfg["name"], **{k: v for k, v in spec.items() if k != "config"},
-                                "config": cfg["config"], "measured": _machine(), "rows": rows})
+                                "config": cfg["config"], "measured": machine(), "rows": rows})
         path.write_text(json.dumps(done, indent=1))
     bar.close()
-
-
-def _machine() -> dict:
-    import platform
-    from datetime import date
-
-    import torch
-
-    return {"date": str(date.today()), "machine": platform.machine(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__}
 
 
 def _check_device(suite: Suite) -> None:

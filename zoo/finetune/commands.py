@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from .. import tasks
+from ..provenance import machine
 from .build import load
 from .evaluate import evaluate
 from .loop import FIRST_ORDER, FinetuneConfig, finetune, peak_memory_bytes, reset_peak_memory
@@ -91,4 +92,4 @@ def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int
                        "template": None if mode == "head" else task.template(template).name,
                        "mode": mode, "method": how, "limit": limit, "seed": seed},
             "metrics": metrics, "wall_time_s": time.time() - t0, "peak_memory_bytes": peak_memory_bytes(),
-            "peak_memory_scope": peak_scope}
+            "peak_memory_scope": peak_scope, "measured": machine()}

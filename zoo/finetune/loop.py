@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from ..memory import reset_peak, rss_peak_bytes
+from ..provenance import machine
 from ..tasks import Splits
 from .build import Built
 from .evaluate import evaluate
@@ -312,6 +313,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
         "call_cost_tokens": getattr(scorer, "call_cost_tokens", None),
         "backward_passes": cfg.steps if first_order else 0,
         "wall_time_s": elapsed + time.time() - t0,
+        "measured": machine(),  # of the session that finished the run: a resumed run's earlier steps may differ
         "median_step_s": statistics.median(history["step_seconds"]) if history["step_seconds"] else None,
         "peak_memory_bytes": peak_memory_bytes(),
         "peak_memory_scope": peak_scope,
