@@ -89,15 +89,32 @@ def test_step_time_is_the_median_over_every_run_of_a_method(smoke, tmp_path):
     assert row["s_per_forward"] == 2.5 / 2
 
 
-def test_rerun_skips_finished_runs_and_an_interrupted_one_continues(smoke):
+def test_rerun_skips_finished_runs_and_an_interrupted_one_continues(smoke, monkeypatch):
+    from zoo.bench import run_suite
+    from zoo.finetune import loop
+
     runs = sorted((smoke / "runs").rglob("results.json"))
     before = {p: p.stat().st_mtime_ns for p in runs}
+    assert not list((smoke / "runs").rglob("checkpoint.pt"))  # finished runs keep metrics, not weights
     victim = next(p for p in runs if "mezo-sgd" in str(p))
     old = json.loads(victim.read_text())
-    victim.unlink()  # as if killed after its last checkpoint
+    victim.unlink()
+    real = loop.minibatch
+
+    def interrupting(n, b, seed, step):
+        if step == 5:
+            raise KeyboardInterrupt
+        return real(n, b, seed, step)
+
+    monkeypatch.setattr(loop, "minibatch", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(load_suite("smoke"), smoke, progress=False)
+    monkeypatch.setattr(loop, "minibatch", real)
+    assert (victim.parent / "checkpoint.pt").exists() and not victim.exists()
     assert main(["bench", "smoke", "--out", str(smoke), "--quiet"]) == 0
     new = json.loads(victim.read_text())
     assert new["metrics"] == old["metrics"] and new["model_calls"] == old["model_calls"]
+    assert not (victim.parent / "checkpoint.pt").exists()
     assert all(p.stat().st_mtime_ns == t for p, t in before.items() if p != victim)
 
 
