@@ -178,3 +178,19 @@ def check_masked_sweep(backend: str, dtype: torch.dtype, device: str) -> None:
     moved = (fused != theta).cpu()
     assert not moved[200:210].any() and moved[210:220].all()
     assert 0.4 < moved.float().mean().item() < 0.6
+
+
+def interrupt_at(monkeypatch, step: int):
+    """Makes the fine-tuning loop raise KeyboardInterrupt (a user's Ctrl-C) when it reaches `step`;
+    returns the function that undoes it."""
+    from zoo.finetune import loop
+
+    real = loop.minibatch
+
+    def interrupting(n, b, seed, at):
+        if at == step:
+            raise KeyboardInterrupt
+        return real(n, b, seed, at)
+
+    monkeypatch.setattr(loop, "minibatch", interrupting)
+    return lambda: monkeypatch.setattr(loop, "minibatch", real)

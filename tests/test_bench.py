@@ -13,6 +13,7 @@ from zoo.bench import load_suite
 from zoo.cli import main
 from zoo.estimators import MeZOSGD, registry
 from zoo.provenance import describe, machine
+from conftest import interrupt_at
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,6 @@ def test_step_time_is_the_median_over_every_run_of_a_method(smoke, tmp_path):
 
 def test_rerun_skips_finished_runs_and_an_interrupted_one_continues(smoke, monkeypatch):
     from zoo.bench import run_suite
-    from zoo.finetune import loop
 
     runs = sorted((smoke / "runs").rglob("results.json"))
     before = {p: p.stat().st_mtime_ns for p in runs}
@@ -99,17 +99,10 @@ def test_rerun_skips_finished_runs_and_an_interrupted_one_continues(smoke, monke
     victim = next(p for p in runs if "mezo-sgd" in str(p))
     old = json.loads(victim.read_text())
     victim.unlink()
-    real = loop.minibatch
-
-    def interrupting(n, b, seed, step):
-        if step == 5:
-            raise KeyboardInterrupt
-        return real(n, b, seed, step)
-
-    monkeypatch.setattr(loop, "minibatch", interrupting)
+    undo = interrupt_at(monkeypatch, 5)
     with pytest.raises(KeyboardInterrupt):
         run_suite(load_suite("smoke"), smoke, progress=False)
-    monkeypatch.setattr(loop, "minibatch", real)
+    undo()
     assert (victim.parent / "checkpoint.pt").exists() and not victim.exists()
     assert main(["bench", "smoke", "--out", str(smoke), "--quiet"]) == 0
     new = json.loads(victim.read_text())

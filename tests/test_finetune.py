@@ -5,11 +5,10 @@ import json
 import pytest
 import torch
 
-from zoo.finetune import loop
 from zoo.finetune.build import prepare
 from zoo.finetune.loop import FinetuneConfig, finetune, minibatch
 from zoo.tasks import few_shot, user_task
-from conftest import bits_equal, sentiment_file, tiny_llama, tiny_model_folder, word_tokenizer
+from conftest import bits_equal, interrupt_at, sentiment_file, tiny_llama, tiny_model_folder, word_tokenizer
 
 
 def _setup(tmp_path, tuning="full", mode="prompt", **cfg):
@@ -68,33 +67,16 @@ def test_resume_after_interruption_is_bit_exact(tmp_path, monkeypatch):
     final = [p.detach().clone() for p in built.model.parameters()]
 
     cfg, built, splits = _setup(tmp_path / "b")
-    real = loop.minibatch
-    def interrupt_at_5(n, b, seed, step):
-        if step == 5:
-            raise KeyboardInterrupt
-        return real(n, b, seed, step)
-    monkeypatch.setattr(loop, "minibatch", interrupt_at_5)
+    undo = interrupt_at(monkeypatch, 5)
     with pytest.raises(KeyboardInterrupt):
         finetune(cfg, built, splits, tmp_path / "b" / "run", progress=False)
     assert torch.load(tmp_path / "b" / "run" / "checkpoint.pt", weights_only=False)["step"] == 5
-    monkeypatch.setattr(loop, "minibatch", real)
+    undo()
     cfg, fresh, splits = _setup(tmp_path / "b")  # a new process: weights back at their start
     resumed = finetune(cfg, fresh, splits, tmp_path / "b" / "run", progress=False)
     assert bits_equal(final, fresh.model.parameters())
     assert resumed["history"]["loss"] == straight["history"]["loss"]
     assert resumed["metrics"] == straight["metrics"]
-
-
-def _interrupt_at(monkeypatch, at):
-    real = loop.minibatch
-
-    def interrupting(n, b, seed, step):
-        if step == at:
-            raise KeyboardInterrupt
-        return real(n, b, seed, step)
-
-    monkeypatch.setattr(loop, "minibatch", interrupting)
-    return lambda: monkeypatch.setattr(loop, "minibatch", real)
 
 
 @pytest.mark.parametrize("tuning", ["full", "lora", "prefix"])
@@ -107,7 +89,7 @@ def test_a_run_resumes_from_its_trajectory_log_alone_bit_for_bit(tmp_path, monke
     assert all(len(losses) == 2 for losses in straight["history"]["step_losses"])
 
     cfg, built, splits = _setup(tmp_path / "b", tuning=tuning)
-    undo = _interrupt_at(monkeypatch, 6)
+    undo = interrupt_at(monkeypatch, 6)
     with pytest.raises(KeyboardInterrupt):
         finetune(cfg, built, splits, tmp_path / "b" / "run", progress=False)
     undo()
@@ -125,7 +107,7 @@ def test_a_run_resumes_from_its_trajectory_log_alone_bit_for_bit(tmp_path, monke
 
 def test_a_log_replayed_onto_other_weights_is_refused(tmp_path, monkeypatch):
     cfg, built, splits = _setup(tmp_path)
-    undo = _interrupt_at(monkeypatch, 4)
+    undo = interrupt_at(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         finetune(cfg, built, splits, tmp_path / "run", progress=False)
     undo()
@@ -279,7 +261,7 @@ def test_a_checkpoint_without_a_loss_log_resumes_but_writes_no_partial_log(tmp_p
     cfg, built, splits = _setup(tmp_path / "a")
     straight = finetune(cfg, built, splits, tmp_path / "a" / "run", progress=False)
     cfg, built, splits = _setup(tmp_path / "b")
-    undo = _interrupt_at(monkeypatch, 4)
+    undo = interrupt_at(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         finetune(cfg, built, splits, tmp_path / "b" / "run", progress=False)
     undo()
@@ -289,7 +271,7 @@ def test_a_checkpoint_without_a_loss_log_resumes_but_writes_no_partial_log(tmp_p
     torch.save(payload, ckpt)
     (tmp_path / "b" / "run" / "trajectory.json").unlink()
     cfg, fresh, splits = _setup(tmp_path / "b")
-    undo = _interrupt_at(monkeypatch, 7)
+    undo = interrupt_at(monkeypatch, 7)
     with pytest.raises(KeyboardInterrupt):
         finetune(cfg, fresh, splits, tmp_path / "b" / "run", progress=False)
     undo()
