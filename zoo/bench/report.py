@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from .cost_report import cost_section
 from ..provenance import describe as describe_machines
+from .cost_report import cost_section
 from .remaining import describe, remaining
 from .suite import Suite, model_label, task_label
 
