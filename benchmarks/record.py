@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import platform
-from datetime import date
 from pathlib import Path
 
-import torch
+from zoo.provenance import machine
 
 
 def save(name: str, figures: dict, command: str) -> dict:
     """Adds the command, date and machine to `figures`, writes results/NAME.json, prints it and returns it."""
-    out = {**figures, "command": command, "date": str(date.today()),
-           "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"}
+    m = machine()
+    out = {**figures, "command": command, "date": m["date"],
+           "machine": f"{m['machine']}, {m['threads']} torch threads, torch {m['torch']}"}
     text = json.dumps(out, indent=1)
     (Path(__file__).parent / "results" / f"{name}.json").write_text(text + "\n")
     print(text)

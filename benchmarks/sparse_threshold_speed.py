@@ -29,10 +29,7 @@ def main() -> dict:
     model = random_model(smollm2_135m_config())
     mask = MagnitudeMask(sparsity=0.75)
     q = 1.0 - mask.sparsity
-    samples = []
-    for p in model.parameters():
-        flat = p.detach().reshape(-1)
-        samples.append(flat[:: max(1, flat.numel() // mask.sample_size)].abs().float())
+    samples = [mask.sample(p.detach().reshape(-1)) for p in model.parameters()]
 
     def thresholds(quantile):
         t = time.perf_counter()

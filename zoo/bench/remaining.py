@@ -31,25 +31,25 @@ def _kind(spec: RunSpec) -> tuple[str, str, str]:
 
 def remaining(specs: list[RunSpec], root: Path) -> Remaining:
     """Spent and estimated remaining wall time of `specs`, whose results live under `root`."""
-    times: dict[tuple, list[float]] = defaultdict(list)
+    by_method: dict[tuple, list[float]] = defaultdict(list)  # (model, task, method) -> wall times
+    by_task: dict[tuple, list[float]] = defaultdict(list)  # (model, task) -> wall times
     pending = []
     for spec in specs:
         path = spec.folder(root) / "results.json"
         if path.exists():
             seconds = json.loads(path.read_text())["wall_time_s"]
-            times[_kind(spec)].append(seconds)
-            times[_kind(spec)[:2]].append(seconds)
+            by_method[_kind(spec)].append(seconds)
+            by_task[_kind(spec)[:2]].append(seconds)
         else:
             pending.append(spec)
     left, unpriced = 0.0, 0
     for spec in pending:
-        peers = times.get(_kind(spec)) or times.get(_kind(spec)[:2])
+        peers = by_method.get(_kind(spec)) or by_task.get(_kind(spec)[:2])
         if peers:
             left += statistics.median(peers)
         else:
             unpriced += 1
-    spent = sum(t for kind, ts in times.items() if len(kind) == 3 for t in ts)
-    return Remaining(spent_s=spent, left_s=left, unpriced=unpriced)
+    return Remaining(spent_s=sum(map(sum, by_method.values())), left_s=left, unpriced=unpriced)
 
 
 def describe(r: Remaining) -> str:
