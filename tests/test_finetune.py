@@ -61,7 +61,9 @@ def test_model_calls_count_passes_over_the_batch_when_the_scorer_runs_it_in_chun
     assert len(calls) > r["forward_passes"] + 1 + 1  # the chunks really ran (plus a dev and a test eval)
 
 
-def test_resume_after_interruption_is_bit_exact(tmp_path, monkeypatch):
+@pytest.mark.parametrize("older_zoo", [False, True])
+def test_resume_after_interruption_is_bit_exact(tmp_path, monkeypatch, older_zoo):
+    """older_zoo: a checkpoint whose config predates the dtype and device fields (it ran in float32 on the CPU)."""
     cfg, built, splits = _setup(tmp_path / "a")
     straight = finetune(cfg, built, splits, tmp_path / "a" / "run", progress=False)
     final = [p.detach().clone() for p in built.model.parameters()]
@@ -70,7 +72,12 @@ def test_resume_after_interruption_is_bit_exact(tmp_path, monkeypatch):
     undo = interrupt_at(monkeypatch, 5)
     with pytest.raises(KeyboardInterrupt):
         finetune(cfg, built, splits, tmp_path / "b" / "run", progress=False)
-    assert torch.load(tmp_path / "b" / "run" / "checkpoint.pt", weights_only=False)["step"] == 5
+    payload = torch.load(tmp_path / "b" / "run" / "checkpoint.pt", weights_only=False)
+    assert payload["step"] == 5
+    if older_zoo:
+        del payload["config"]["dtype"], payload["config"]["device"]
+        torch.save(payload, tmp_path / "b" / "run" / "checkpoint.pt")
+        (tmp_path / "b" / "run" / "trajectory.json").unlink()  # resume from that checkpoint, not the loss log
     undo()
     cfg, fresh, splits = _setup(tmp_path / "b")  # a new process: weights back at their start
     resumed = finetune(cfg, fresh, splits, tmp_path / "b" / "run", progress=False)

@@ -82,3 +82,30 @@ def test_triton_masked_kernel_on_gpu_equals_the_unfused_sparse_sweep(dtype):
     if not triton_ops.available("cuda"):
         pytest.skip("triton is not installed on the GPU machine")
     check_masked_sweep("triton", dtype, "cuda")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_finetune_and_eval_of_its_run_on_the_gpu(tmp_path, dtype):
+    """`--device cuda` moves the model and every batch; the step-0 evaluation matches the CPU's, and
+    `zoo eval --run` rebuilds the run on the GPU to its own test loss."""
+    import json
+
+    from zoo.cli import main
+    from conftest import tiny_model_folder
+
+    folder, data = tiny_model_folder(tmp_path)
+    runs = {}
+    for device in ("cpu", "cuda"):
+        out = tmp_path / device
+        assert main(["finetune", "--model", str(folder), "--task", str(data), "--k", "4", "--quiet", "--steps", "6",
+                     "--batch-size", "4", "--lr", "0.5", "--tuning", "lora", "--dtype", dtype, "--device", device,
+                     "--out", str(out)]) == 0
+        runs[device] = json.loads((out / "results.json").read_text())
+    cpu, gpu = runs["cpu"], runs["cuda"]
+    assert gpu["config"]["device"] == "cuda" and gpu["peak_memory_scope"] == "run" and gpu["peak_memory_bytes"] > 0
+    assert gpu["history"]["evals"][0]["dev_loss"] == pytest.approx(cpu["history"]["evals"][0]["dev_loss"], rel=2e-2)
+    (tmp_path / "cuda" / "checkpoint.pt").unlink()  # rebuilt by replaying the logged losses on the GPU
+    assert main(["eval", "--run", str(tmp_path / "cuda"), "--quiet", "--json", str(tmp_path / "e.json")]) == 0
+    e = json.loads((tmp_path / "e.json").read_text())
+    assert e["config"]["device"] == "cuda"
+    assert e["metrics"]["loss"] == pytest.approx(gpu["metrics"]["test_loss"], rel=1e-5)

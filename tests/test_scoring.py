@@ -139,6 +139,21 @@ def test_peft_tunings_train_only_their_adapters(tmp_path, tuning, expect):
         assert torch.isfinite(built.scorer(built.model, enc)).all()
 
 
+@pytest.mark.parametrize("tuning", ["full", "lora", "prefix"])
+def test_the_lm_head_gets_a_contiguous_block_of_the_kept_positions(tmp_path, tuning):
+    """A strided view would make torch multiply it by a per-row copy of the vocabulary matrix when
+    that matrix needs no grad (LoRA, prefix): docs/performance.md, *The LM head over the kept positions*."""
+    task = user_task(sentiment_file(tmp_path / "s.tsv"))
+    built = prepare(tiny_llama(), word_tokenizer(), task, "prompt", tuning)
+    seen = []
+    built.model.get_output_embeddings().register_forward_pre_hook(
+        lambda m, args: seen.append((args[0].shape[1], args[0].is_contiguous())))
+    examples = task.examples("all")[:4]
+    with torch.no_grad():
+        built.scorer(built.model, built.scorer.encode(examples))
+    assert seen and all(contiguous for _, contiguous in seen) and {kept for kept, _ in seen} == {2}
+
+
 def test_prefix_starts_as_the_cache_of_real_tokens():
     """MeZO's init: the prefix equals the keys/values of random real tokens, so the model sees those tokens."""
     from zoo.finetune.adapters import apply_tuning

@@ -7,6 +7,7 @@ import os
 import sys
 
 import zoo
+from zoo.placement import DTYPES
 
 
 def _demo(args):
@@ -34,20 +35,22 @@ def _task_args(args) -> dict:
 
 def _finetune(args):
     from .finetune.commands import DEFAULT_EPS, default_lr, run_finetune
-    from .finetune.loop import FinetuneConfig
+    from .finetune.loop import FIRST_ORDER, FinetuneConfig
 
     options = {}
     if args.n is not None:
         options["n"] = args.n
     if args.perturbation:
         options["perturbation"] = args.perturbation
+    elif args.dtype != "float32" and args.estimator not in FIRST_ORDER:
+        options["perturbation"] = "exact"  # in place, half-precision weights drift by whole ulps (docs/drift.md)
     cfg = FinetuneConfig(
         model=args.model, task=args.task, estimator=args.estimator, steps=args.steps, k=args.k,
         protocol=args.protocol, seed=args.seed, lr=args.lr if args.lr is not None else default_lr(args.estimator, args.tuning),
         eps=args.eps if args.eps is not None else DEFAULT_EPS[args.tuning], batch_size=args.batch_size,
         mode=args.mode, tuning=args.tuning, template=args.template, objective=args.objective,
         eval_every=args.eval_every, test_limit=args.test_limit, max_length=args.max_length,
-        checkpoint_every=args.checkpoint_every, estimator_options=options)
+        checkpoint_every=args.checkpoint_every, estimator_options=options, dtype=args.dtype, device=args.device)
     r = run_finetune(cfg, args.out, _task_args(args), progress=not args.quiet, snapshot_every=args.snapshot_every)
     m = r["metrics"]
     print(f"{cfg.task} test accuracy {m['accuracy']:.4f} ({m['test_examples']} examples), dev {m['dev_accuracy']:.4f}, "
@@ -62,7 +65,8 @@ def _eval(args):
 
     r = run_eval(args.model, args.task, split=args.split, limit=args.limit, template=args.template, mode=args.mode,
                  icl=args.icl, linear_probe=args.linear_probe, k=args.k, seed=args.seed, from_run=args.run,
-                 max_length=args.max_length, task_args=_task_args(args), progress=not args.quiet)
+                 max_length=args.max_length, task_args=_task_args(args), progress=not args.quiet, dtype=args.dtype,
+                 device=args.device)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(r, f, indent=1)
@@ -209,6 +213,12 @@ def _add_task_options(p):
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_dtype_option(p):
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32",
+                   help="of the pretrained weights (an encoder's new head, LoRA factors and prefixes stay float32); "
+                        "with `zoo eval --run`, the run's own")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="zoo", description="Zeroth-order fine-tuning toolkit")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -231,7 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--lr", type=float, default=None, help="default: by tuning (full 1e-6, lora 5e-5, prefix 1e-3, head 1e-2)")
     f.add_argument("--eps", type=float, default=None, help="default: by tuning (full 1e-3, lora 1e-2, prefix 1e-1)")
     f.add_argument("--n", type=int, default=None, help="directions per step, for n-spsa")
-    f.add_argument("--perturbation", choices=["inplace", "exact"], default=None)
+    f.add_argument("--perturbation", choices=["inplace", "exact"], default=None,
+                   help="default: inplace for float32 weights, exact for bfloat16/float16 (docs/drift.md)")
+    f.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    _add_dtype_option(f)
     f.add_argument("--batch-size", type=int, default=16)
     f.add_argument("--tuning", choices=["full", "lora", "prefix", "head"], default="full")
     f.add_argument("--objective", choices=["ce", "accuracy", "f1"], default="ce")
@@ -253,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--linear-probe", action="store_true", help="logistic regression on frozen features, k per class")
     v.add_argument("--run", default=None, help="a `zoo finetune --out` folder: evaluate its trained weights")
     v.add_argument("--json", default=None, help="write the metrics here")
+    v.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cpu, or the run's with --run)")
+    _add_dtype_option(v)
     v.set_defaults(fn=_eval)
     t = sub.add_parser("theory", help="Hessian effective rank of a real model's fine-tuning loss")
     tsub = t.add_subparsers(dest="theory_command", required=True)

@@ -26,9 +26,8 @@ import time
 import torch
 
 from ..memory import reset_peak, rss_now_bytes, rss_peak_bytes
+from ..placement import DTYPES
 from .memory import run_fresh
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def build(spec: dict):

@@ -15,7 +15,6 @@ gradients, Adam for two moments more.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -56,10 +55,7 @@ def probe(spec: dict) -> dict:
     built = load(spec["model"], task, spec["mode"], spec["tuning"], template=spec.get("template"), seed=spec["seed"])
     model, scorer = built.model.to(spec.get("device", "cpu")), built.scorer
     model.train(False)
-    enc = scorer.encode(train)
-    if cuda:
-        enc = dataclasses.replace(enc, **{f.name: getattr(enc, f.name).to(spec["device"])
-                                          for f in dataclasses.fields(enc) if torch.is_tensor(getattr(enc, f.name))})
+    enc = scorer.encode(train).to(spec.get("device", "cpu"))
     objective = get_objective("ce")
     method = spec["method"]
     params = [p for p in model.parameters() if p.requires_grad]

@@ -172,7 +172,7 @@ def load_suite(spec: str) -> Suite:
 
 
 def _check_cost(cost: dict, path: Path) -> None:
-    from .cost import DTYPES
+    from ..placement import DTYPES
 
     if not cost:
         return

@@ -7,10 +7,11 @@ import time
 from pathlib import Path
 
 from .. import tasks
+from ..placement import checked_device, dtype_of
 from ..provenance import machine
 from .build import load
 from .evaluate import evaluate
-from .loop import FIRST_ORDER, FinetuneConfig, finetune, peak_memory_bytes, reset_peak_memory
+from .loop import FIRST_ORDER, FinetuneConfig, completed_config, finetune, peak_memory_bytes, reset_peak_memory
 from .runs import load_run_weights, run_config
 
 # MeZO's grids (appendix E): the middle of each, per tuning; first-order Adam uses its own scale
@@ -45,21 +46,28 @@ def run_finetune(cfg: FinetuneConfig, out: str, task_args: dict, progress: bool 
     task = load_task(cfg.task, **task_args)
     splits = sample(task, cfg.protocol, cfg.k, cfg.seed, cfg.test_limit)
     built = load(cfg.model, task, cfg.mode, cfg.tuning, template=cfg.template, max_length=cfg.max_length,
-                 seed=cfg.seed)
+                 seed=cfg.seed, dtype=dtype_of(cfg.dtype))
+    built.model.to(cfg.device)
     return finetune(cfg, built, splits, out, progress=progress, snapshot_every=snapshot_every)
 
 
 def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int | None = None,
              template: str | None = None, mode: str = "prompt", icl: int = 0, linear_probe: bool = False,
              k: int = 16, seed: int = 0, from_run: str | None = None, max_length: int = 256,
-             task_args: dict | None = None, progress: bool = True) -> dict:
-    """Zero-shot, in-context or linear-probe accuracy; or the accuracy of a finished `zoo finetune` run."""
+             task_args: dict | None = None, progress: bool = True, dtype: str = "float32",
+             device: str | None = None) -> dict:
+    """Zero-shot, in-context or linear-probe accuracy; or the accuracy of a finished `zoo finetune` run.
+
+    A run is evaluated in its own dtype, and on its own device unless `device` says otherwise
+    (rebuilding a run from its logged losses on another device is not bit-exact).
+    """
     task_args = task_args or {}
     run_cfg = None
     if from_run:
-        run_cfg = run_config(from_run)
+        run_cfg = completed_config(run_config(from_run))
         model, task_name, mode, template = run_cfg["model"], run_cfg["task"], run_cfg["mode"], run_cfg["template"]
-        max_length = run_cfg["max_length"]
+        max_length, dtype, device = run_cfg["max_length"], run_cfg["dtype"], device or run_cfg["device"]
+    torch_dtype, device = dtype_of(dtype), checked_device(device or "cpu")
     task = load_task(task_name, **task_args)
     peak_scope = reset_peak_memory()
     t0 = time.time()
@@ -67,7 +75,8 @@ def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int
         from .probe import linear_probe as probe
 
         splits = tasks.few_shot(task, k, seed, limit)
-        built = load(model, task, mode, "full", template=template, max_length=max_length)
+        built = load(model, task, mode, "full", template=template, max_length=max_length, dtype=torch_dtype)
+        built.model.to(device)
         metrics = probe(built.model, built.scorer, splits, task.num_classes)
         how = f"linear probe on k={k} (seed {seed})"
     else:
@@ -82,7 +91,8 @@ def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int
             rng.shuffle(demos)
         tuning = run_cfg["tuning"] if run_cfg else "full"
         built = load(model, task, mode, tuning, template=template, max_length=max_length, demonstrations=demos,
-                     seed=run_cfg["seed"] if run_cfg else seed)
+                     seed=run_cfg["seed"] if run_cfg else seed, dtype=torch_dtype)
+        built.model.to(device)
         if run_cfg:
             load_run_weights(from_run, built.model, progress=progress)
         metrics = evaluate(built.model, built.scorer, examples, progress=split if progress else None)
@@ -90,6 +100,7 @@ def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int
                f"{icl}-shot in-context per class" if icl else "zero-shot")
     return {"config": {"model": model, "task": task.name, "split": split if not linear_probe else task.eval_split,
                        "template": None if mode == "head" else task.template(template).name,
-                       "mode": mode, "method": how, "limit": limit, "seed": seed},
+                       "mode": mode, "method": how, "limit": limit, "seed": seed, "dtype": dtype,
+                       "device": str(device)},
             "metrics": metrics, "wall_time_s": time.time() - t0, "peak_memory_bytes": peak_memory_bytes(),
             "peak_memory_scope": peak_scope, "measured": machine()}

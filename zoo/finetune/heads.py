@@ -7,7 +7,11 @@ from torch import nn
 
 
 class PooledClassifier(nn.Module):
-    """An encoder's mean-pooled last hidden states, then a linear head."""
+    """An encoder's mean-pooled last hidden states, then a linear head.
+
+    The head is float32 whatever the encoder's dtype: the pooled features are cast up to it, so a
+    half-precision encoder still trains a float32 head.
+    """
 
     def __init__(self, encoder: nn.Module, num_labels: int):
         super().__init__()
@@ -19,7 +23,8 @@ class PooledClassifier(nn.Module):
     def forward(self, input_ids, attention_mask):
         h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         m = attention_mask.unsqueeze(-1).to(h.dtype)
-        return self.head((h * m).sum(1) / m.sum(1))
+        pooled = (h * m).sum(1) / m.sum(1)
+        return self.head(pooled.to(self.head.weight.dtype))
 
 
 def zero_head(module: nn.Module) -> nn.Module:

@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from ..memory import reset_peak, rss_peak_bytes
+from ..placement import DTYPES, checked_device, model_device
 from ..provenance import machine
 from ..tasks import Splits
 from .build import Built
@@ -52,6 +53,8 @@ class FinetuneConfig:
     max_length: int = 256
     checkpoint_every: int = 50
     estimator_options: dict = field(default_factory=dict)
+    dtype: str = "float32"  # of the pretrained weights (zoo.placement says what stays float32)
+    device: str = "cpu"
 
     def validate(self) -> None:
         from .. import estimators
@@ -67,6 +70,14 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.protocol not in ("kshot", "mezo"):
             raise ValueError(f"unknown protocol {self.protocol!r}: use kshot or mezo")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}: use one of {', '.join(DTYPES)}")
+        checked_device(self.device)
+
+
+def completed_config(saved: dict) -> dict:
+    """A saved config with the defaults of fields added since it was written (an older zoo ran with them)."""
+    return {**asdict(FinetuneConfig()), **saved}
 
 
 def minibatch(n: int, batch_size: int, seed: int, step: int) -> list[int]:
@@ -145,6 +156,7 @@ def snapshots(out: str | Path) -> list[Path]:
 
 def check_same_config(path: Path, saved: dict, cfg: FinetuneConfig) -> None:
     """Refuses to resume from a file written by a run with another config."""
+    saved = completed_config(saved)
     if saved != asdict(cfg):
         changed = sorted(k for k, v in asdict(cfg).items() if saved.get(k) != v)
         raise ValueError(f"{path} belongs to a run with a different config ({', '.join(changed)}); "
@@ -192,7 +204,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     results_path = out / "results.json"
     if results_path.exists():
         done = json.loads(results_path.read_text())
-        if done.get("config") == asdict(cfg):
+        if "config" in done and completed_config(done["config"]) == asdict(cfg):
             return done
         raise ValueError(f"{results_path} holds the results of a run with a different config; use another --out")
     peak_scope = reset_peak_memory()
@@ -252,13 +264,14 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     if start == 0 and not history["evals"]:
         dev_eval(0)
     model.train(False)  # dropout off: ZO differences must see the same function twice
+    device = model_device(model)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress,
                desc=f"{cfg.estimator} {cfg.task} ({cfg.tuning})")
     step = start
     try:
         for step in bar:
             idx = minibatch(len(splits.train), cfg.batch_size, cfg.seed, step)
-            enc = scorer.encode([splits.train[i] for i in idx])
+            enc = scorer.encode([splits.train[i] for i in idx]).to(device)
 
             losses = []
 

@@ -11,26 +11,27 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
+from ..placement import model_device
 from .scoring import PromptScorer, _position_ids, left_pad
 
 
 @torch.no_grad()
 def features(model, scorer, examples, batch_size: int = 32) -> np.ndarray:
-    out = []
+    out, device = [], model_device(model)
     for i in range(0, len(examples), batch_size):
         chunk = examples[i:i + batch_size]
         if isinstance(scorer, PromptScorer):
             ctx = [scorer._ids(scorer.prefix + scorer.template.context(e))[-scorer.max_length:] for e in chunk]
-            ids, mask = left_pad(ctx, scorer.pad_id)
+            ids, mask = (t.to(device) for t in left_pad(ctx, scorer.pad_id))
             h = model(input_ids=ids, attention_mask=mask, position_ids=_position_ids(mask),
                       output_hidden_states=True, logits_to_keep=1).hidden_states[-1][:, -1]
         else:
-            enc = scorer.encode(chunk)
+            enc = scorer.encode(chunk).to(device)
             base = getattr(model, "encoder", model)
             states = base(input_ids=enc.input_ids, attention_mask=enc.attention_mask).last_hidden_state
             m = enc.attention_mask.unsqueeze(-1).to(states.dtype)
             h = (states * m).sum(1) / m.sum(1)
-        out.append(h.float().numpy())
+        out.append(h.float().cpu().numpy())
     return np.concatenate(out).astype(np.float64)
 
 

@@ -34,7 +34,7 @@ def run_config(run: str | Path) -> dict:
     run = Path(run)
     ckpt = run / "checkpoint.pt"
     if ckpt.exists():
-        return torch.load(ckpt, weights_only=False)["config"]
+        return torch.load(ckpt, map_location="cpu", weights_only=False)["config"]
     log = _log(run)
     if log is None:
         raise ValueError(f"{run}: no checkpoint.pt and no logged losses (is it the --out of `zoo finetune`?)")
@@ -46,7 +46,7 @@ def load_run_weights(run: str | Path, model, progress: bool = True) -> int:
     run = Path(run)
     ckpt = run / "checkpoint.pt"
     if ckpt.exists():
-        payload = torch.load(ckpt, weights_only=False)
+        payload = torch.load(ckpt, map_location="cpu", weights_only=False)
         load_trainable_state(model, payload["params"])
         return payload["step"]
     log = _log(run)
