@@ -2,8 +2,9 @@
 
     python benchmarks/report.py
 
-Inputs: benchmarks/results/step_speed.json (from `pytest benchmarks/test_step_speed.py`)
-and docs/drift.json (from `python benchmarks/drift.py`).
+Inputs: benchmarks/results/step_speed.json (from `pytest benchmarks/test_step_speed.py`),
+sparse_sweep_speed.json, sparse_threshold_speed.json and dtype_compare.json (from the scripts of
+those names in benchmarks/), and docs/drift.json (from `python benchmarks/drift.py`).
 """
 
 from __future__ import annotations
@@ -110,7 +111,140 @@ generates z into a 512 KiB buffer per thread with `normal_` and adds it. The ori
 regenerates z four times, allocates a fresh tensor for each parameter and each sweep, and rebinds
 `param.data`. Its re-implementation is `benchmarks/mezo_original.py` (the released trainer's
 `zo_perturb_parameters` / `zo_update`, with a private generator instead of the global one).
+"""  + sparse_sections() + dtype_section() + KERNELS_AND_GPU
 
+
+
+def _result(name: str) -> dict:
+    return json.loads((ROOT / "benchmarks" / "results" / f"{name}.json").read_text())
+
+
+def sparse_sections() -> str:
+    w, t = _result("sparse_sweep_speed"), _result("sparse_threshold_speed")
+    m, r = w["medians_s"], w["ratios"]
+    return f"""
+## Sparse MeZO: the mask inside the kernel
+
+Sparse MeZO's z is zero where |θ| ≥ τ, and the step's later sweeps must use the mask of θ, not of
+the perturbed weights. The C kernel applies the mask in the same pass as the draw and the `fmaf`:
+the first sweep of a step compares |θ| with τ and packs the mask into bits, the later ones read
+the bits. Before, the sweep drew z into a buffer, built the mask as a tensor, packed or unpacked
+it with torch ops, multiplied and added: five passes over a chunk instead of one. The result is
+the same bits (tests/test_kernels.py checks the fused sweeps against the unfused path, signed
+zeros and values on τ included).
+
+Measured by `{w['command']}` on {w['date']} ({w['machine']}; two background jobs shared the
+2 cores at nice 10): the SmolLM2-135M config with random weights, batch 16 x 64, medians of
+{w['rounds']} rounds with the variants alternated. Figures in `benchmarks/results/sparse_sweep_speed.json`.
+
+| | seconds (median) | / a dense MeZO sweep or step |
+|---|---|---|
+| dense MeZO sweep (134.5M weights) | {m['dense_sweep']:.3f} | 1.00 |
+| sparse sweep, first of a step, fused | {m['sparse_first_sweep']:.3f} | {r['sparse_first_sweep_over_dense']:.2f} |
+| sparse sweep, later, fused | {m['sparse_later_sweep']:.3f} | {r['sparse_later_sweep_over_dense']:.2f} |
+| sparse sweep, first of a step, unfused (before) | {m['sparse_first_sweep_unfused']:.3f} | {r['unfused_first_sweep_over_dense']:.2f} |
+| sparse sweep, later, unfused (before) | {m['sparse_later_sweep_unfused']:.3f} | {r['unfused_later_sweep_over_dense']:.2f} |
+| mezo-sgd step | {m['mezo_sgd_step']:.2f} | 1.00 |
+| sparse-mezo step, fused | {m['sparse_mezo_step']:.2f} | {r['sparse_step_over_mezo_step']:.3f} |
+| sparse-mezo step, unfused (before) | {m['sparse_mezo_step_unfused']:.2f} | {r['unfused_sparse_step_over_mezo_step']:.3f} |
+
+A first fused version built and read the bits one element at a time (sweeps 1.32x and 1.35x a
+dense one); packing and unpacking a byte per inner loop of 8 lets GCC vectorise them.
+The forwards dominate a step on this CPU, so the step gains less than the sweeps. The Triton
+backend has the same fused masked sweep (`_masked_kernel`, float32, float16 and bfloat16; τ is
+rounded to the parameter's dtype first, as torch's comparison does). Under the interpreter it takes
+the unfused path's mask decisions (tests/test_kernels.py); tests/test_gpu.py checks the same on a GPU,
+and its speed on a GPU is not measured yet (no GPU was lent).
+
+### The thresholds, once per run
+
+A run computes τ = quantile(|θ|, 1 − sparsity) once per tensor, in its first step, on a strided
+sample of up to 2^20 elements. `torch.quantile` sorts each sample; `quantile_by_selection`
+(zoo/perturb/masks.py) finds the two order statistics that quantile's linear interpolation needs
+with `torch.kthvalue` and interpolates them the way torch does, in the sample's dtype, so every τ
+has the same bits (tests/test_stream.py compares them on ties, both ends and inexact ranks; the
+script below checks all {t['tensors']} again). Measured by `{t['command']}`
+on {t['date']} ({t['machine']}, beside three background jobs at nice 10),
+SmolLM2-135M config with random weights, medians of {t['rounds']} alternated rounds
+(`benchmarks/results/sparse_threshold_speed.json`):
+
+| all {t['tensors']} thresholds | seconds (median) |
+|---|---|
+| `torch.quantile` (sort, before) | {t['medians_s']['sort']:.2f} |
+| `quantile_by_selection` (two selections) | {t['medians_s']['selection']:.2f} |
+
+{t['speedup']:.1f}x faster, with identical thresholds, so the masks and the committed sparse-mezo runs are unchanged.
+"""
+
+
+def _same(row: dict) -> str:
+    return "yes" if row["identical_logits"] else f"no, max difference {row['max_abs_difference']:.1e}"
+
+
+def dtype_section() -> str:
+    d, h = _result("dtype_compare"), _result("head_slice_speed")
+    z, st = d["zero_shot"], d["steps"]
+    step_rows = "\n".join(
+        f"| mezo-sgd step, {tuning} (lr {st[tuning]['float32']['lr']:g}, eps {st[tuning]['float32']['eps']:g}) "
+        f"| {st[tuning]['float32']['median_step_s']:.2f} s, {st[tuning]['float32']['moved_fraction_median']:.1%} moved "
+        f"| {st[tuning]['bfloat16']['median_step_s']:.2f} s, {st[tuning]['bfloat16']['moved_fraction_median']:.1%} moved "
+        f"| {st[tuning]['time_ratio_float32_over_bfloat16']:.2f} |" for tuning in st)
+    moved = ", ".join(f"{x:.1%}" for x in st["full"]["bfloat16"]["moved_fraction"])
+    head_rows = "\n".join(
+        f"| {r['task']} | {r['tuning']} | {r['dtype']} | {r['rows']} x {r['length']} | {r['median_s']['int']:.3f} "
+        f"| {r['median_s']['index']:.3f} | {r['speedup']:.2f} | "
+        f"{_same(r)} |" for r in h["rows"])
+    return f"""
+## Precision: bfloat16 weights on this CPU
+
+`zoo finetune --dtype bfloat16` and `zoo eval --dtype bfloat16` load the pretrained weights in
+bfloat16; an encoder's new head, LoRA factors and prefixes stay float32 (zoo/placement.py), and a
+ZO run defaults to `--perturbation exact` (docs/drift.md). This CPU has AVX-512 BF16 (no AMX).
+Measured by `{d['command']}` on {d['date']} ({d['machine']}, beside three background jobs at nice 10
+and a CI test run):
+the real SmolLM2-135M-Instruct, SST-2 (review template), one k = 16 batch of 16, medians of
+alternated rounds (`benchmarks/results/dtype_compare.json`). "moved" is the fraction of trained
+elements whose bits a step changed.
+
+| | float32 | bfloat16 | float32 / bfloat16 time |
+|---|---|---|---|
+| zero-shot, all {z['float32']['examples']} SST-2 dev sentences | accuracy {z['float32']['accuracy']:.3f}, {z['float32']['seconds']:.0f} s | accuracy {z['bfloat16']['accuracy']:.3f}, {z['bfloat16']['seconds']:.0f} s | {z['float32']['seconds'] / z['bfloat16']['seconds']:.2f} |
+{step_rows}
+
+- **Evaluation** in bfloat16 is about twice as fast, and zero-shot accuracy moved by
+  {z['bfloat16']['accuracy'] - z['float32']['accuracy']:+.3f}.
+- **Full fine-tuning in bfloat16 loses most of each update.** A weight near 0.05 has a bfloat16 spacing
+  of 2^-12 (2.4e-4); an update lr·g·z of about 3e-5 rounds back to the same number unless the
+  projected gradient g is large. The four steps changed {moved} of the weights, against
+  all of them in float32, so a bfloat16 run is not the float32 run rounded: use float32 weights
+  (or a larger lr) for full-parameter ZO. LoRA and prefix train float32 factors and keep every update.
+- **Steps.** A LoRA step is {st['lora']['time_ratio_float32_over_bfloat16']:.2f}x faster in bfloat16. A
+  full-parameter step is not ({st['full']['time_ratio_float32_over_bfloat16']:.2f}x): the `exact` mode that
+  bfloat16 needs copies each module's weights aside and back in every forward, which costs about
+  what the bfloat16 forwards save on this CPU.
+
+### The LM head over the kept positions
+
+Scoring keeps the logits of the last one or two positions only. Passed as an int, `logits_to_keep`
+slices the hidden states as a strided view; where the tied embedding matrix needs no grad (LoRA,
+prefix), torch's matmul multiplies that view as a batched product over a copy of the whole
+vocabulary matrix per row. zoo passes the positions as an index tensor, which copies them into a
+contiguous block first. Measured by `{h['command']}` on {h['date']} ({h['machine']}): one forward
+of a k = 16 batch, padded whole, medians of {h['rounds']} alternated rounds (`benchmarks/results/head_slice_speed.json`).
+Beside the three background jobs, the CI test run shared the two cores during the RTE rows: their
+forwards vary by more than the head costs there (one head product over 16 x 2 positions against
+forwards over 16 x 180 tokens), so read them as "no measurable difference", not as a slowdown.
+
+| task | tuning | dtype | rows x tokens | int (s) | index (s) | speedup | same logits |
+|---|---|---|---|---|---|---|---|
+{head_rows}
+
+Full-parameter runs compute the same bits either way (their weights need grad, so torch folds the
+view into one matrix product already); LoRA and prefix runs finished before 2026-11-30 ran the slow path.
+"""
+
+
+KERNELS_AND_GPU = """
 ## Kernel tests
 
 - The C kernel equals a numpy Philox-4x32-10 + Box-Muller reference bit for bit
