@@ -26,10 +26,11 @@ from zoo import estimators, tasks
 from zoo.finetune.build import load
 from zoo.finetune.evaluate import evaluate
 from zoo.finetune.objectives import get_objective
+from zoo.placement import dtype_of
 
 ROUNDS = 4
 SETTINGS = {"full": {"lr": 3e-5, "eps": 1e-3}, "lora": {"lr": 1e-3, "eps": 1e-2}}
-DTYPES = {"float32": (torch.float32, "inplace"), "bfloat16": (torch.bfloat16, "exact")}
+PERTURBATION = {"float32": "inplace", "bfloat16": "exact"}  # what `zoo finetune --dtype` defaults to
 
 
 def main() -> dict:
@@ -39,13 +40,13 @@ def main() -> dict:
     out = {"steps": {}, "zero_shot": {}}
     for tuning, hp in SETTINGS.items():
         runs = {}
-        for name, (dtype, perturbation) in DTYPES.items():
-            built = load("smollm2-135m", task, "prompt", tuning, template="review", dtype=dtype)
+        for name, perturbation in PERTURBATION.items():
+            built = load("smollm2-135m", task, "prompt", tuning, template="review", dtype=dtype_of(name))
             params = [p for p in built.model.parameters() if p.requires_grad]
             opt = estimators.get("mezo-sgd", params, module=built.model, seed=0, perturbation=perturbation, **hp)
             runs[name] = (built, params, opt, built.scorer.encode(batch))
-        times = {name: [] for name in DTYPES}
-        moved = {name: [] for name in DTYPES}
+        times = {name: [] for name in PERTURBATION}
+        moved = {name: [] for name in PERTURBATION}
         for _ in range(ROUNDS):
             for name, (built, params, opt, enc) in runs.items():
                 before = [p.detach().clone() for p in params]
@@ -59,14 +60,14 @@ def main() -> dict:
             name: {"median_step_s": statistics.median(times[name]), "step_s": times[name],
                    "moved_fraction_median": statistics.median(moved[name]), "moved_fraction": moved[name],
                    "trained_dtypes": sorted({str(p.dtype) for p in runs[name][1]}),
-                   "perturbation": DTYPES[name][1], **hp}
-            for name in DTYPES}
+                   "perturbation": PERTURBATION[name], **hp}
+            for name in PERTURBATION}
         out["steps"][tuning]["time_ratio_float32_over_bfloat16"] = (
             out["steps"][tuning]["float32"]["median_step_s"] / out["steps"][tuning]["bfloat16"]["median_step_s"])
         del runs
     dev = task.examples(task.eval_split)
-    for name, (dtype, _) in DTYPES.items():
-        built = load("smollm2-135m", task, "prompt", "full", template="review", dtype=dtype)
+    for name in PERTURBATION:
+        built = load("smollm2-135m", task, "prompt", "full", template="review", dtype=dtype_of(name))
         t = time.perf_counter()
         m = evaluate(built.model, built.scorer, dev)
         out["zero_shot"][name] = {"accuracy": m["accuracy"], "loss": m["loss"], "examples": m["examples"],

@@ -23,6 +23,7 @@ import record
 from zoo import tasks
 from zoo.finetune.build import load
 from zoo.finetune.scoring import _position_ids
+from zoo.placement import dtype_of
 
 ROUNDS = 3
 CASES = [("sst2", "review", "full", "float32"), ("sst2", "review", "lora", "float32"),
@@ -34,7 +35,7 @@ def main() -> dict:
     rows = []
     for task_name, template, tuning, dtype in CASES:
         task = tasks.get_task(task_name)
-        built = load("smollm2-135m", task, "prompt", tuning, template=template, dtype=getattr(torch, dtype))
+        built = load("smollm2-135m", task, "prompt", tuning, template=template, dtype=dtype_of(dtype))
         enc = built.scorer.encode(tasks.few_shot(task, 16, 0).train[:16])
         length, width = enc.input_ids.shape[1], 2
         kwargs = dict(input_ids=enc.input_ids, attention_mask=enc.attention_mask,

@@ -122,7 +122,7 @@ def report(path: Path):
              "`benchmarks/results/paper/`.", "",
              "LoRA and prefix runs that finished before 2026-11-30 ran the LM head over a strided view of the",
              "hidden states, which torch multiplies as a batched product; later runs copy the kept positions first",
-             "(zoo/finetune/scoring.py). The scores agree to about 1e-5, and SST-2 forwards are 1.2-1.3x faster",
+             "(zoo/finetune/scoring.py). The scores agree to about 1e-5, and SST-2 forwards are about 1.2x faster",
              "(docs/performance.md, *The LM head over the kept positions*);",
              "full-parameter runs compute the same bits either way.", ""]
     for task in ("sst2", "rte"):

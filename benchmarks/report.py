@@ -215,7 +215,7 @@ elements whose bits a step changed.
   {z['bfloat16']['accuracy'] - z['float32']['accuracy']:+.3f}.
 - **Full fine-tuning in bfloat16 loses most of each update.** A weight near 0.05 has a bfloat16 spacing
   of 2^-12 (2.4e-4); an update lr·g·z of about 3e-5 rounds back to the same number unless the
-  projected gradient g is large. The four steps changed {moved} of the weights, against
+  projected gradient g is large. The {len(st['full']['bfloat16']['moved_fraction'])} steps changed {moved} of the weights, against
   all of them in float32, so a bfloat16 run is not the float32 run rounded: use float32 weights
   (or a larger lr) for full-parameter ZO. LoRA and prefix train float32 factors and keep every update.
 - **Steps.** A LoRA step is {st['lora']['time_ratio_float32_over_bfloat16']:.2f}x faster in bfloat16. A
@@ -231,9 +231,8 @@ prefix), torch's matmul multiplies that view as a batched product over a copy of
 vocabulary matrix per row. zoo passes the positions as an index tensor, which copies them into a
 contiguous block first. Measured by `{h['command']}` on {h['date']} ({h['machine']}): one forward
 of a k = 16 batch, padded whole, medians of {h['rounds']} alternated rounds (`benchmarks/results/head_slice_speed.json`).
-Beside the three background jobs, the CI test run shared the two cores during the RTE rows: their
-forwards vary by more than the head costs there (one head product over 16 x 2 positions against
-forwards over 16 x 180 tokens), so read them as "no measurable difference", not as a slowdown.
+Three background jobs shared the two cores at nice 10. On RTE the head is one product over 16 x 2
+positions against forwards over 16 x 180 tokens, so its cost is within the forwards' noise there.
 
 | task | tuning | dtype | rows x tokens | int (s) | index (s) | speedup | same logits |
 |---|---|---|---|---|---|---|---|

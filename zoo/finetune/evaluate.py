@@ -6,7 +6,6 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from ..placement import model_device
 from ..tasks import Example
 from .objectives import macro_f1
 
@@ -18,12 +17,11 @@ def evaluate(model, scorer, examples: list[Example], batch_size: int = 32, progr
     scores = [None] * len(examples)
     was_training = model.training
     model.eval()
-    device = model_device(model)
     batches = range(0, len(order), batch_size)
     for start in tqdm(batches, desc=progress, disable=progress is None, leave=False):
         idx = order[start:start + batch_size]
-        enc = scorer.encode([examples[i] for i in idx]).to(device)
-        for i, s in zip(idx, scorer(model, enc).float().cpu()):
+        enc = scorer.encode([examples[i] for i in idx])  # the scorer moves it to the model's device
+        for i, s in zip(idx, scorer(model, enc).cpu()):
             scores[i] = s
     model.train(was_training)
     s = torch.stack(scores)

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from ..memory import reset_peak, rss_peak_bytes
-from ..placement import DTYPES, checked_device, model_device
+from ..placement import checked_device, dtype_of, model_device
 from ..provenance import machine
 from ..tasks import Splits
 from .build import Built
@@ -70,8 +70,7 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.protocol not in ("kshot", "mezo"):
             raise ValueError(f"unknown protocol {self.protocol!r}: use kshot or mezo")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}: use one of {', '.join(DTYPES)}")
+        dtype_of(self.dtype)
         checked_device(self.device)
 
 

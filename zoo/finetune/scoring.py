@@ -187,7 +187,7 @@ class PromptScorer:
         # into a contiguous [rows, width + 1, hidden] block, which the LM head runs as one matrix product.
         # An int slices a strided view; where the head's weight needs no grad (LoRA, prefix) torch's
         # matmul then runs it as a batched product over a copy of the whole vocabulary matrix per row:
-        # on SST-2 with SmolLM2-135M, 1.3x slower LoRA forwards in float32 and 2.8x in bfloat16
+        # on SST-2 with SmolLM2-135M, 1.2x slower LoRA forwards in float32 and 2.9x in bfloat16
         # (benchmarks/head_slice_speed.py, docs/performance.md).
         length = input_ids.shape[1]
         keep = torch.arange(length - width - 1, length, device=input_ids.device)
