@@ -184,12 +184,23 @@ def _same(row: dict) -> str:
 def dtype_section() -> str:
     d, h = _result("dtype_compare"), _result("head_slice_speed")
     z, st = d["zero_shot"], d["steps"]
-    step_rows = "\n".join(
-        f"| mezo-sgd step, {tuning} (lr {st[tuning]['float32']['lr']:g}, eps {st[tuning]['float32']['eps']:g}) "
-        f"| {st[tuning]['float32']['median_step_s']:.2f} s, {st[tuning]['float32']['moved_fraction_median']:.1%} moved "
-        f"| {st[tuning]['bfloat16']['median_step_s']:.2f} s, {st[tuning]['bfloat16']['moved_fraction_median']:.1%} moved "
-        f"| {st[tuning]['time_ratio_float32_over_bfloat16']:.2f} |" for tuning in st)
-    moved = ", ".join(f"{x:.1%}" for x in st["full"]["bfloat16"]["moved_fraction"])
+
+    def step_row(tuning, name):
+        r = st[tuning][name]
+        over = r["median_step_s"] - r["median_two_forwards_s"]
+        chunks = "" if name.partition(",")[2] == "" else f" ({name.partition(', ')[2]})"
+        return (f"| {tuning} (lr {r['lr']:g}, eps {r['eps']:g}) | {name.split()[0].rstrip(',')} "
+                f"| {'/'.join(t.removeprefix('torch.') for t in r['trained_dtypes'])} | {r['perturbation']}{chunks} | {r['model_calls_per_forward']} "
+                f"| {r['median_step_s']:.2f} | {r['median_two_forwards_s']:.2f} | {over:+.2f} "
+                f"| {r['moved_fraction_median']:.1%} |")
+
+    step_rows = "\n".join(step_row(tuning, name) for tuning in st for name in st[tuning] if isinstance(st[tuning][name], dict))
+    full, lora = st["full"], st["lora"]
+    moved = ", ".join(f"{x:.1%}" for x in full["bfloat16"]["moved_fraction"])
+    overheads = {name: r["median_step_s"] - r["median_two_forwards_s"]
+                 for name, r in full.items() if isinstance(r, dict)}
+    chunked = full["bfloat16, evaluation's chunks"]
+    sw = d["sweep_in_tokens"]
     head_rows = "\n".join(
         f"| {r['task']} | {r['tuning']} | {r['dtype']} | {r['rows']} x {r['length']} | {r['median_s']['int']:.3f} "
         f"| {r['median_s']['index']:.3f} | {r['speedup']:.2f} | "
@@ -198,30 +209,49 @@ def dtype_section() -> str:
 ## Precision: bfloat16 weights on this CPU
 
 `zoo finetune --dtype bfloat16` and `zoo eval --dtype bfloat16` load the pretrained weights in
-bfloat16; an encoder's new head, LoRA factors and prefixes stay float32 (zoo/placement.py), and a
-ZO run defaults to `--perturbation exact` (docs/drift.md). This CPU has AVX-512 BF16 (no AMX).
-Measured by `{d['command']}` on {d['date']} ({d['machine']}, beside three background jobs at nice 10
-and a CI test run):
+bfloat16; an encoder's new head, LoRA factors and prefixes stay float32 (zoo/placement.py). A ZO
+estimator perturbs bfloat16 or float16 trained weights with `perturbation="exact"` unless told
+otherwise (docs/drift.md), so full fine-tuning in bfloat16 runs exact, and LoRA's float32 factors
+run in place. This CPU has AVX-512 BF16 (no AMX).
+Measured by `{d['command']}` on {d['date']} ({d['machine']}, beside the background jobs at nice 10):
 the real SmolLM2-135M-Instruct, SST-2 (review template), one k = 16 batch of 16, medians of
-alternated rounds (`benchmarks/results/dtype_compare.json`). "moved" is the fraction of trained
-elements whose bits a step changed.
+{len(full['float32']['step_s'])} rounds; within a round the variants alternate, and each step is
+followed by two plain forwards of the same batch (`benchmarks/results/dtype_compare.json`).
+"moved" is the median fraction of trained elements whose bits a step changed.
 
 | | float32 | bfloat16 | float32 / bfloat16 time |
 |---|---|---|---|
 | zero-shot, all {z['float32']['examples']} SST-2 dev sentences | accuracy {z['float32']['accuracy']:.3f}, {z['float32']['seconds']:.0f} s | accuracy {z['bfloat16']['accuracy']:.3f}, {z['bfloat16']['seconds']:.0f} s | {z['float32']['seconds'] / z['bfloat16']['seconds']:.2f} |
+
+| mezo-sgd step, tuning | weights | trained dtype | perturbation | model calls per forward | step s | two forwards s | step − forwards s | moved |
+|---|---|---|---|---|---|---|---|---|
 {step_rows}
 
 - **Evaluation** in bfloat16 is about twice as fast, and zero-shot accuracy moved by
   {z['bfloat16']['accuracy'] - z['float32']['accuracy']:+.3f}.
 - **Full fine-tuning in bfloat16 loses most of each update.** A weight near 0.05 has a bfloat16 spacing
   of 2^-12 (2.4e-4); an update lr·g·z of about 3e-5 rounds back to the same number unless the
-  projected gradient g is large. The {len(st['full']['bfloat16']['moved_fraction'])} steps changed {moved} of the weights, against
-  all of them in float32, so a bfloat16 run is not the float32 run rounded: use float32 weights
-  (or a larger lr) for full-parameter ZO. LoRA and prefix train float32 factors and keep every update.
-- **Steps.** A LoRA step is {st['lora']['time_ratio_float32_over_bfloat16']:.2f}x faster in bfloat16. A
-  full-parameter step is not ({st['full']['time_ratio_float32_over_bfloat16']:.2f}x): the `exact` mode that
-  bfloat16 needs copies each module's weights aside and back in every forward, which costs about
-  what the bfloat16 forwards save on this CPU.
+  projected gradient g is large. The {len(full['bfloat16']['moved_fraction'])} exact-mode steps changed {moved} of the weights,
+  against all of them in float32, so a bfloat16 run is not the float32 run rounded: use float32
+  weights (or a larger lr) for full-parameter ZO. LoRA and prefix train float32 factors and keep every update.
+- **Steps.** A LoRA step is {lora['time_ratio_float32_over_bfloat16']:.2f}x faster in bfloat16, a full-parameter step
+  {full['time_ratio_float32_over_bfloat16']:.2f}x. What a full step adds to its forwards (the perturbation sweeps over all
+  134.5M weights, and the update) is {overheads['float32']:.2f} s in float32, {overheads['bfloat16 inplace']:.2f} s in bfloat16 in place and
+  {overheads['bfloat16']:.2f} s in bfloat16 with the exact mode. One sweep over all weights took {sw['float32']['sweep_s']:.2f} s in
+  float32 and {sw['bfloat16']['sweep_s']:.2f} s in bfloat16: each draws one float32 normal per weight whatever the
+  weights' dtype, and drawing, not memory traffic, bounds a sweep on this CPU (the first section).
+  In bfloat16, in place is the fastest step ({full['bfloat16 inplace']['median_step_s']:.2f} s) but drifts (docs/drift.md);
+  the exact mode's {full['bfloat16']['median_step_s']:.2f} s is {overheads['bfloat16'] - overheads['bfloat16 inplace']:.2f} s more overhead (the mode also perturbs the tied
+  embedding once in each of its two modules, and copies every module's weights aside and back)
+  and {full['bfloat16']['median_two_forwards_s'] - full['bfloat16 inplace']['median_two_forwards_s']:.2f} s of slower forwards, run as one call (next point).
+- **Exact mode and chunked batches.** The exact mode perturbs each module as the model enters it,
+  so every model call draws z for the trained weights again: a sweep costs as much as
+  {sw['float32']['tokens']:.0f} (float32) and {sw['bfloat16']['tokens']:.0f} (bfloat16) tokens of forward here. Split into the
+  evaluation's {chunked['model_calls_per_forward']} length-sorted chunks, a bfloat16 exact step took {chunked['median_step_s']:.2f} s. `zoo finetune`
+  prices each model call of an exact step `EXACT_SWEEP_TOKENS` (256) x the trained fraction of the
+  weights higher (`PromptScorer.for_exact_perturbation`), which keeps this batch whole:
+  {full['bfloat16']['median_step_s']:.2f} s ({chunked['median_step_s'] / full['bfloat16']['median_step_s']:.2f}x faster). A batch whose chunks save more padded tokens than that
+  is still split; RTE's batches, padded to about twice their tokens when whole (scoring.py), are such.
 
 ### The LM head over the kept positions
 

@@ -158,6 +158,8 @@ def test_a_wrong_forward_declaration_is_caught(tmp_path, monkeypatch, capsys):
      "template 'review' on rte"),
     ('{"name": "x", "models": [{"model": "m", "template": ["review"]}], "tasks": ["sst2"]}',
      "models[0].template must be"),
+    ('{"name": "x", "models": [{"model": "m", "dtype": "fp8"}], "tasks": ["sst2"]}', "models[0] has dtype 'fp8'"),
+    ('{"name": "x", "models": [{"model": "m", "device": "tpu"}], "tasks": ["sst2"]}', "models[0] has device 'tpu'"),
 ])
 def test_bad_suite_files_are_one_line_errors(tmp_path, capsys, raw, message):
     path = tmp_path / "bad.json"
@@ -166,6 +168,29 @@ def test_bad_suite_files_are_one_line_errors(tmp_path, capsys, raw, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert main(["bench", "no-such-preset", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_a_model_entry_runs_in_its_own_dtype_into_its_own_folder(tmp_path):
+    """A bfloat16 entry beside the float32 one: its runs and baselines load bfloat16 weights, train with
+    the estimators' half-precision default, and the report names both entries apart."""
+    raw = json.loads(open(load_suite("smoke").path).read())
+    model = raw["models"][0]
+    path = _suite_file(tmp_path, models=[model, {**model, "dtype": "bfloat16"}], estimators=["mezo-sgd"],
+                       first_order={"adam": {"lr": [0.01]}}, seeds=[0], grid={"lr": [0.01], "eps": [0.01]},
+                       forward_budget=4, gradient={}, memory={})
+    out = tmp_path / "out"
+    assert main(["bench", str(path), "--out", str(out), "--quiet"]) == 0
+    half = out / "runs" / "fixture:tiny-llama-full-bfloat16" / "fixture:sentiment"
+    zo = json.loads((half / "mezo-sgd" / "lr0.01-eps0.01" / "seed0" / "results.json").read_text())
+    assert zo["config"]["dtype"] == "bfloat16" and zo["perturbation"] == "exact"
+    adam = json.loads((half / "adam" / "lr0.01-eps0" / "seed0" / "results.json").read_text())
+    assert adam["config"]["dtype"] == "bfloat16"
+    fp32 = out / "runs" / "fixture:tiny-llama-full" / "fixture:sentiment" / "mezo-sgd" / "lr0.01-eps0.01" / "seed0"
+    assert json.loads((fp32 / "results.json").read_text())["config"]["dtype"] == "float32"
+    assert json.loads((half / "zero-shot" / "all" / "results.json").read_text())["config"]["dtype"] == "bfloat16"
+    table = (out / "summary.md").read_text()
+    assert "| fixture:tiny-llama (full, bfloat16) | fixture:sentiment | mezo-sgd |" in table
+    assert "| fixture:tiny-llama (full) | fixture:sentiment | mezo-sgd |" in table
 
 
 def test_a_template_map_gives_each_task_its_template():

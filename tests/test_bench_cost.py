@@ -34,6 +34,8 @@ def test_cost_suite_measures_every_method_and_resumes(tmp_path):
         assert len(r["step_s"]) == 2 and r["median_step_s"] > 0 and r["peak_bytes"] >= r["base_bytes"] > 0
     summary = (out / "summary.md").read_text()
     assert "### tiny: 0.1M parameters, float32" in summary and "| mezo-sgd |" in summary
+    assert [r["perturbation"] for r in rows] == [None, "inplace", None]
+    assert ", ZO steps perturb inplace;" in summary
     assert (out / "step_cost.png").exists()
     before = (out / "step_cost.json").read_text()
     assert main(["bench", str(path), "--out", str(out), "--quiet"]) == 0
@@ -48,6 +50,13 @@ def test_probe_counts_optimizer_state_exactly():
     assert rows["mezo-adam"]["extra_state_bytes"] == 2 * nbytes
     assert rows["mezo-sgd"]["extra_state_bytes"] == 0 and rows["inference"]["extra_state_bytes"] == 0
     assert rows["inference"]["params"] == sum(p.numel() for p in cost.build(SPEC)[0].parameters())
+
+
+@pytest.mark.parametrize("asked,used", [(None, "exact"), ("inplace", "inplace"), ("exact", "exact")])
+def test_probe_uses_and_records_the_perturbation_mode(asked, used):
+    """bfloat16 weights get the estimators' half-precision default unless the config pins a mode."""
+    row = cost.probe({**SPEC, "dtype": "bfloat16", "method": "mezo-sgd", "perturbation": asked})
+    assert row["perturbation"] == used
 
 
 def test_build_is_seeded_and_leaves_the_global_rng_alone():
@@ -91,6 +100,7 @@ def test_gpu_preset_without_a_gpu_is_a_one_line_error(tmp_path, capsys, monkeypa
     ({"configs": [{"name": "x", "dtype": "fp8", "config": TINY}]}, "dtype 'fp8'"),
     ({"first_order": ["lbfgs"]}, "cost.first_order"),
     ({"rounds": 0}, "cost.rounds must be at least 1"),
+    ({"configs": [{"name": "x", "perturbation": "approx", "config": TINY}]}, "perturbation 'approx'"),
 ])
 def test_bad_cost_sections_are_one_line_errors(tmp_path, capsys, over, message):
     assert main(["bench", str(_suite(tmp_path, **over)), "--out", str(tmp_path / "o"), "--quiet"]) == 2

@@ -72,3 +72,42 @@ def test_exact_memory_is_at_most_the_largest_module():
     own = [sum(p.numel() * p.element_size() for p in m.parameters(recurse=False)) for m in model.modules()]
     assert 0 < opt.perturbation.peak_saved_bytes <= max(own)
     assert opt.perturbation.largest_module_bytes == max(own)
+
+
+@pytest.mark.parametrize("dtype,expected", [(torch.float32, "inplace"), (torch.bfloat16, "exact"), (torch.float16, "exact")])
+@pytest.mark.parametrize("name", zoo.available())
+def test_the_default_mode_is_exact_for_half_precision_weights(name, dtype, expected):
+    model = tiny_llama(dtype)
+    batch = lm_batch()
+    before = snapshot(model)
+    opt = zoo.get(name, model, lr=0.0, eps=1e-3, seed=3, **SMALL.get(name, {}))
+    assert opt.perturbation.name == expected
+    assert opt.state_dict()["zo"]["perturbation"] == expected
+    for _ in range(5):
+        opt.step(lambda: model(**batch).loss)
+    if expected == "exact":  # at MeZO's eps, in place would have lost bits here (the test above)
+        assert bits_equal(before, snapshot(model))
+
+
+def test_the_default_follows_the_trained_tensors_not_the_model():
+    """Float32 adapters on a bfloat16 model (LoRA's case) drift by float32 rounding only: in place is kept."""
+    model = tiny_llama(torch.bfloat16)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.lm_head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=False)
+    assert zoo.get("mezo-sgd", model, lr=0.0).perturbation.name == "inplace"
+    model.lm_head.to(torch.bfloat16)
+    assert zoo.get("mezo-sgd", model, lr=0.0).perturbation.name == "exact"
+
+
+def test_half_precision_without_the_module_warns_and_stays_inplace(caplog):
+    model = tiny_llama(torch.bfloat16)
+    with caplog.at_level("WARNING", logger="zoo"):
+        opt = zoo.get("mezo-sgd", list(model.parameters()), lr=0.0)
+    assert opt.perturbation.name == "inplace"
+    assert "bfloat16 weights perturbed in place drift" in caplog.text and "module=model" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="zoo"):
+        assert zoo.get("mezo-sgd", model, lr=0.0, perturbation="inplace").perturbation.name == "inplace"
+        assert zoo.get("mezo-sgd", list(tiny_llama().parameters()), lr=0.0).perturbation.name == "inplace"
+    assert caplog.text == ""  # asked for, or float32: nothing to warn about

@@ -9,6 +9,7 @@ from zoo.cli import main
 from zoo.finetune.build import prepare
 from zoo.finetune.heads import PooledClassifier
 from zoo.finetune.loop import FinetuneConfig, finetune
+from zoo.finetune.scoring import EXACT_SWEEP_TOKENS
 from zoo.placement import checked_device, dtype_of
 from zoo.tasks import few_shot, user_task
 from conftest import WORDS, bits_equal, sentiment_file, tiny_llama, tiny_model_folder, word_tokenizer
@@ -26,7 +27,11 @@ def test_a_bfloat16_run_trains_what_it_should_in_the_dtype_it_should_and_replays
     assert _finetune_cli(folder, data, out, "--tuning", tuning, "--lr", "0.5", "--dtype", "bfloat16") == 0
     r = json.loads((out / "results.json").read_text())
     assert r["config"]["dtype"] == "bfloat16" and r["config"]["device"] == "cpu"
-    assert r["config"]["estimator_options"] == {"perturbation": "exact"}  # the half-precision default
+    assert r["config"]["estimator_options"] == {}
+    # the estimator's default: exact where the trained weights are bfloat16, in place for float32 adapters
+    assert r["perturbation"] == ("exact" if tuning == "full" else "inplace")
+    # and an exact step's forwards price each model call one sweep over the weights higher (scoring.py)
+    assert r["call_cost_tokens"] == 64 + (EXACT_SWEEP_TOKENS if tuning == "full" else 0)
     trained = torch.load(out / "checkpoint.pt", weights_only=False)["params"]
     # full fine-tuning trains the bfloat16 weights themselves; peft's adapters stay float32
     assert {t.dtype for t in trained.values()} == {torch.bfloat16 if tuning == "full" else torch.float32}
@@ -44,7 +49,7 @@ def test_a_bfloat16_run_trains_what_it_should_in_the_dtype_it_should_and_replays
 @pytest.mark.parametrize("perturbation,restored", [(None, True), ("inplace", False)])
 def test_half_precision_zo_at_lr_zero_gives_back_every_weight_by_default(tmp_path, perturbation, restored):
     """In bfloat16 the way back by subtraction loses bits at eps = 1e-3 (docs/drift.md), so the CLI's default
-    for half precision is the exact mode; asked for explicitly, `inplace` shows the drift it avoids."""
+    for half-precision weights is the exact mode; asked for explicitly, `inplace` shows the drift it avoids."""
     folder, data = tiny_model_folder(tmp_path)
     out = tmp_path / "run"
     extra = ["--perturbation", perturbation] if perturbation else []

@@ -213,3 +213,34 @@ def test_chunked_scores_equal_whole_batch_scores_under_peft(tuning):
             scores.append(scorer(model, enc))
     assert len(length_chunks(enc.attention_mask.sum(1).tolist(), 0)) > 1  # the batch really ran in chunks
     torch.testing.assert_close(scores[1], scores[0], rtol=0, atol=2e-6)
+
+
+def test_an_exact_step_runs_each_forward_whole_where_evaluation_splits_the_batch():
+    """Under perturbation='exact' every model call re-perturbs the trained weights (one sweep each), so a
+    full-parameter step's closures price a call EXACT_SWEEP_TOKENS higher and keep this batch whole."""
+    import zoo
+    from zoo.finetune.scoring import EXACT_SWEEP_TOKENS
+
+    model = tiny_llama(torch.bfloat16)
+    template = Template("t", "review : {text} sentiment :", (" bad", " good"))
+    scorer = PromptScorer(word_tokenizer(), template)
+    # 8 rows of 5 tokens and 8 of 40: splitting saves 16 x 40 - (8 x 5 + 8 x 40) = 280 padded tokens
+    examples = [Example({"text": "good"}, 1)] * 8 + [Example({"text": " ".join(["bad"] * 36)}, 0)] * 8
+    enc = scorer.encode(examples)
+    calls = []
+    model.register_forward_pre_hook(lambda m, a: calls.append(1))
+    with torch.no_grad():
+        evaluated = scorer(model, enc)
+    assert len(calls) == 2  # evaluation: two length-sorted chunks (64 < 280)
+
+    full = scorer.for_exact_perturbation(1.0)
+    assert full.call_cost_tokens == 64 + EXACT_SWEEP_TOKENS > 280 and scorer.call_cost_tokens == 64
+    opt = zoo.get("mezo-sgd", model, lr=0.0, eps=1e-3)
+    assert opt.perturbation.name == "exact"
+    calls.clear()
+    with torch.no_grad():
+        opt.step(lambda: get_objective("ce")(full(model, enc), enc.labels))
+        assert len(calls) == 2  # one call per forward, not two
+        torch.testing.assert_close(full(model, enc), evaluated, rtol=0, atol=0.05)  # the same scores, bf16 rounding
+    assert scorer.for_exact_perturbation(0.001).call_cost_tokens == 64  # a few trained weights: a cheap sweep
+    assert PromptScorer(word_tokenizer(), template, call_cost_tokens=None).for_exact_perturbation(1.0).call_cost_tokens is None

@@ -35,15 +35,13 @@ def _task_args(args) -> dict:
 
 def _finetune(args):
     from .finetune.commands import DEFAULT_EPS, default_lr, run_finetune
-    from .finetune.loop import FIRST_ORDER, FinetuneConfig
+    from .finetune.loop import FinetuneConfig
 
     options = {}
     if args.n is not None:
         options["n"] = args.n
-    if args.perturbation:
+    if args.perturbation:  # else the estimator's default: exact for half-precision weights
         options["perturbation"] = args.perturbation
-    elif args.dtype != "float32" and args.estimator not in FIRST_ORDER:
-        options["perturbation"] = "exact"  # in place, half-precision weights drift by whole ulps (docs/drift.md)
     cfg = FinetuneConfig(
         model=args.model, task=args.task, estimator=args.estimator, steps=args.steps, k=args.k,
         protocol=args.protocol, seed=args.seed, lr=args.lr if args.lr is not None else default_lr(args.estimator, args.tuning),
@@ -242,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--eps", type=float, default=None, help="default: by tuning (full 1e-3, lora 1e-2, prefix 1e-1)")
     f.add_argument("--n", type=int, default=None, help="directions per step, for n-spsa")
     f.add_argument("--perturbation", choices=["inplace", "exact"], default=None,
-                   help="default: inplace for float32 weights, exact for bfloat16/float16 (docs/drift.md)")
+                   help="default: exact where the trained weights are bfloat16/float16 (docs/drift.md), "
+                   "else inplace; LoRA factors and prefixes stay float32")
     f.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     _add_dtype_option(f)
     f.add_argument("--batch-size", type=int, default=16)

@@ -4,9 +4,9 @@ Pretrained weights are loaded in `dtype`. What zoo or peft adds to them stays fl
 encoder's new classification head (`PooledClassifier`), LoRA factors and prefixes (peft casts
 adapters up by default). So a half-precision LoRA, prefix or encoder-head run trains float32
 pieces on a half-precision model, while full fine-tuning, and the `score` head that a decoder's
-*ForSequenceClassification class brings, train in `dtype` itself. Half-precision weights that ZO perturbs in place should use
-`perturbation="exact"` (docs/drift.md): at eps = 1e-3 the way back by subtraction drifts by
-whole ulps every step.
+*ForSequenceClassification class brings, train in `dtype` itself. ZO estimators perturb half-precision weights
+with `perturbation="exact"` unless told otherwise (`zoo.perturb.default_perturbation`): at
+eps = 1e-3 the way back by subtraction drifts by whole ulps every step (docs/drift.md).
 """
 
 from __future__ import annotations

@@ -85,7 +85,8 @@ def probe(spec: dict) -> dict:
     if method in FIRST_ORDER:
         opt = FIRST_ORDER[method](params, lr=1e-9)
     elif method != "inference":
-        opt = estimators.get(method, params, lr=1e-9, eps=1e-3, seed=spec.get("seed", 0), module=model)
+        opt = estimators.get(method, params, lr=1e-9, eps=1e-3, seed=spec.get("seed", 0), module=model,
+                             perturbation=spec.get("perturbation"))
     step = _step_fn(method, model, batch, opt)
     base = torch.cuda.memory_allocated() if cuda else rss_now_bytes()
     reset_peak(cuda)
@@ -103,6 +104,7 @@ def probe(spec: dict) -> dict:
             "measure": "torch.cuda.max_memory_allocated" if cuda else "peak RSS (VmHWM)",
             "params": sum(p.numel() for p in params), "param_bytes": sum(p.numel() * p.element_size() for p in params),
             "extra_state_bytes": 0 if opt is None else optimizer_state_bytes(opt, method in FIRST_ORDER),
+            "perturbation": opt.perturbation.name if isinstance(opt, estimators.ZOOptimizer) else None,
             "device": torch.cuda.get_device_name() if cuda else "cpu"}
 
 

@@ -45,6 +45,12 @@ def _when(c: dict) -> str:
     return f"; measured {m['date']}, {m['machine']}, {m['threads']} threads, torch {m['torch']}" if m else ""
 
 
+def _modes(rows: list[dict]) -> str:
+    # results measured before the probe recorded its mode have none (they ran in place, the default then)
+    modes = sorted({r["perturbation"] for r in rows if r.get("perturbation")})
+    return f", ZO steps perturb {' / '.join(modes)}" if modes else ""
+
+
 def cost_section(root: Path) -> list[str]:
     path = root / "step_cost.json"
     if not path.exists():
@@ -66,7 +72,7 @@ def cost_section(root: Path) -> list[str]:
         first = rows[0]
         lines += [f"### {c['name']}: {first['params'] / 1e6:.1f}M parameters, {c['dtype']}, batch {c['batch']} x "
                   f"sequence {c['seq']}, on {first['device']} ({first['measure']}), {c['rounds']} timed steps"
-                  + _when(c), "",
+                  + _modes(rows) + _when(c), "",
                   "| method | median step s | / two forwards | peak MiB | peak / inference | working MiB "
                   "| working / inference's | extra state MiB |",
                   "|---|---|---|---|---|---|---|---|"]

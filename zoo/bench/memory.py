@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ..memory import reset_peak, rss_now_bytes, rss_peak_bytes
+from ..placement import dtype_of
 
 STEPS = 2  # the second step sees lazily created state (moments, masks) already in place
 
@@ -52,7 +53,8 @@ def probe(spec: dict) -> dict:
         raise RuntimeError("peak RSS needs Linux's /proc/self/clear_refs")
     task = load_task(spec["task"])
     train = sample(task, "kshot", spec["k"], spec["seed"], None).train[: spec["batch"]]
-    built = load(spec["model"], task, spec["mode"], spec["tuning"], template=spec.get("template"), seed=spec["seed"])
+    built = load(spec["model"], task, spec["mode"], spec["tuning"], template=spec.get("template"), seed=spec["seed"],
+                 dtype=dtype_of(spec.get("dtype", "float32")))
     model, scorer = built.model.to(spec.get("device", "cpu")), built.scorer
     model.train(False)
     enc = scorer.encode(train).to(spec.get("device", "cpu"))

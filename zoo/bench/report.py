@@ -14,7 +14,7 @@ import torch
 from ..provenance import describe as describe_machines
 from .cost_report import cost_section
 from .remaining import describe, remaining
-from .suite import Suite, model_label, task_label
+from .suite import Suite, model_label, model_title, task_label
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:
@@ -45,7 +45,7 @@ def collect(suite: Suite, root: Path) -> list[dict]:
     for spec in suite.runs():
         path = spec.folder(root) / "results.json"
         if path.exists():
-            key = (spec.model["model"] + f" ({spec.model.get('tuning', 'full')})", spec.task, spec.estimator)
+            key = (model_title(spec.model), spec.task, spec.estimator)
             runs[key][(spec.lr, spec.eps)].append((spec, json.loads(path.read_text())))
     rows = []
     for (model, task, est), configs in runs.items():
@@ -75,7 +75,7 @@ def collect(suite: Suite, root: Path) -> list[dict]:
                     continue
                 res = [json.loads(p.read_text()) for p in found]
                 rows.append({
-                    "model": model["model"] + f" ({model.get('tuning', 'full')})", "task": task, "method": kind,
+                    "model": model_title(model), "task": task, "method": kind,
                     "seeds": len(res), "test_accuracy": _mean_std([r["metrics"]["accuracy"] for r in res]),
                     "forward_passes": 0, "peak_memory_bytes": max(r["peak_memory_bytes"] for r in res),
                     "peak_per_run": all(r.get("peak_memory_scope") == "run" for r in res),
@@ -197,7 +197,7 @@ def _memory_section(root: Path) -> list[str]:
     mib = 1 / 2**20
     work_inf = max(inf["peak_bytes"] - inf["base_bytes"], 1)
     lines = ["## Memory against inference", "",
-             f"{meta['model']['model']} ({meta['model'].get('tuning', 'full')}), one batch of {meta['batch']} "
+             f"{model_title(meta['model'])}, one batch of {meta['batch']} "
              f"{meta['task']} examples, {rows[0]['measure']}. Each method runs two steps in a fresh process after "
              "the model is loaded and its weights read in (`zoo/bench/memory.py`); *loaded* is the memory "
              "before them, *working* is peak − loaded.", "",

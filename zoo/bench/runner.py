@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 from ..finetune.commands import run_eval, run_finetune
 from ..finetune.lock import claimed
 from ..finetune.loop import FinetuneConfig
+from ..placement import dtype_of
 from ..provenance import machine
 from . import fixtures
 from .selection import Selection
@@ -23,7 +24,7 @@ def _config(suite: Suite, spec: RunSpec, root: Path) -> FinetuneConfig:
         steps=spec.steps, k=suite.k, seed=spec.seed, lr=spec.lr, eps=spec.eps or 1e-3, batch_size=suite.batch_size,
         mode=m.get("mode", "prompt"), tuning=m.get("tuning", "full"), template=template_for(m, spec.task),
         eval_every=max(spec.steps // max(suite.evals, 1), 1), test_limit=suite.test_limit,
-        checkpoint_every=max(spec.steps // 4, 1),
+        checkpoint_every=max(spec.steps // 4, 1), dtype=m.get("dtype", "float32"), device=m.get("device", "cpu"),
     )
 
 
@@ -51,7 +52,7 @@ def _baseline(suite: Suite, model: dict, task: str, seed: int, kind: str, root: 
         result = run_eval(fixtures.resolve(model["model"], root), fixtures.resolve(task, root),
                           template=template_for(model, task), mode=model.get("mode", "prompt"),
                           linear_probe=kind == "linear-probe", k=suite.k, seed=seed, limit=suite.test_limit,
-                          progress=progress)
+                          progress=progress, dtype=model.get("dtype", "float32"), device=model.get("device", "cpu"))
         path.write_text(json.dumps(result, indent=1))
     return result
 
@@ -63,7 +64,7 @@ def _one_batch_target(suite: Suite, section: dict, root: Path) -> tuple[dict, di
     spec = {"model": fixtures.resolve(model["model"], root), "task": fixtures.resolve(task, root),
             "mode": model.get("mode", "prompt"), "tuning": model.get("tuning", "full"),
             "template": template_for(model, task), "batch": section.get("batch", suite.batch_size), "k": suite.k,
-            "seed": suite.seeds[0]}
+            "seed": suite.seeds[0], "dtype": model.get("dtype", "float32")}
     return model, spec
 
 
@@ -79,7 +80,8 @@ def _gradient_quality(suite: Suite, root: Path, progress: bool) -> None:
     model, spec = _one_batch_target(suite, g, root)
     task = load_task(spec["task"])
     splits = sample(task, "kshot", suite.k, spec["seed"], suite.test_limit)
-    built = load(spec["model"], task, spec["mode"], spec["tuning"], template=spec["template"], seed=spec["seed"])
+    built = load(spec["model"], task, spec["mode"], spec["tuning"], template=spec["template"], seed=spec["seed"],
+                 dtype=dtype_of(spec["dtype"]))
     meta = {"model": model, "task": g.get("task", suite.tasks[0]), "batch": spec["batch"], "eps": g.get("eps", 1e-3),
             "samples": g.get("samples", 8)}
     partial = root / "gradient_quality.partial.json"  # rows finished before an interruption
@@ -130,7 +132,7 @@ def _step_cost(suite: Suite, root: Path, progress: bool) -> None:
     for cfg in todo:
         spec = {"config": cfg["config"], "dtype": cfg.get("dtype", "float32"), "batch": c.get("batch", 16),
                 "seq": c.get("seq", 64), "device": c.get("device", "cpu"), "rounds": c.get("rounds", 3),
-                "seed": suite.seeds[0]}
+                "seed": suite.seeds[0], "perturbation": cfg.get("perturbation")}  # None: the estimator's default
         rows = []
         for method in methods:
             rows += measure(spec, [method])
@@ -142,12 +144,15 @@ def _step_cost(suite: Suite, root: Path, progress: bool) -> None:
 
 
 def _check_device(suite: Suite) -> None:
-    device = suite.cost.get("device", "cpu") if suite.cost else "cpu"
-    if device.startswith("cuda"):
-        import torch
+    from ..placement import checked_device
 
-        if not torch.cuda.is_available():
-            raise ValueError(f"suite {suite.name!r} measures on {device}, and torch sees no CUDA device here")
+    devices = [suite.cost.get("device", "cpu")] if suite.cost else []
+    devices += [m.get("device", "cpu") for m in suite.models]
+    for device in dict.fromkeys(devices):
+        try:
+            checked_device(device)
+        except ValueError as e:
+            raise ValueError(f"suite {suite.name!r} runs on {device}: {e}") from None
 
 
 def run_suite(suite: Suite, out: str | Path, progress: bool = True, only: Selection | None = None) -> list[str]:

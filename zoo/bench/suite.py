@@ -4,9 +4,12 @@ A suite is a JSON file (presets live in benchmarks/suites/). Its keys:
 
     name            the suite's name
     models          [{"model": ..., "mode": "prompt"|"head", "tuning": "full"|"lora"|...,
-                      "template", "grid", "first_order": optional per-model overrides}];
+                      "template", "grid", "first_order": optional per-model overrides,
+                      "dtype": "float32"|"bfloat16"|"float16", "device": "cpu"|"cuda"|"cuda:N"}];
                     "template" is one template name for every task or a {task: name} map
-                    (a task missing from the map gets its default template)
+                    (a task missing from the map gets its default template); dtype and device
+                    (default float32, cpu) are those of `zoo finetune`, for the runs and baselines
+                    and, in dtype, the gradient and memory sections
     tasks           task names or paths
     estimators      "all" (every registered estimator) or a list of names
     exclude         estimator names to leave out
@@ -26,7 +29,8 @@ A suite is a JSON file (presets live in benchmarks/suites/). Its keys:
                     steps of every method against two inference forwards on one batch, each in a fresh
                     process (zoo/bench/memory.py)
     cost            optional {"configs": [{"name": ..., "config": {"model_type": "llama", ...HF config fields},
-                    "dtype": "float32"|"bfloat16"|"float16"}], "batch": 16, "seq": 64, "device": "cpu"|"cuda",
+                    "dtype": "float32"|"bfloat16"|"float16", "perturbation": "inplace"|"exact" (default:
+                    the estimators' own, exact for half precision)}], "batch": 16, "seq": 64, "device": "cpu"|"cuda",
                     "rounds": 5, "first_order": ["sgd", "adam"]}: median step time and peak memory of every
                     method on random-init models built from these configs, each in a fresh process
                     (zoo/bench/cost.py); what the `gpu` preset measures, since weights do not travel
@@ -115,8 +119,19 @@ _KEYS = set(Suite.__dataclass_fields__) - {"path"}
 
 
 def model_label(model: dict) -> str:
-    """A model entry's folder name: the model with '/' made safe, and its tuning."""
-    return model["model"].replace("/", "_") + f"-{model.get('tuning', 'full')}"
+    """A model entry's folder name: the model with '/' made safe, its tuning, and its dtype and
+    device where they are not the defaults (so float32 CPU runs keep their folders)."""
+    label = model["model"].replace("/", "_") + f"-{model.get('tuning', 'full')}"
+    for key, default in (("dtype", "float32"), ("device", "cpu")):
+        if model.get(key, default) != default:
+            label += "-" + model[key].replace(":", "")
+    return label
+
+
+def model_title(model: dict) -> str:
+    """A model entry as the report names it: "smollm2-135m (full)", "minilm-l6 (head, bfloat16, cuda)"."""
+    extra = [model[k] for k, default in (("dtype", "float32"), ("device", "cpu")) if model.get(k, default) != default]
+    return f"{model['model']} ({', '.join([model.get('tuning', 'full'), *extra])})"
 
 
 def task_label(task: str) -> str:
@@ -157,6 +172,7 @@ def load_suite(spec: str) -> Suite:
     if bad:
         raise ValueError(f"{path}: unknown baselines {sorted(bad)}; use zero-shot and/or linear-probe")
     for i, m in enumerate(suite.models):
+        _check_placement(m, f"{path}: models[{i}]")
         t = m.get("template")
         if t is not None and not isinstance(t, str) and not (
                 isinstance(t, dict) and all(isinstance(v, str) for v in t.values())):
@@ -171,7 +187,24 @@ def load_suite(spec: str) -> Suite:
     return suite
 
 
+def _check_placement(model: dict, where: str) -> None:
+    import torch
+
+    from ..placement import DTYPES
+
+    if model.get("dtype", "float32") not in DTYPES:
+        raise ValueError(f"{where} has dtype {model['dtype']!r}; use one of {sorted(DTYPES)}")
+    device = model.get("device", "cpu")
+    try:
+        kind = torch.device(device).type if isinstance(device, str) else None
+    except (RuntimeError, TypeError):
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"{where} has device {device!r}; use cpu, cuda or cuda:N")
+
+
 def _check_cost(cost: dict, path: Path) -> None:
+    from ..estimators.base import PERTURBATIONS
     from ..placement import DTYPES
 
     if not cost:
@@ -184,6 +217,9 @@ def _check_cost(cost: dict, path: Path) -> None:
             raise ValueError(f"{path}: cost.configs[{i}] needs \"name\" and a \"config\" with \"model_type\"")
         if c.get("dtype", "float32") not in DTYPES:
             raise ValueError(f"{path}: cost.configs[{i}] has dtype {c['dtype']!r}; use one of {sorted(DTYPES)}")
+        if c.get("perturbation") not in (None, *PERTURBATIONS):
+            raise ValueError(f"{path}: cost.configs[{i}] has perturbation {c['perturbation']!r}; "
+                             f"use one of {list(PERTURBATIONS)}")
     bad = set(cost.get("first_order", [])) - {"sgd", "adam"}
     if bad:
         raise ValueError(f"{path}: cost.first_order has {sorted(bad)}; use sgd and/or adam")

@@ -29,6 +29,7 @@ from ..perturb import (
     ExactPerturbation,
     InplacePerturbation,
     ParamSlot,
+    default_perturbation,
     make_backend,
     measure_sphere_scale,
     step_seed,
@@ -85,7 +86,9 @@ class ZOOptimizer(Optimizer):
         n: directions per step (n-SPSA); 2n forward passes per step.
         seed: base seed; with it, the whole trajectory is reproducible.
         sampler: `gaussian` (default), `rademacher` or `sphere`.
-        perturbation: `inplace` (default) or `exact` (needs the module).
+        perturbation: `inplace` or `exact` (needs the module); by default
+            `exact` for float16/bfloat16 parameters of a known module, else
+            `inplace` (`zoo.perturb.default_perturbation`).
         backend: `auto` (default: `cpu` for CPU parameters where the C kernel
             builds, `triton` for GPU parameters where Triton is installed,
             else `torch`), `torch` (torch generators), `cpu` or `triton`
@@ -108,7 +111,7 @@ class ZOOptimizer(Optimizer):
         n: int = 1,
         seed: int = 0,
         sampler="gaussian",
-        perturbation: str = "inplace",
+        perturbation: str | None = None,
         backend="auto",
         chunk_size: int | None = None,
         threads: int | None = None,
@@ -122,7 +125,7 @@ class ZOOptimizer(Optimizer):
             raise ValueError(f"n: the number of directions per step must be an integer >= 1, got {n!r}")
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ValueError(f"seed: must be an integer, got {seed!r}")
-        if perturbation not in PERTURBATIONS:
+        if perturbation is not None and perturbation not in PERTURBATIONS:
             raise ValueError(f"perturbation: must be one of {PERTURBATIONS}, got {perturbation!r}")
         module, params = _split_inputs(model_or_params, module)
         if perturbation == "exact" and module is None:
@@ -142,6 +145,8 @@ class ZOOptimizer(Optimizer):
         )
         self.zo_state = {"seed": seed, "step": 0, "skipped_steps": 0, "forward_passes": 0}
         self._build_slots()
+        if perturbation is None:
+            perturbation = default_perturbation([s.param for s in self._slots], module)
         if perturbation == "exact":
             self.perturbation = ExactPerturbation(module, self.backend, self.field, self._slots)
         else:

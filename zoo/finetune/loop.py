@@ -257,6 +257,10 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
         rows_run[0] += 0 if ids is None else ids.shape[0]
 
     hook = model.register_forward_pre_hook(count_rows, with_kwargs=True)
+    step_scorer = scorer
+    if not first_order and opt.perturbation.name == "exact":  # each model call costs a sweep more
+        step_scorer = scorer.for_exact_perturbation(sum(p.numel() for p in params) /
+                                                    sum(p.numel() for p in model.parameters()))
     history.setdefault("model_calls", 0)
     history.setdefault("step_seconds", [])  # training steps alone, without evaluations, for cost tables
     t0 = time.time()
@@ -275,7 +279,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
             losses = []
 
             def closure():
-                loss = objective(scorer(model, enc), enc.labels)
+                loss = objective(step_scorer(model, enc), enc.labels)
                 losses.append(float(loss.detach()))
                 return loss
 
@@ -322,7 +326,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
         "forward_passes": forwards_so_far(cfg.steps),
         "model_calls": history["model_calls"],
         # how the scorer split batches into length-sorted chunks (None: whole); step times depend on it
-        "call_cost_tokens": getattr(scorer, "call_cost_tokens", None),
+        "call_cost_tokens": getattr(step_scorer, "call_cost_tokens", None),
         "backward_passes": cfg.steps if first_order else 0,
         "wall_time_s": elapsed + time.time() - t0,
         "measured": machine(),  # of the session that finished the run: a resumed run's earlier steps may differ
@@ -332,6 +336,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
         "trainable_params": sum(p.numel() for p in params),
         "extra_state_bytes": optimizer_state_bytes(opt, first_order),
         "skipped_steps": 0 if first_order else opt.zo_state["skipped_steps"],
+        "perturbation": None if first_order else opt.perturbation.name,  # the one asked for, or the default
         "history": history,
     }
     if "step_losses" in history:  # lets `load_run_weights` rebuild these weights from the log and check them

@@ -22,10 +22,14 @@ average padded to 196). So the scorer runs a batch as length-sorted chunks,
 each padded to its own longest row, splitting where that saves more padded
 tokens than the fixed cost of one more model call (`length_chunks`). The
 scores are the same function of the weights either way; only rounding differs.
+Under `perturbation="exact"` a model call also re-perturbs every module it runs,
+so a training closure prices each call one sweep over the trained weights higher
+(`PromptScorer.for_exact_perturbation`).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 
@@ -33,6 +37,10 @@ import torch
 
 from ..placement import model_device
 from ..tasks import Example, Template
+
+# A sweep over all of a model's weights, in tokens of that model's forward: 256 rounds up what
+# benchmarks/dtype_compare.py measured for SmolLM2-135M on this CPU (about 230 in bfloat16).
+EXACT_SWEEP_TOKENS = 256
 
 
 @dataclass
@@ -127,6 +135,25 @@ class PromptScorer:
         self.prefix = "".join(template.demonstration(d) + "\n\n" for d in (demonstrations or []))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
+    def for_exact_perturbation(self, trained_fraction: float) -> "PromptScorer":
+        """This scorer for the closures of a ZO step with `perturbation="exact"`.
+
+        Exact mode perturbs each module on entry and restores it on exit, so every model call
+        draws z for the trained weights again: a call costs one more sweep over them. On this
+        project's CPU a sweep over all of a model's weights costs about as much as 100 (float32)
+        to 230 (bfloat16) tokens through that model, whatever its size, since both scale with the
+        parameter count (docs/performance.md, *Precision*). Chunks then split a batch only where
+        they save more than that; with few trained weights (LoRA, prefix) nothing changes.
+
+        Args:
+            trained_fraction: trained parameters / all parameters of the model.
+        """
+        if self.call_cost_tokens is None:
+            return self
+        priced = copy.copy(self)
+        priced.call_cost_tokens = self.call_cost_tokens + round(EXACT_SWEEP_TOKENS * trained_fraction)
+        return priced
+
     def _ids(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False)["input_ids"]
 
@@ -218,6 +245,10 @@ class HeadScorer:
         labels = torch.tensor([e.label for e in examples])
         empty = torch.zeros(0)
         return Encoded(batch["input_ids"], batch["attention_mask"], empty, empty, labels, 0)
+
+    def for_exact_perturbation(self, trained_fraction: float) -> "HeadScorer":
+        """Itself: a head scorer runs every batch as one call."""
+        return self
 
     def __call__(self, model, enc: Encoded) -> torch.Tensor:
         enc = enc.to(model_device(model))

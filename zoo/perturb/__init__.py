@@ -12,13 +12,14 @@ Public pieces:
     GeneratorStream, PhiloxStream              -- what the values of z are
     apply_, direction_chunk                    -- sweeps
     InplacePerturbation, ExactPerturbation     -- the two ways back
+    default_perturbation                       -- which of them when none is asked for
 """
 
 from .backend import CpuBackend, TorchBackend, TritonBackend, Workspace, make_backend
 from .field import DirectionField
 from .keys import BLOCK_SIZE, DirectionKey, mix, step_seed
 from .masks import LayerSubset, MagnitudeMask
-from .modes import ExactPerturbation, InplacePerturbation
+from .modes import ExactPerturbation, InplacePerturbation, default_perturbation
 from .samplers import Gaussian, Rademacher, Sampler, Sphere, make_sampler
 from .slots import ParamSlot
 from .streams import GeneratorStream, PhiloxStream
@@ -36,6 +37,7 @@ __all__ = [
     "ExactPerturbation",
     "Gaussian",
     "InplacePerturbation",
+    "default_perturbation",
     "LayerSubset",
     "LowRankSubspace",
     "MagnitudeMask",

@@ -11,6 +11,10 @@ own parameters), adds the perturbation, and the forward hook copies the saved
 values back. Tied weights see the same z because z depends on the parameter,
 not on the module. With lr = 0 every weight is bit-identical after any number
 of steps.
+
+`default_perturbation` picks between them when the user does not: `exact` for
+half-precision weights, where the way back by subtraction loses whole ulps at
+MeZO's eps (docs/drift.md), `inplace` otherwise.
 """
 
 from __future__ import annotations
@@ -28,6 +32,28 @@ from .slots import ParamSlot
 from .sweeps import Term, apply_
 
 logger = logging.getLogger("zoo")
+
+
+HALF_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def default_perturbation(params: Sequence[torch.Tensor], module: nn.Module | None) -> str:
+    """The mode an estimator uses when none is asked for.
+
+    `exact` where any trained tensor is float16 or bfloat16 and the model is known (the mode's hooks
+    need it); else `inplace`, MeZO's arithmetic, whose rounding drift in float32 is one ulp per sweep.
+    Half-precision tensors without the model fall back to `inplace`, with a warning that says how to
+    avoid its drift.
+    """
+    half = sorted({str(p.dtype).removeprefix("torch.") for p in params if p.dtype in HALF_PRECISION})
+    if not half:
+        return "inplace"
+    if module is not None:
+        return "exact"
+    logger.warning(
+        "%s weights perturbed in place drift by whole ulps per step (docs/drift.md); pass the nn.Module "
+        "(or module=model) so that the default can be perturbation='exact'", "/".join(half))
+    return "inplace"
 
 
 def _coefs(slots: Sequence[ParamSlot], scale: float) -> dict[int, float]:
