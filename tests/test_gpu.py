@@ -103,6 +103,7 @@ def test_finetune_and_eval_of_its_run_on_the_gpu(tmp_path, dtype):
         runs[device] = json.loads((out / "results.json").read_text())
     cpu, gpu = runs["cpu"], runs["cuda"]
     assert gpu["config"]["device"] == "cuda" and gpu["peak_memory_scope"] == "run" and gpu["peak_memory_bytes"] > 0
+    assert cpu["call_cost_tokens"] == 64 and gpu["call_cost_tokens"] is None  # whole batches on the GPU
     assert gpu["history"]["evals"][0]["dev_loss"] == pytest.approx(cpu["history"]["evals"][0]["dev_loss"], rel=2e-2)
     (tmp_path / "cuda" / "checkpoint.pt").unlink()  # rebuilt by replaying the logged losses on the GPU
     assert main(["eval", "--run", str(tmp_path / "cuda"), "--quiet", "--json", str(tmp_path / "e.json")]) == 0

@@ -124,3 +124,22 @@ def test_asking_for_cuda_without_it_is_a_one_line_error(tmp_path, capsys, comman
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no CUDA device" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_on_a_gpu_the_prompt_scorer_keeps_batches_whole():
+    """Built.to moves the model; for a CUDA device it also stops the scorer's length-sorted chunks
+    (checked here with a stand-in model, since this machine may have no GPU; tests/test_gpu.py runs it)."""
+    from zoo.finetune.build import Built
+    from zoo.finetune.scoring import PromptScorer
+    from zoo.tasks import Template
+
+    class Model:
+        def to(self, device):
+            self.device = torch.device(device)
+            return self
+
+    template = Template("t", "{text}", (" a", " b"))
+    for device, cost in (("cpu", 64), ("cuda", None), ("cuda:1", None)):
+        built = Built(Model(), word_tokenizer(), PromptScorer(word_tokenizer(), template), "prompt", "full")
+        assert built.to(device) is built and built.model.device == torch.device(device)
+        assert built.scorer.call_cost_tokens == cost

@@ -55,7 +55,8 @@ def probe(spec: dict) -> dict:
     train = sample(task, "kshot", spec["k"], spec["seed"], None).train[: spec["batch"]]
     built = load(spec["model"], task, spec["mode"], spec["tuning"], template=spec.get("template"), seed=spec["seed"],
                  dtype=dtype_of(spec.get("dtype", "float32")))
-    model, scorer = built.model.to(spec.get("device", "cpu")), built.scorer
+    built.to(spec.get("device", "cpu"))
+    model, scorer = built.model, built.scorer
     model.train(False)
     enc = scorer.encode(train).to(spec.get("device", "cpu"))
     objective = get_objective("ce")

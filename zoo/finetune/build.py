@@ -23,6 +23,15 @@ class Built:
     mode: str
     tuning: str
 
+    def to(self, device) -> "Built":
+        """Moves the model to `device`. On a GPU the prompt scorer then runs every batch as one call:
+        splitting a batch into length-sorted chunks saves padded tokens, which a CPU pays for and a GPU
+        barely does, at the price of launching the whole model once more per chunk."""
+        self.model.to(device)
+        if torch.device(device).type == "cuda" and hasattr(self.scorer, "call_cost_tokens"):
+            self.scorer.call_cost_tokens = None
+        return self
+
 
 def model_kind(name: str) -> str:
     """"causal-lm" or "encoder", from the shipped table or the folder's config."""

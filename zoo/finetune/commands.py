@@ -47,7 +47,7 @@ def run_finetune(cfg: FinetuneConfig, out: str, task_args: dict, progress: bool 
     splits = sample(task, cfg.protocol, cfg.k, cfg.seed, cfg.test_limit)
     built = load(cfg.model, task, cfg.mode, cfg.tuning, template=cfg.template, max_length=cfg.max_length,
                  seed=cfg.seed, dtype=dtype_of(cfg.dtype))
-    built.model.to(cfg.device)
+    built.to(cfg.device)
     return finetune(cfg, built, splits, out, progress=progress, snapshot_every=snapshot_every)
 
 
@@ -76,7 +76,7 @@ def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int
 
         splits = tasks.few_shot(task, k, seed, limit)
         built = load(model, task, mode, "full", template=template, max_length=max_length, dtype=torch_dtype)
-        built.model.to(device)
+        built.to(device)
         metrics = probe(built.model, built.scorer, splits, task.num_classes)
         how = f"linear probe on k={k} (seed {seed})"
     else:
@@ -92,7 +92,7 @@ def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int
         tuning = run_cfg["tuning"] if run_cfg else "full"
         built = load(model, task, mode, tuning, template=template, max_length=max_length, demonstrations=demos,
                      seed=run_cfg["seed"] if run_cfg else seed, dtype=torch_dtype)
-        built.model.to(device)
+        built.to(device)
         if run_cfg:
             load_run_weights(from_run, built.model, progress=progress)
         metrics = evaluate(built.model, built.scorer, examples, progress=split if progress else None)

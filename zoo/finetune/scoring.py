@@ -121,7 +121,8 @@ class PromptScorer:
         call_cost_tokens: what one model call costs beyond its tokens, in tokens, for splitting a
             batch into length-sorted chunks (see `length_chunks`). The default suits a CPU, where
             a SmolLM2-135M call's fixed cost is small next to 64 tokens of compute; None runs
-            every batch as one call, which is what a GPU wants (padding is cheap there, launches are not).
+            every batch as one call, which is what a GPU wants (padding is cheap there, launches are not;
+            `Built.to` sets it for a CUDA device).
     """
 
     def __init__(self, tokenizer, template: Template, max_length: int = 256,
