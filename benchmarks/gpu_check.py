@@ -10,6 +10,8 @@ It writes DIR/gpu_check.json with:
   vocab 128256, random init, bfloat16) at batch 16 x 64: two inference forwards, a `mezo-sgd` step on
   the `triton` and `torch` backends and the original MeZO step (medians), the step / forwards ratios
   (target <= 1.05), peak `torch.cuda.max_memory_allocated` of a step against inference (<= 1.01);
+  those steps perturb in place (MeZO's arithmetic); the step with the estimators' default for
+  bfloat16 weights (`exact`) is timed and sized beside them;
 - one sweep's bandwidth (read + write of every weight) against a device-to-device copy (>= 80%).
 """
 
@@ -114,6 +116,14 @@ def main(argv=None) -> int:
             coefs = {s.uid: 1e-9 for s in slots}
             med[f"sweep_{backend}"] = _median(
                 lambda: apply_(opt.backend, opt.field, slots, [(key, coefs)], at_theta=True), device, args.rounds)
+        # the default for these bfloat16 weights: each module saved, perturbed and restored in its forward
+        opt = zoo.get("mezo-sgd", model, lr=1e-9, eps=1e-3)
+        report["default_perturbation"] = opt.perturbation.name
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        med["step_default"] = _median(lambda: opt.step(closure), device, args.rounds)
+        report["peak_step_default_over_inference"] = (
+            torch.cuda.max_memory_allocated() / infer_peak if device.type == "cuda" else None)
         from mezo_original import MeZOOriginal
 
         orig = MeZOOriginal(model.parameters(), lr=1e-9, eps=1e-3)
@@ -126,6 +136,7 @@ def main(argv=None) -> int:
     report["ratios"] = {
         "step_triton_over_two_forwards": med["step_triton"] / med["two_forwards"],
         "step_torch_over_two_forwards": med["step_torch"] / med["two_forwards"],
+        "step_default_over_two_forwards": med["step_default"] / med["two_forwards"],
         "step_triton_over_original": med["step_triton"] / med["original_step"],
         "sweep_bandwidth_over_copy": med["copy"] / med["sweep_triton"],
     }
