@@ -46,6 +46,14 @@ def test_a_bfloat16_run_trains_what_it_should_in_the_dtype_it_should_and_replays
     assert with_ckpt["metrics"]["loss"] == pytest.approx(r["metrics"]["test_loss"], rel=1e-5)
 
 
+@pytest.mark.parametrize("tuning,warned", [("full", True), ("lora", False)])
+def test_zo_on_half_precision_weights_warns_that_small_updates_round_away(tmp_path, caplog, tuning, warned):
+    folder, data = tiny_model_folder(tmp_path)
+    with caplog.at_level("WARNING", logger="zoo"):
+        assert _finetune_cli(folder, data, tmp_path / "run", "--tuning", tuning, "--dtype", "bfloat16") == 0
+    assert ("ZO on bfloat16 weights: an update smaller than half a weight's spacing rounds away" in caplog.text) is warned
+
+
 @pytest.mark.parametrize("perturbation,restored", [(None, True), ("inplace", False)])
 def test_half_precision_zo_at_lr_zero_gives_back_every_weight_by_default(tmp_path, perturbation, restored):
     """In bfloat16 the way back by subtraction loses bits at eps = 1e-3 (docs/drift.md), so the CLI's default

@@ -8,6 +8,7 @@ so a run resumed from a checkpoint retraces the uninterrupted run exactly.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import statistics
@@ -19,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from ..memory import reset_peak, rss_peak_bytes
+from ..perturb.modes import HALF_PRECISION
 from ..placement import checked_device, dtype_of, model_device
 from ..provenance import machine
 from ..tasks import Splits
@@ -26,6 +28,8 @@ from .build import Built
 from .evaluate import evaluate
 from .objectives import DIFFERENTIABLE, get_objective
 from .trajectory import TrajectoryLog, weights_fingerprint
+
+logger = logging.getLogger("zoo")
 
 FIRST_ORDER = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 
@@ -214,6 +218,12 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     opt = build_optimizer(cfg, params, model)
     objective = get_objective(cfg.objective)
     first_order = cfg.estimator in FIRST_ORDER
+    half = sorted({str(p.dtype).removeprefix("torch.") for p in params if p.dtype in HALF_PRECISION})
+    if half and not first_order:
+        logger.warning(
+            "ZO on %s weights: an update smaller than half a weight's spacing rounds away (on SmolLM2-135M at "
+            "lr 3e-5 most bfloat16 weights did not move in a step: docs/performance.md, Precision); train float32 "
+            "weights (--dtype float32) or use a larger lr", "/".join(half))
     ckpt, log = Checkpoint(out), TrajectoryLog(out)
     start_fingerprint = weights_fingerprint(model) if not first_order else None
     state = ckpt.load(cfg)
