@@ -193,6 +193,16 @@ def test_a_model_entry_runs_in_its_own_dtype_into_its_own_folder(tmp_path):
     assert "| fixture:tiny-llama (full) | fixture:sentiment | mezo-sgd |" in table
 
 
+def test_a_cuda_model_entry_without_a_gpu_is_a_one_line_error_before_any_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    raw = json.loads(open(load_suite("smoke").path).read())
+    path = _suite_file(tmp_path, models=[{**raw["models"][0], "device": "cuda"}])
+    assert main(["bench", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "runs on cuda" in err[0] and "no CUDA device" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_template_map_gives_each_task_its_template():
     from zoo.bench.runner import _config
 
