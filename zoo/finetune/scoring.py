@@ -39,7 +39,7 @@ from ..placement import model_device
 from ..tasks import Example, Template
 
 # A sweep over all of a model's weights, in tokens of that model's forward: 256 rounds up what
-# benchmarks/dtype_compare.py measured for SmolLM2-135M on this CPU (about 230 in bfloat16).
+# benchmarks/dtype_compare.py measured for SmolLM2-135M on this CPU (237 in bfloat16, 101 in float32).
 EXACT_SWEEP_TOKENS = 256
 
 
@@ -141,8 +141,8 @@ class PromptScorer:
 
         Exact mode perturbs each module on entry and restores it on exit, so every model call
         draws z for the trained weights again: a call costs one more sweep over them. On this
-        project's CPU a sweep over all of a model's weights costs about as much as 100 (float32)
-        to 230 (bfloat16) tokens through that model, whatever its size, since both scale with the
+        project's CPU a sweep over all of a model's weights costs about as much as 101 (float32)
+        or 237 (bfloat16) tokens through that model, whatever its size, since both scale with the
         parameter count (docs/performance.md, *Precision*). Chunks then split a batch only where
         they save more than that; with few trained weights (LoRA, prefix) nothing changes.
 
