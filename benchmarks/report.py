@@ -3,7 +3,8 @@
     python benchmarks/report.py
 
 Inputs: benchmarks/results/step_speed.json (from `pytest benchmarks/test_step_speed.py`),
-sparse_sweep_speed.json, sparse_threshold_speed.json and dtype_compare.json (from the scripts of
+sparse_sweep_speed.json, sparse_threshold_speed.json, dtype_compare.json, exact_chunks.json and
+head_slice_speed.json (from the scripts of
 those names in benchmarks/), and docs/drift.json (from `python benchmarks/drift.py`).
 """
 
@@ -200,6 +201,14 @@ def dtype_section() -> str:
     overheads = {name: r["median_step_s"] - r["median_two_forwards_s"]
                  for name, r in full.items() if isinstance(r, dict)}
     chunked = full["bfloat16, evaluation's chunks"]
+    c = _result("exact_chunks")
+
+    def calls(task):
+        t = c["tasks"][task]
+        span = lambda xs: f"{xs[0]}" if len(xs) == 1 else f"{xs[0]}-{xs[-1]}"  # noqa: E731
+        return (f"{task.upper()} batches, {t['median_whole_over_tokens']:.2f}x their tokens when padded whole, "
+                f"run as {span(t['calls']['exact step'])} call(s) per forward of an exact full step and "
+                f"{span(t['calls']['evaluation'])} at the default cost of a call (64 tokens: in-place steps, evaluation)")
     sw = d["sweep_in_tokens"]
     head_rows = "\n".join(
         f"| {r['task']} | {r['tuning']} | {r['dtype']} | {r['rows']} x {r['length']} | {r['median_s']['int']:.3f} "
@@ -251,7 +260,8 @@ followed by two plain forwards of the same batch (`benchmarks/results/dtype_comp
   prices each model call of an exact step `EXACT_SWEEP_TOKENS` (256) x the trained fraction of the
   weights higher (`PromptScorer.for_exact_perturbation`), which keeps this batch whole:
   {full['bfloat16']['median_step_s']:.2f} s ({chunked['median_step_s'] / full['bfloat16']['median_step_s']:.2f}x faster). A batch whose chunks save more padded tokens than that
-  is still split; RTE's batches, padded to about twice their tokens when whole (scoring.py), are such.
+  is still split. Over the first {c['batches']} training batches of each paper-table task (`{c['command']}`,
+  the tokenizer only, on {c['date']}): {calls('sst2')}; {calls('rte')}.
 
 ### The LM head over the kept positions
 
