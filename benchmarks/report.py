@@ -3,8 +3,8 @@
     python benchmarks/report.py
 
 Inputs: benchmarks/results/step_speed.json (from `pytest benchmarks/test_step_speed.py`),
-sparse_sweep_speed.json, sparse_threshold_speed.json, dtype_compare.json, exact_chunks.json and
-head_slice_speed.json (from the scripts of
+sparse_sweep_speed.json, sparse_threshold_speed.json, dtype_compare.json, exact_chunks.json,
+exact_memory.json and head_slice_speed.json (from the scripts of
 those names in benchmarks/), and docs/drift.json (from `python benchmarks/drift.py`).
 """
 
@@ -182,6 +182,28 @@ def _same(row: dict) -> str:
     return "yes" if row["identical_logits"] else f"no, max difference {row['max_abs_difference']:.1e}"
 
 
+def _exact_memory() -> str:
+    m = _result("exact_memory")
+    mib = 1 / 2**20
+    inference = {r["dtype"]: r for r in m["rows"] if r["method"] == "inference"}
+    rows = "\n".join(
+        f"| {r['dtype']} | {r['label']} | {r['perturbation'] or ''} | {r['base_bytes'] * mib:.0f} | {r['peak_bytes'] * mib:.1f} "
+        f"| {(r['peak_bytes'] - inference[r['dtype']]['peak_bytes']) * mib:+.1f} "
+        f"| {r['peak_bytes'] / inference[r['dtype']]['peak_bytes']:.3f} |" for r in m["rows"])
+    return f"""### Peak memory of the exact mode
+
+The exact mode holds one module's own parameters aside while that module runs, so its extra
+memory is the largest module's: SmolLM2's tied embedding, 28.3M of its 134.5M parameters (54 MiB
+in bfloat16). Measured by `{m['command']}` on {m['date']} ({m['machine']}): the cpu suite's memory
+probe (`zoo/bench/memory.py`; one batch of {m['spec']['batch']} SST-2 examples, two steps in a fresh process
+after the weights are read in, peak RSS).
+
+| dtype | method | perturbation | loaded MiB | peak MiB | peak − inference's MiB | peak / inference |
+|---|---|---|---|---|---|---|
+{rows}
+"""
+
+
 def dtype_section() -> str:
     d, h = _result("dtype_compare"), _result("head_slice_speed")
     z, st = d["zero_shot"], d["steps"]
@@ -263,6 +285,7 @@ followed by two plain forwards of the same batch (`benchmarks/results/dtype_comp
   is still split. Over the first {c['batches']} training batches of each paper-table task (`{c['command']}`,
   the tokenizer only, on {c['date']}): {calls('sst2')}; {calls('rte')}.
 
+{_exact_memory()}
 ### The LM head over the kept positions
 
 Scoring keeps the logits of the last one or two positions only. Passed as an int, `logits_to_keep`

@@ -106,3 +106,16 @@ def test_bad_cost_sections_are_one_line_errors(tmp_path, capsys, over, message):
     assert main(["bench", str(_suite(tmp_path, **over)), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+@pytest.mark.parametrize("asked,used", [(None, "exact"), ("inplace", "inplace")])
+def test_memory_probe_runs_the_dtype_and_perturbation_it_is_given(tmp_path, asked, used):
+    from zoo.bench import memory
+    from conftest import tiny_model_folder
+
+    folder, data = tiny_model_folder(tmp_path)
+    spec = {"model": str(folder), "task": str(data), "mode": "prompt", "tuning": "full", "template": None,
+            "batch": 4, "k": 4, "seed": 0, "device": "cpu", "dtype": "bfloat16", "perturbation": asked}
+    row = memory.probe({**spec, "method": "mezo-sgd"})
+    assert row["perturbation"] == used and row["peak_bytes"] >= row["base_bytes"] > 0
+    assert memory.probe({**spec, "method": "adam"})["perturbation"] is None

@@ -42,7 +42,8 @@ def page_in(model: torch.nn.Module) -> None:
 
 def probe(spec: dict) -> dict:
     """Measures one method in this process. `spec` holds model, task, mode, tuning, template,
-    method ("inference", a ZO estimator's name, "sgd" or "adam"), batch, k, seed, device."""
+    method ("inference", a ZO estimator's name, "sgd" or "adam"), batch, k, seed, device, and
+    optionally dtype and a ZO perturbation mode (default: the estimator's)."""
     from ..finetune.build import load
     from ..finetune.commands import load_task, sample
     from ..finetune.loop import FinetuneConfig, build_optimizer
@@ -68,8 +69,10 @@ def probe(spec: dict) -> dict:
 
     opt = None
     if method != "inference":
+        zo_mode = spec.get("perturbation") if method not in ("sgd", "adam") else None
+        options = {"perturbation": zo_mode} if zo_mode else {}
         cfg = FinetuneConfig(model=spec["model"], task=spec["task"], estimator=method, lr=1e-9, eps=1e-3,
-                             seed=spec["seed"], tuning=spec["tuning"])
+                             seed=spec["seed"], tuning=spec["tuning"], estimator_options=options)
         opt = build_optimizer(cfg, params, model)
     if not cuda:
         page_in(model)
@@ -92,7 +95,8 @@ def probe(spec: dict) -> dict:
     peak = torch.cuda.max_memory_allocated() if cuda else rss_peak_bytes()
     return {"method": method, "base_bytes": base, "peak_bytes": peak,
             "measure": "torch.cuda.max_memory_allocated" if cuda else "peak RSS (VmHWM)",
-            "trainable_params": sum(p.numel() for p in params)}
+            "trainable_params": sum(p.numel() for p in params),
+            "perturbation": getattr(getattr(opt, "perturbation", None), "name", None)}
 
 
 def run_fresh(module: str, spec: dict, what: str) -> dict:
