@@ -23,19 +23,28 @@ def dtype_of(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def parse_device(name: str) -> torch.device:
+    """`name` ("cpu", "cuda", "cuda:N") as a torch.device, else a ValueError; whether this machine has it
+    is `checked_device`'s question."""
+    try:
+        device = torch.device(name) if isinstance(name, str) else None
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None:
+        raise ValueError(f"unknown device {name!r}: use cpu, cuda or cuda:N")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {name!r}: use cpu, cuda or cuda:N")
+    return device
+
+
 def checked_device(name: str) -> torch.device:
     """`name` as a torch.device this machine has ("cpu", "cuda", "cuda:N"), else a ValueError that says why."""
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from e
+    device = parse_device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {name!r}: torch sees no CUDA device here (torch {torch.__version__})")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type != "cpu":
-        raise ValueError(f"unsupported device {name!r}: use cpu, cuda or cuda:N")
     return device
 
 

@@ -46,7 +46,7 @@ def probe(spec: dict) -> dict:
     optionally dtype and a ZO perturbation mode (default: the estimator's)."""
     from ..finetune.build import load
     from ..finetune.commands import load_task, sample
-    from ..finetune.loop import FinetuneConfig, build_optimizer
+    from ..finetune.loop import FIRST_ORDER, FinetuneConfig, build_optimizer
     from ..finetune.objectives import get_objective
 
     cuda = spec.get("device", "cpu").startswith("cuda")
@@ -69,7 +69,7 @@ def probe(spec: dict) -> dict:
 
     opt = None
     if method != "inference":
-        zo_mode = spec.get("perturbation") if method not in ("sgd", "adam") else None
+        zo_mode = spec.get("perturbation") if method not in FIRST_ORDER else None
         options = {"perturbation": zo_mode} if zo_mode else {}
         cfg = FinetuneConfig(model=spec["model"], task=spec["task"], estimator=method, lr=1e-9, eps=1e-3,
                              seed=spec["seed"], tuning=spec["tuning"], estimator_options=options)
@@ -82,7 +82,7 @@ def probe(spec: dict) -> dict:
         if method == "inference":
             with torch.no_grad():
                 closure()
-        elif method in ("sgd", "adam"):
+        elif method in FIRST_ORDER:
             opt.zero_grad(set_to_none=True)
             with torch.enable_grad():
                 closure().backward()

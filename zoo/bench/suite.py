@@ -188,19 +188,14 @@ def load_suite(spec: str) -> Suite:
 
 
 def _check_placement(model: dict, where: str) -> None:
-    import torch
+    from ..placement import dtype_of, parse_device
 
-    from ..placement import DTYPES
-
-    if model.get("dtype", "float32") not in DTYPES:
-        raise ValueError(f"{where} has dtype {model['dtype']!r}; use one of {sorted(DTYPES)}")
-    device = model.get("device", "cpu")
-    try:
-        kind = torch.device(device).type if isinstance(device, str) else None
-    except (RuntimeError, TypeError):
-        kind = None
-    if kind not in ("cpu", "cuda"):
-        raise ValueError(f"{where} has device {device!r}; use cpu, cuda or cuda:N")
+    for key, check in (("dtype", dtype_of), ("device", parse_device)):
+        if key in model:
+            try:
+                check(model[key])
+            except ValueError as e:
+                raise ValueError(f"{where} has {key} {model[key]!r}: {e}") from None
 
 
 def _check_cost(cost: dict, path: Path) -> None:

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from ..memory import reset_peak, rss_peak_bytes
-from ..perturb.modes import HALF_PRECISION
+from ..perturb.modes import half_precision_names
 from ..placement import checked_device, dtype_of, model_device
 from ..provenance import machine
 from ..tasks import Splits
@@ -218,7 +218,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     opt = build_optimizer(cfg, params, model)
     objective = get_objective(cfg.objective)
     first_order = cfg.estimator in FIRST_ORDER
-    half = sorted({str(p.dtype).removeprefix("torch.") for p in params if p.dtype in HALF_PRECISION})
+    half = half_precision_names(params)
     if half and not first_order:
         logger.warning(
             "ZO on %s weights: an update smaller than half a weight's spacing rounds away (on SmolLM2-135M at "

@@ -37,6 +37,11 @@ logger = logging.getLogger("zoo")
 HALF_PRECISION = (torch.float16, torch.bfloat16)
 
 
+def half_precision_names(tensors: Sequence[torch.Tensor]) -> list[str]:
+    """The float16/bfloat16 dtypes among `tensors`, by name ("bfloat16"), sorted; empty if none."""
+    return sorted({str(t.dtype).removeprefix("torch.") for t in tensors if t.dtype in HALF_PRECISION})
+
+
 def default_perturbation(params: Sequence[torch.Tensor], module: nn.Module | None) -> str:
     """The mode an estimator uses when none is asked for.
 
@@ -45,7 +50,7 @@ def default_perturbation(params: Sequence[torch.Tensor], module: nn.Module | Non
     Half-precision tensors without the model fall back to `inplace`, with a warning that says how to
     avoid its drift.
     """
-    half = sorted({str(p.dtype).removeprefix("torch.") for p in params if p.dtype in HALF_PRECISION})
+    half = half_precision_names(params)
     if not half:
         return "inplace"
     if module is not None:
