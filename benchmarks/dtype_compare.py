@@ -7,7 +7,8 @@ k = 16 training batch of 16 (seed 0). For each tuning (full, LoRA) the dtypes al
 each round, with what `zoo finetune --dtype` runs: mezo-sgd with the estimators' default
 perturbation (`exact` where the trained weights are bfloat16, else `inplace`: LoRA factors stay
 float32), at the paper table's learning rates (full 3e-5 / eps 1e-3, LoRA 1e-3 / eps 1e-2).
-Full tuning also runs bfloat16 with `inplace`, to price the exact mode, and bfloat16 exact with
+Full tuning also runs bfloat16 with `inplace`, to price the exact mode, bfloat16 exact with every
+module held aside whole (`exact_block=0`, no streamed row blocks), and bfloat16 exact with
 the batch split into the evaluation's length-sorted chunks (each model call then costs a sweep
 more; `zoo finetune` prices that in, `PromptScorer.for_exact_perturbation`). It also times one
 sweep over all weights in tokens of forward, the basis of `scoring.EXACT_SWEEP_TOKENS`.
@@ -40,12 +41,13 @@ ROUNDS = 4
 SETTINGS = {"full": {"lr": 3e-5, "eps": 1e-3}, "lora": {"lr": 1e-3, "eps": 1e-2}}
 DTYPES = ("float32", "bfloat16")
 # name: (dtype, perturbation (None: the estimators' default), whether the step's scorer prices a call as
-# `zoo finetune` does (`for_exact_perturbation` under exact) or keeps the evaluation's chunks)
+# `zoo finetune` does (`for_exact_perturbation` under exact) or keeps the evaluation's chunks, more options)
 VARIANTS = {
-    "full": {"float32": ("float32", None, True), "bfloat16": ("bfloat16", None, True),
-             "bfloat16, evaluation's chunks": ("bfloat16", None, False),
-             "bfloat16 inplace": ("bfloat16", "inplace", True)},
-    "lora": {"float32": ("float32", None, True), "bfloat16": ("bfloat16", None, True)},
+    "full": {"float32": ("float32", None, True, {}), "bfloat16": ("bfloat16", None, True, {}),
+             "bfloat16, evaluation's chunks": ("bfloat16", None, False, {}),
+             "bfloat16, modules held whole": ("bfloat16", None, True, {"exact_block": 0}),
+             "bfloat16 inplace": ("bfloat16", "inplace", True, {})},
+    "lora": {"float32": ("float32", None, True, {}), "bfloat16": ("bfloat16", None, True, {})},
 }
 
 
@@ -73,10 +75,10 @@ def main() -> dict:
     out = {"steps": {}, "zero_shot": {}, "sweep_in_tokens": {}}
     for tuning, hp in SETTINGS.items():
         runs = {}
-        for name, (dtype, mode, priced) in VARIANTS[tuning].items():
+        for name, (dtype, mode, priced, options) in VARIANTS[tuning].items():
             built = load("smollm2-135m", task, "prompt", tuning, template="review", dtype=dtype_of(dtype))
             params = [p for p in built.model.parameters() if p.requires_grad]
-            opt = estimators.get("mezo-sgd", params, module=built.model, seed=0, perturbation=mode, **hp)
+            opt = estimators.get("mezo-sgd", params, module=built.model, seed=0, perturbation=mode, **options, **hp)
             scorer = built.scorer
             if priced and opt.perturbation.name == "exact":
                 scorer = scorer.for_exact_perturbation(
@@ -106,6 +108,7 @@ def main() -> dict:
                    "moved_fraction_median": statistics.median(moved[name]), "moved_fraction": moved[name],
                    "trained_dtypes": sorted({str(p.dtype) for p in runs[name][2]}),
                    "perturbation": runs[name][3].perturbation.name,
+                   "exact_saved_bytes": getattr(runs[name][3].perturbation, "peak_saved_bytes", None),
                    "call_cost_tokens": runs[name][1].call_cost_tokens,
                    "model_calls_per_forward": len(length_chunks(runs[name][4].attention_mask.sum(1).tolist(),
                                                                 runs[name][1].call_cost_tokens)),

@@ -192,9 +192,12 @@ def _exact_memory() -> str:
         f"| {r['peak_bytes'] / inference[r['dtype']]['peak_bytes']:.3f} |" for r in m["rows"])
     return f"""### Peak memory of the exact mode
 
-The exact mode holds one module's own parameters aside while that module runs, so its extra
-memory is the largest module's: SmolLM2's tied embedding, 28.3M of its 134.5M parameters (54 MiB
-in bfloat16). Measured by `{m['command']}` on {m['date']} ({m['machine']}): the cpu suite's memory
+The exact mode holds one module's own parameters aside while that module runs. Held whole
+(`exact_block=0`), its extra memory is the largest module's: SmolLM2's tied embedding, 28.3M of its
+134.5M parameters (54 MiB in bfloat16). By default a stock Linear or Embedding with more than 4M
+trained elements is not held: its forward is assembled from perturbed copies of one row block at a
+time (`zoo/perturb/blocked.py`; 7,168 rows x 576 = 4.1M elements, 7.9 MiB in bfloat16, for SmolLM2's
+embedding and LM head), so the bound is one block. Measured by `{m['command']}` on {m['date']} ({m['machine']}): the cpu suite's memory
 probe (`zoo/bench/memory.py`; one batch of {m['spec']['batch']} SST-2 examples, two steps in a fresh process
 after the weights are read in, peak RSS).
 
@@ -223,6 +226,7 @@ def dtype_section() -> str:
     overheads = {name: r["median_step_s"] - r["median_two_forwards_s"]
                  for name, r in full.items() if isinstance(r, dict)}
     chunked = full["bfloat16, evaluation's chunks"]
+    whole = full["bfloat16, modules held whole"]
     c = _result("exact_chunks")
 
     def calls(task):
@@ -273,8 +277,13 @@ followed by two plain forwards of the same batch (`benchmarks/results/dtype_comp
   weights' dtype, and drawing, not memory traffic, bounds a sweep on this CPU (the first section).
   In bfloat16, in place is the fastest step ({full['bfloat16 inplace']['median_step_s']:.2f} s) but drifts (docs/drift.md);
   the exact mode's {full['bfloat16']['median_step_s']:.2f} s is {overheads['bfloat16'] - overheads['bfloat16 inplace']:.2f} s more overhead (the mode also perturbs the tied
-  embedding once in each of its two modules, and copies every module's weights aside and back)
+  embedding once in each of its two modules, copies the other modules' weights aside and back, and
+  streams the embedding and LM head as perturbed copies of row blocks)
   and {full['bfloat16']['median_two_forwards_s'] - full['bfloat16 inplace']['median_two_forwards_s']:.2f} s of slower forwards, run as one call (next point).
+  With every module held whole instead (`exact_block=0`, the mode before row blocks) the step took
+  {whole['median_step_s']:.2f} s, so streaming cost {full['bfloat16']['median_step_s'] / whole['median_step_s']:.2f}x the time (steps of 4 rounds: {', '.join(f'{x:.2f}' for x in full['bfloat16']['step_s'])} s
+  streamed, {', '.join(f'{x:.2f}' for x in whole['step_s'])} s held) and held {full['bfloat16']['exact_saved_bytes'] / 2**20:.1f} MiB of weights aside at
+  its peak instead of {whole['exact_saved_bytes'] / 2**20:.1f} MiB (next section).
 - **Exact mode and chunked batches.** The exact mode perturbs each module as the model enters it,
   so every model call draws z for the trained weights again: a sweep costs as much as
   {sw['float32']['tokens']:.0f} (float32) and {sw['bfloat16']['tokens']:.0f} (bfloat16) tokens of forward here. Split into the
@@ -385,8 +394,8 @@ Reading: in float32 the drift is a random walk of one-ulp roundings, negligible 
 learning-rate step. In bfloat16 and float16 a perturbation of eps = 1e-3 is close to the spacing
 of representable numbers around typical weights (2^-8 relative for bfloat16), so each lr = 0 step
 moves many weights by whole ulps and the walk grows with the square root of the steps. Use
-`perturbation="exact"` for half-precision models: it costs the same number of noise sweeps and
-a temporary the size of the largest module's own parameters.
+`perturbation="exact"` for half-precision models (the default there): it costs the same number of
+noise sweeps and a temporary of one module's own parameters, or one row block of a large one.
 """
 
 

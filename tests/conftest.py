@@ -14,11 +14,11 @@ if not torch.cuda.is_available():
 from torch import nn
 
 
-def tiny_llama(dtype=torch.float32, seed=0, tie=True):
+def tiny_llama(dtype=torch.float32, seed=0, tie=True, vocab=128):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(
-        vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=tie, attn_implementation="eager",
     )
     gen_state = torch.random.get_rng_state()

@@ -43,7 +43,8 @@ def page_in(model: torch.nn.Module) -> None:
 def probe(spec: dict) -> dict:
     """Measures one method in this process. `spec` holds model, task, mode, tuning, template,
     method ("inference", a ZO estimator's name, "sgd" or "adam"), batch, k, seed, device, and
-    optionally dtype and a ZO perturbation mode (default: the estimator's)."""
+    optionally dtype, a ZO perturbation mode (default: the estimator's) and exact_block (the
+    exact mode's streamed block, elements; default the estimators')."""
     from ..finetune.build import load
     from ..finetune.commands import load_task, sample
     from ..finetune.loop import FIRST_ORDER, FinetuneConfig, build_optimizer
@@ -71,6 +72,8 @@ def probe(spec: dict) -> dict:
     if method != "inference":
         zo_mode = spec.get("perturbation") if method not in FIRST_ORDER else None
         options = {"perturbation": zo_mode} if zo_mode else {}
+        if "exact_block" in spec and method not in FIRST_ORDER:
+            options["exact_block"] = spec["exact_block"]
         cfg = FinetuneConfig(model=spec["model"], task=spec["task"], estimator=method, lr=1e-9, eps=1e-3,
                              seed=spec["seed"], tuning=spec["tuning"], estimator_options=options)
         opt = build_optimizer(cfg, params, model)

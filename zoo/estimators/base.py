@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from ..perturb.blocked import DEFAULT_BLOCK_ELEMENTS
 from ..perturb import (
     DirectionField,
     DirectionKey,
@@ -98,6 +99,10 @@ class ZOOptimizer(Optimizer):
         threads: sweep worker threads on the CPU.
         module: the model, when model_or_params are param groups and
             perturbation='exact' is wanted.
+        exact_block: in exact mode, a stock Linear or Embedding whose trained
+            weight has more elements than this runs forward from perturbed
+            copies of row blocks of about this size instead of being held
+            aside whole (memory, not results); 0 holds every module whole.
         layers: a LayerSubset (LeZO), magnitude: a MagnitudeMask (Sparse MeZO),
             subspace: a LowRankSubspace (SubZero): the direction field's pieces.
     """
@@ -116,6 +121,7 @@ class ZOOptimizer(Optimizer):
         chunk_size: int | None = None,
         threads: int | None = None,
         module: nn.Module | None = None,
+        exact_block: int = DEFAULT_BLOCK_ELEMENTS,
         layers=None,
         magnitude=None,
         subspace=None,
@@ -123,6 +129,8 @@ class ZOOptimizer(Optimizer):
         _check_hyper(defaults)
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"n: the number of directions per step must be an integer >= 1, got {n!r}")
+        if not isinstance(exact_block, int) or isinstance(exact_block, bool) or exact_block < 0:
+            raise ValueError(f"exact_block: elements per streamed block must be an integer >= 0, got {exact_block!r}")
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ValueError(f"seed: must be an integer, got {seed!r}")
         if perturbation is not None and perturbation not in PERTURBATIONS:
@@ -148,7 +156,7 @@ class ZOOptimizer(Optimizer):
         if perturbation is None:
             perturbation = default_perturbation([s.param for s in self._slots], module)
         if perturbation == "exact":
-            self.perturbation = ExactPerturbation(module, self.backend, self.field, self._slots)
+            self.perturbation = ExactPerturbation(module, self.backend, self.field, self._slots, exact_block)
         else:
             self.perturbation = InplacePerturbation(self.backend, self.field)
         self._ready = True

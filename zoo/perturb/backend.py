@@ -88,13 +88,19 @@ class TorchBackend:
     def chunks(self, slots: Iterable[ParamSlot]) -> list[tuple[ParamSlot, int, int]]:
         out = []
         for slot in slots:
-            n = slot.numel
-            out.extend((slot, s, min(s + self.chunk_size, n)) for s in range(0, n, self.chunk_size))
+            out.extend(self.ranges(slot, 0, slot.numel))
         return out
+
+    def ranges(self, slot: ParamSlot, start: int, stop: int) -> list[tuple[ParamSlot, int, int]]:
+        """Chunks of elements [start, stop) of one parameter; `start` is a multiple of BLOCK_SIZE."""
+        return [(slot, s, min(s + self.chunk_size, stop)) for s in range(start, stop, self.chunk_size)]
 
     def map(self, slots: Iterable[ParamSlot], fn: ChunkFn) -> list:
         """Applies fn(slot, start, stop, workspace) to every chunk; results in chunk order."""
-        tasks = self.chunks(slots)
+        return self.run(self.chunks(slots), fn)
+
+    def run(self, tasks: list[tuple[ParamSlot, int, int]], fn: ChunkFn) -> list:
+        """Applies fn to the given (slot, start, stop) chunks, on the pool where that pays."""
         parallel = self.threads > 1 and len(tasks) > 1 and all(t[0].param.device.type == "cpu" for t in tasks)
         if not parallel:
             ws = self._workspace()

@@ -10,7 +10,10 @@ owns trainable parameters saves them (a temporary the size of that module's
 own parameters), adds the perturbation, and the forward hook copies the saved
 values back. Tied weights see the same z because z depends on the parameter,
 not on the module. With lr = 0 every weight is bit-identical after any number
-of steps.
+of steps. A large stock Linear or Embedding (a tied embedding, an LM head) is
+not held whole: its forward is assembled from perturbed copies of one row
+block of the weight at a time (blocked.py), so the mode's extra memory is
+about one such block or the largest other module, whichever is larger.
 
 `default_perturbation` picks between them when the user does not: `exact` for
 half-precision weights, where the way back by subtraction loses whole ulps at
@@ -26,10 +29,11 @@ import torch
 from torch import nn
 
 from .backend import TorchBackend
+from .blocked import DEFAULT_BLOCK_ELEMENTS, StreamedModule, block_rows, streamable, streamed_forward
 from .field import DirectionField
 from .keys import DirectionKey
 from .slots import ParamSlot
-from .sweeps import Term, apply_
+from .sweeps import Term, apply_, perturbed_copy
 
 logger = logging.getLogger("zoo")
 
@@ -114,15 +118,29 @@ class ExactPerturbation:
     Args:
         module: the model; hooks go on every submodule that directly owns a
             trainable parameter of the optimizer.
+        block_elements: a stock `nn.Linear` or `nn.Embedding` whose trained weight
+            is larger than this is never written: its forward is assembled from
+            perturbed copies of row blocks of about this many elements
+            (blocked.py). 0 holds every module aside whole.
     """
 
     name = "exact"
     at_theta = True
 
-    def __init__(self, module: nn.Module, backend: TorchBackend, field: DirectionField, slots: Sequence[ParamSlot]):
+    def __init__(
+        self,
+        module: nn.Module,
+        backend: TorchBackend,
+        field: DirectionField,
+        slots: Sequence[ParamSlot],
+        block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+    ):
+        if block_elements < 0:
+            raise ValueError(f"block_elements must be >= 0 (0: hold every module whole), got {block_elements}")
         self.module = module
         self.backend = backend
         self.field = field
+        self.block_elements = block_elements
         self.set_slots(slots)
         self._warned_unused = False
         #: Largest number of parameter bytes held aside at once (the mode's extra memory).
@@ -131,19 +149,46 @@ class ExactPerturbation:
     def set_slots(self, slots: Sequence[ParamSlot]) -> None:
         by_id = {id(s.param): s for s in slots}
         self._owners: list[tuple[nn.Module, list[ParamSlot]]] = []
+        self._streamed: list[StreamedModule] = []
         for mod in self.module.modules():
             own = [by_id[id(p)] for p in mod.parameters(recurse=False) if id(p) in by_id]
-            if own:
+            if not own:
+                continue
+            spec = self._stream_spec(mod, own)
+            if spec is not None:
+                self._streamed.append(spec)
+            else:
                 self._owners.append((mod, own))
-        self.largest_module_bytes = max(
-            (sum(s.numel * s.param.element_size() for s in own) for _, own in self._owners), default=0
+        #: The most parameter bytes the mode can hold aside at once: the largest module held
+        #: whole, or the largest streamed block (with its module's other trained parameters).
+        self.bound_bytes = max(
+            [sum(s.numel * s.param.element_size() for s in own) for _, own in self._owners]
+            + [spec.block_bytes for spec in self._streamed],
+            default=0,
         )
+
+    def _stream_spec(self, mod: nn.Module, own: list[ParamSlot]) -> StreamedModule | None:
+        if not self.block_elements or not streamable(mod):
+            return None
+        weight = next((s for s in own if s.param is mod.weight), None)
+        if weight is None:
+            return None
+        rows = block_rows(mod.weight.shape[1], mod.weight.shape[0], self.block_elements)
+        if rows is None:
+            return None
+        return StreamedModule(mod, weight, [s for s in own if s is not weight], rows)
 
     def evaluate(self, closure: Callable, key: DirectionKey, sign: float, slots: Sequence[ParamSlot]):
         active = {s.uid for s in slots}
         saved: dict[int, torch.Tensor] = {}
         depth: dict[int, int] = {}
         touched: set[int] = set()
+
+        def held_now() -> int:
+            return sum(t.numel() * t.element_size() for t in saved.values())
+
+        def note_held(extra: int) -> None:
+            self.peak_saved_bytes = max(self.peak_saved_bytes, held_now() + extra)
 
         def pre_hook(mod, args, own):
             enter = [s for s in own if s.uid in active and depth.get(s.uid, 0) == 0]
@@ -152,8 +197,7 @@ class ExactPerturbation:
                     depth[s.uid] = depth.get(s.uid, 0) + 1
             for s in enter:
                 saved[s.uid] = s.param.detach().clone()
-            held = sum(t.numel() * t.element_size() for t in saved.values())
-            self.peak_saved_bytes = max(self.peak_saved_bytes, held)
+            note_held(0)
             if enter:
                 apply_(self.backend, self.field, enter, [(key, _coefs(enter, sign))], at_theta=True)
                 touched.update(s.uid for s in enter)
@@ -165,17 +209,43 @@ class ExactPerturbation:
                     if depth[s.uid] == 0:
                         s.param.detach().copy_(saved.pop(s.uid))
 
-        handles = []
+        def live(s: ParamSlot) -> bool:
+            # A tied weight another module holds perturbed in place right now is read as it is.
+            return s.uid in active and depth.get(s.uid, 0) == 0
+
+        def perturbed(s: ParamSlot, start: int, stop: int, out: torch.Tensor | None) -> torch.Tensor:
+            if not live(s):
+                return s.flat()[start:stop]
+            touched.add(s.uid)
+            return perturbed_copy(self.backend, self.field, s, start, stop, key, sign * s.group["eps"], out)
+
+        def streamed(spec: StreamedModule):
+            blocked = streamed_forward(spec, perturbed, note_held)
+            stock = type(spec.module).forward.__get__(spec.module)
+
+            def forward(*args, **kwargs):
+                if any(live(s) for s in [spec.weight, *spec.extra]):
+                    return blocked(*args, **kwargs)
+                return stock(*args, **kwargs)
+
+            return forward
+
+        handles, installed = [], []
         try:
             for mod, own in self._owners:
                 handles.append(mod.register_forward_pre_hook(lambda m, a, own=own: pre_hook(m, a, own)))
                 handles.append(
                     mod.register_forward_hook(lambda m, a, o, own=own: post_hook(m, own), always_call=True)
                 )
+            for spec in self._streamed:
+                spec.module.forward = streamed(spec)
+                installed.append(spec.module)
             loss = closure()
         finally:
             for h in handles:
                 h.remove()
+            for mod in installed:
+                del mod.forward
             for s in slots:
                 if s.uid in saved:
                     s.param.detach().copy_(saved.pop(s.uid))

@@ -50,6 +50,43 @@ def _compute_dtype(param: torch.Tensor) -> torch.dtype:
     return torch.float64 if param.dtype == torch.float64 else torch.float32
 
 
+def combine_chunk_(
+    field: DirectionField,
+    slot: ParamSlot,
+    p: torch.Tensor,
+    start: int,
+    live: Sequence[tuple[DirectionKey, float]],
+    decay: float,
+    ws: Workspace,
+    *,
+    at_theta: bool,
+) -> None:
+    """p <- decay * p + sum_k c_k z_k, where p holds elements [start, start + len(p)) of `slot`.
+
+    p is usually a view of the parameter; exact mode passes a copy of it, which then holds
+    the very bits this sweep would have written into the parameter.
+    """
+    if live and field.fused_combine_(p, decay, live, slot, start, at_theta):
+        return
+    stop = start + p.numel()
+    if decay == 1.0 and len(live) == 1:
+        # add_ of a float32 z into a low-precision p computes in float32 and rounds once.
+        key, c = live[0]
+        p.add_(direction_chunk(field, slot, key, start, stop, ws, at_theta=at_theta), alpha=c)
+        return
+    dtype = _compute_dtype(slot.param)
+    acc = ws.buffer("acc", stop - start, p.device, dtype).zero_()
+    for key, c in live:
+        acc.add_(direction_chunk(field, slot, key, start, stop, ws, at_theta=at_theta), alpha=c)
+    if p.dtype == dtype:
+        if decay != 1.0:
+            p.mul_(decay)
+        p.add_(acc)
+    else:
+        acc.add_(p, alpha=decay)
+        p.copy_(acc)
+
+
 def apply_(
     backend: TorchBackend,
     field: DirectionField,
@@ -66,27 +103,35 @@ def apply_(
         d = 1.0 if decay is None else decay.get(slot.uid, 1.0)
         if not live and d == 1.0:
             return
-        p = slot.flat()[start:stop]
-        if live and field.fused_combine_(p, d, live, slot, start, at_theta):
-            return
-        if d == 1.0 and len(live) == 1:
-            # add_ of a float32 z into a low-precision p computes in float32 and rounds once.
-            key, c = live[0]
-            p.add_(direction_chunk(field, slot, key, start, stop, ws, at_theta=at_theta), alpha=c)
-            return
-        dtype = _compute_dtype(slot.param)
-        acc = ws.buffer("acc", stop - start, p.device, dtype).zero_()
-        for key, c in live:
-            acc.add_(direction_chunk(field, slot, key, start, stop, ws, at_theta=at_theta), alpha=c)
-        if p.dtype == dtype:
-            if d != 1.0:
-                p.mul_(d)
-            p.add_(acc)
-        else:
-            acc.add_(p, alpha=d)
-            p.copy_(acc)
+        combine_chunk_(field, slot, slot.flat()[start:stop], start, live, d, ws, at_theta=at_theta)
 
     backend.map(slots, fn)
+
+
+def perturbed_copy(
+    backend: TorchBackend,
+    field: DirectionField,
+    slot: ParamSlot,
+    start: int,
+    stop: int,
+    key: DirectionKey,
+    coef: float,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Elements [start, stop) of `slot` at theta + coef * z(key), as a new flat tensor (or in `out`).
+
+    The parameter is not written. The values are bit for bit those `apply_` would write in
+    place, since the same chunk code computes them. `start` is a multiple of BLOCK_SIZE.
+    """
+    src = slot.flat()[start:stop]
+    out = torch.empty_like(src) if out is None else out[: stop - start]
+    out.copy_(src)
+    if coef != 0.0:
+        def fn(s: ParamSlot, a: int, b: int, ws: Workspace) -> None:
+            combine_chunk_(field, s, out[a - start : b - start], a, [(key, coef)], 1.0, ws, at_theta=True)
+
+        backend.run(backend.ranges(slot, start, stop), fn)
+    return out
 
 
 def measure_sphere_scale(
