@@ -182,14 +182,40 @@ def _same(row: dict) -> str:
     return "yes" if row["identical_logits"] else f"no, max difference {row['max_abs_difference']:.1e}"
 
 
+def _memory_rows(rows: list[dict]) -> str:
+    mib = 1 / 2**20
+    inference = {r["dtype"]: r for r in rows if r["method"] == "inference"}
+
+    def runs(r):
+        return ", ".join(f"{x * mib:.0f}" for x in r.get("peak_bytes_runs", [r["peak_bytes"]]))
+
+    return "\n".join(
+        f"| {r['dtype']} | {r['label']} | {r['perturbation'] or ''} | {r['base_bytes'] * mib:.0f} | {r['peak_bytes'] * mib:.1f} "
+        f"| {runs(r)} | {(r['peak_bytes'] - inference[r['dtype']]['peak_bytes']) * mib:+.1f} "
+        f"| {r['peak_bytes'] / inference[r['dtype']]['peak_bytes']:.3f} |" for r in rows)
+
+
 def _exact_memory() -> str:
     m = _result("exact_memory")
-    mib = 1 / 2**20
-    inference = {r["dtype"]: r for r in m["rows"] if r["method"] == "inference"}
-    rows = "\n".join(
-        f"| {r['dtype']} | {r['label']} | {r['perturbation'] or ''} | {r['base_bytes'] * mib:.0f} | {r['peak_bytes'] * mib:.1f} "
-        f"| {(r['peak_bytes'] - inference[r['dtype']]['peak_bytes']) * mib:+.1f} "
-        f"| {r['peak_bytes'] / inference[r['dtype']]['peak_bytes']:.3f} |" for r in m["rows"])
+
+    def saved(rows, label):
+        return next(f"{r['exact_saved_bytes'] / 2**20:.1f} MiB" for r in rows if r["label"] == label)
+
+    large = m.get("large_spec")
+    head = """| dtype | method | perturbation | loaded MiB | peak MiB (median) | peaks of the runs MiB | peak − inference's MiB | peak / inference |
+|---|---|---|---|---|---|---|---|"""
+    large_part = "" if not large else f"""
+On the gpu preset's 1B-class Llama config ({large['name']}: random init, {m['large_rows'][0]['params'] / 1e9:.2f}B parameters in
+{large['dtype']}, a tied 128256 x 2048 embedding of 262.7M; `zoo/bench/cost.py`, random token ids, batch
+{large['batch']} x {large['seq']}, two steps per process, peak RSS on this CPU) the held-whole mode adds the
+embedding, about 0.5 GB. The streamed mode (the embedding, the LM head and the MLP projections,
+each over 4M elements, stream) held at most {saved(m['large_rows'], 'mezo-sgd')} of weights aside and
+the held-whole mode {saved(m['large_rows'], 'mezo-sgd, exact, modules held whole')} (`peak_saved_bytes`); the rest of a row's
+distance from inference is the allocator's, which spreads identical runs' peaks by tens of MiB:
+
+{head}
+{_memory_rows(m['large_rows'])}
+"""
     return f"""### Peak memory of the exact mode
 
 The exact mode holds one module's own parameters aside while that module runs. Held whole
@@ -197,14 +223,14 @@ The exact mode holds one module's own parameters aside while that module runs. H
 134.5M parameters (54 MiB in bfloat16). By default a stock Linear or Embedding with more than 4M
 trained elements is not held: its forward is assembled from perturbed copies of one row block at a
 time (`zoo/perturb/blocked.py`; 7,168 rows x 576 = 4.1M elements, 7.9 MiB in bfloat16, for SmolLM2's
-embedding and LM head), so the bound is one block. Measured by `{m['command']}` on {m['date']} ({m['machine']}): the cpu suite's memory
-probe (`zoo/bench/memory.py`; one batch of {m['spec']['batch']} SST-2 examples, two steps in a fresh process
-after the weights are read in, peak RSS).
+embedding and LM head), so the bound is one block. Measured by `{m['command']}` on {m['date']} ({m['machine']}),
+each row the median of {len(m['rows'][0].get('peak_bytes_runs', [0]))} fresh processes (peak RSS moves between identical runs):
+the cpu suite's memory probe (`zoo/bench/memory.py`; one batch of {m['spec']['batch']} SST-2 examples, two steps
+in a fresh process after the weights are read in, peak RSS).
 
-| dtype | method | perturbation | loaded MiB | peak MiB | peak − inference's MiB | peak / inference |
-|---|---|---|---|---|---|---|
-{rows}
-"""
+{head}
+{_memory_rows(m['rows'])}
+{large_part}"""
 
 
 def dtype_section() -> str:

@@ -85,8 +85,9 @@ def probe(spec: dict) -> dict:
     if method in FIRST_ORDER:
         opt = FIRST_ORDER[method](params, lr=1e-9)
     elif method != "inference":
+        extra = {"exact_block": spec["exact_block"]} if "exact_block" in spec else {}
         opt = estimators.get(method, params, lr=1e-9, eps=1e-3, seed=spec.get("seed", 0), module=model,
-                             perturbation=spec.get("perturbation"))
+                             perturbation=spec.get("perturbation"), **extra)
     step = _step_fn(method, model, batch, opt)
     base = torch.cuda.memory_allocated() if cuda else rss_now_bytes()
     reset_peak(cuda)
@@ -105,6 +106,7 @@ def probe(spec: dict) -> dict:
             "params": sum(p.numel() for p in params), "param_bytes": sum(p.numel() * p.element_size() for p in params),
             "extra_state_bytes": 0 if opt is None else optimizer_state_bytes(opt, method in FIRST_ORDER),
             "perturbation": opt.perturbation.name if isinstance(opt, estimators.ZOOptimizer) else None,
+            "exact_saved_bytes": getattr(getattr(opt, "perturbation", None), "peak_saved_bytes", None),
             "device": torch.cuda.get_device_name() if cuda else "cpu"}
 
 
