@@ -45,12 +45,10 @@ def streamable(mod: nn.Module) -> bool:
     """Whether `mod` runs the stock Linear or Embedding forward on a contiguous 2-D weight."""
     if "forward" in vars(mod):  # wrapped by another library (accelerate's hooks, ...)
         return False
-    if type(mod).forward is nn.Linear.forward:
-        pass
-    elif type(mod).forward is nn.Embedding.forward:
-        if mod.max_norm is not None:
-            return False
-    else:
+    forward = type(mod).forward
+    if forward is not nn.Linear.forward and forward is not nn.Embedding.forward:
+        return False
+    if forward is nn.Embedding.forward and mod.max_norm is not None:
         return False
     w = getattr(mod, "weight", None)
     return isinstance(w, torch.Tensor) and w.dim() == 2 and w.is_contiguous()
