@@ -154,8 +154,27 @@ def report(path: Path):
             lines.append(f"| {label} | {settings['template']} | {acc} | {len(accs)} | {cost} | {wall} | "
                          f"{', '.join(f'{k}={v}' for k, v in shown.items())} |")
         lines.append("")
+        lines += _running_evals(task)
         lines += _targets(task)
     path.write_text("\n".join(lines) + "\n")
+
+
+def _running_evals(task: str) -> list[str]:
+    """A line per unfinished run with dev evaluations so far: where a long run is heading."""
+    lines = []
+    for t, row, seed, kind, settings in planned():
+        log = folder(task, row, seed) / "trajectory.json" if seed is not None else None
+        if t != task or log is None or not log.exists() or (log.parent / "results.json").exists():
+            continue
+        traj = json.loads(log.read_text())
+        evals, losses = traj["history"]["evals"], traj["history"]["loss"]
+        if len(evals) < 2:
+            continue
+        dev = ", ".join(f"{e['dev_accuracy']:.3f} / {e['dev_loss']:.3f} (step {e['step']})" for e in evals)
+        recent = losses[-25:]
+        lines.append(f"Running, {row} seed {seed} (step {traj['step']} of {settings['steps']}): dev accuracy / dev loss "
+                     f"{dev}; training loss, mean of the last {len(recent)} steps: {statistics.mean(recent):.3f}.")
+    return lines + [""] if lines else []
 
 
 def _finished(task: str, row: str, seeds=SEEDS) -> dict:
