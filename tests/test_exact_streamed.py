@@ -6,10 +6,8 @@ from torch import nn
 
 import zoo
 from conftest import SMALL, bits_equal, lm_batch, snapshot, tiny_llama
-from zoo.perturb import DirectionField, DirectionKey, ParamSlot, apply_, make_backend
+from zoo.perturb import BLOCK_SIZE, DirectionField, DirectionKey, ParamSlot, apply_, make_backend, perturbed_copy
 from zoo.perturb.blocked import block_rows, streamable
-from zoo.perturb.keys import BLOCK_SIZE
-from zoo.perturb.sweeps import perturbed_copy
 
 VOCAB = 4100  # x hidden 32: blocks of 2048 rows (one stream block each), the last one 4 rows
 

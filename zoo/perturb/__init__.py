@@ -10,8 +10,9 @@ Public pieces:
     make_backend                               -- chunked execution: torch generators,
                                                   or the Philox stream (C / Triton kernels)
     GeneratorStream, PhiloxStream              -- what the values of z are
-    apply_, direction_chunk                    -- sweeps
-    InplacePerturbation, ExactPerturbation     -- the two ways back
+    apply_, direction_chunk, perturbed_copy    -- sweeps (in place, or into a copy)
+    InplacePerturbation, ExactPerturbation     -- the two ways back (blocked.py: exact-mode
+                                                  forwards of large Linear/Embedding in row blocks)
     default_perturbation                       -- which of them when none is asked for
 """
 
@@ -24,7 +25,7 @@ from .samplers import Gaussian, Rademacher, Sampler, Sphere, make_sampler
 from .slots import ParamSlot
 from .streams import GeneratorStream, PhiloxStream
 from .subspace import LowRankSubspace
-from .sweeps import apply_, direction_chunk, measure_sphere_scale
+from .sweeps import apply_, direction_chunk, measure_sphere_scale, perturbed_copy
 
 __all__ = [
     "BLOCK_SIZE",
@@ -52,6 +53,7 @@ __all__ = [
     "make_backend",
     "make_sampler",
     "measure_sphere_scale",
+    "perturbed_copy",
     "mix",
     "step_seed",
 ]
