@@ -372,7 +372,10 @@ with no install (zoo from the checkout through PYTHONPATH); its logic was checke
 - a `mezo-sgd` step <= 1.05 x two forwards on a 1B-class Llama config (hidden 2048, 16 layers) in bfloat16;
 - peak `torch.cuda.max_memory_allocated` during training <= 1.01 x inference on the same batch;
 - sweep bandwidth >= 80% of a device-to-device copy;
-- the Triton kernel's normals against the C kernel's on the GPU (libdevice instead of numpy).
+- the Triton kernel's normals against the C kernel's on the GPU (libdevice instead of numpy);
+- the time and peak memory of the bfloat16 default (the exact mode, large weights streamed in
+  4M-element row blocks) beside the exact mode with every module held whole and with 64M-element
+  blocks: whether the streamed blocks' extra kernel launches cost time on a GPU.
 """
 
 
