@@ -20,13 +20,12 @@ Writes benchmarks/results/exact_memory.json (docs/performance.md quotes it).
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 
 import record
 from zoo.bench import cost
-from zoo.bench.memory import measure
+from zoo.bench.memory import measure, median_of_runs
 
 SPEC = {"model": "smollm2-135m", "task": "sst2", "mode": "prompt", "tuning": "full", "template": "review",
         "batch": 16, "k": 16, "seed": 0, "device": "cpu"}
@@ -46,26 +45,15 @@ def large_spec() -> dict:
     return {**LARGE, "config": configs[LARGE["name"]]["config"]}
 
 
-def repeated(probe, spec: dict, method: str) -> dict:
-    """`probe` REPEATS times in fresh processes: the median base and peak, and every run's peak.
-
-    Peak RSS of one run moved by up to 100 MiB between identical runs of the 1B config here
-    (the allocator), so one run is not a measurement."""
-    runs = [probe(spec, [method])[0] for _ in range(REPEATS)]
-    return {**runs[0], "base_bytes": statistics.median(r["base_bytes"] for r in runs),
-            "peak_bytes": statistics.median(r["peak_bytes"] for r in runs),
-            "peak_bytes_runs": [r["peak_bytes"] for r in runs]}
-
-
 def main() -> dict:
     rows = []
     for label, dtype, method, mode, extra in ROWS:
-        row = repeated(measure, {**SPEC, "dtype": dtype, "perturbation": mode, **extra}, method)
+        row = median_of_runs(measure, {**SPEC, "dtype": dtype, "perturbation": mode, **extra}, method, REPEATS)
         rows.append({"label": label, "dtype": dtype, **row})
     large, large_rows = large_spec(), []
     for label, dtype, method, mode, extra in ROWS:
         if dtype == LARGE["dtype"]:
-            row = repeated(cost.measure, {**large, "perturbation": mode, **extra}, method)
+            row = median_of_runs(cost.measure, {**large, "perturbation": mode, **extra}, method, REPEATS)
             large_rows.append({"label": label, "dtype": dtype, **row})
     return record.save("exact_memory", {"spec": SPEC, "rows": rows, "large_spec": large, "large_rows": large_rows},
                        "python benchmarks/exact_memory.py")

@@ -160,6 +160,7 @@ def test_a_wrong_forward_declaration_is_caught(tmp_path, monkeypatch, capsys):
      "models[0].template must be"),
     ('{"name": "x", "models": [{"model": "m", "dtype": "fp8"}], "tasks": ["sst2"]}', "models[0] has dtype 'fp8'"),
     ('{"name": "x", "models": [{"model": "m", "device": "tpu"}], "tasks": ["sst2"]}', "models[0] has device 'tpu'"),
+    ('{"name": "x", "models": [], "tasks": [], "memory": {"repeats": 0}}', "memory.repeats must be an integer >= 1"),
 ])
 def test_bad_suite_files_are_one_line_errors(tmp_path, capsys, raw, message):
     path = tmp_path / "bad.json"
@@ -389,3 +390,29 @@ def test_remaining_compute_prices_each_run_by_its_own_kind(tmp_path):
     others = len(specs) - 4 - 1
     assert r.spent_s == 160.0 and r.left_s == 20.0 + 3 * 100.0 + (others - 3) * 25.0 and r.unpriced == 0
     assert "took 0.0 h" in describe(r) and "runs of a model and task" not in describe(r)
+
+
+def test_memory_rows_are_medians_of_fresh_processes(tmp_path):
+    from zoo.bench.memory import median_of_runs
+    from zoo.bench.report import _memory_section
+
+    peaks, calls = iter([30, 10, 20]), []
+
+    def probe(spec, methods):
+        calls.append(methods)
+        p = next(peaks)
+        return [{"method": methods[0], "base_bytes": 5 + p, "peak_bytes": 100 + p, "measure": "peak RSS"}]
+
+    row = median_of_runs(probe, {}, "mezo-sgd", 3)
+    assert (row["base_bytes"], row["peak_bytes"], row["peak_bytes_runs"]) == (25, 120, [130, 110, 120])
+    assert calls == [["mezo-sgd"]] * 3
+    with pytest.raises(ValueError, match="repeats"):
+        median_of_runs(probe, {}, "mezo-sgd", 0)
+    mib = 2**20
+    rows = [{"method": m, "base_bytes": 100 * mib, "peak_bytes": p * mib, "peak_bytes_runs": [p * mib, (p + 9) * mib, (p - 1) * mib],
+             "measure": "peak RSS (VmHWM)"} for m, p in (("inference", 110), ("mezo-sgd", 111))]
+    meta = {"model": {"model": "m", "tuning": "full"}, "task": "sst2", "batch": 16, "device": "cpu", "repeats": 3}
+    (tmp_path / "memory.json").write_text(json.dumps({"meta": meta, "rows": rows}))
+    text = "\n".join(_memory_section(tmp_path))
+    assert "in 3 fresh processes, and the table shows the medians" in text
+    assert "| mezo-sgd | 100 | 111 | 1.009 | 11.0 | 1.10 | 111, 120, 110 |" in text

@@ -196,17 +196,22 @@ def _memory_section(root: Path) -> list[str]:
     inf = next(r for r in rows if r["method"] == "inference")
     mib = 1 / 2**20
     work_inf = max(inf["peak_bytes"] - inf["base_bytes"], 1)
+    repeats = meta.get("repeats", 1)
+    each = (f"Each method runs two steps in {repeats} fresh processes, and the table shows the medians"
+            if repeats > 1 else "Each method runs two steps in a fresh process")
     lines = ["## Memory against inference", "",
              f"{model_title(meta['model'])}, one batch of {meta['batch']} "
-             f"{meta['task']} examples, {rows[0]['measure']}. Each method runs two steps in a fresh process after "
+             f"{meta['task']} examples, {rows[0]['measure']}. {each}, after "
              "the model is loaded and its weights read in (`zoo/bench/memory.py`); *loaded* is the memory "
              "before them, *working* is peak − loaded.", "",
-             "| method | loaded MiB | peak MiB | peak / inference | working MiB | working / inference's |",
-             "|---|---|---|---|---|---|"]
+             "| method | loaded MiB | peak MiB | peak / inference | working MiB | working / inference's |"
+             + (" peaks of the runs MiB |" if repeats > 1 else ""),
+             "|---|---|---|---|---|---|" + ("---|" if repeats > 1 else "")]
     for r in rows:
         work = r["peak_bytes"] - r["base_bytes"]
+        runs = (" " + ", ".join(f"{p * mib:.0f}" for p in r["peak_bytes_runs"]) + " |") if repeats > 1 else ""
         lines.append(f"| {r['method']} | {r['base_bytes'] * mib:.0f} | {r['peak_bytes'] * mib:.0f} "
-                     f"| {r['peak_bytes'] / inf['peak_bytes']:.3f} | {work * mib:.1f} | {work / work_inf:.2f} |")
+                     f"| {r['peak_bytes'] / inf['peak_bytes']:.3f} | {work * mib:.1f} | {work / work_inf:.2f} |{runs}")
     return lines + [""]
 
 

@@ -105,14 +105,16 @@ def _memory(suite: Suite, root: Path, progress: bool) -> None:
     m = suite.memory
     if not m or path.exists():
         return
-    from .memory import measure
+    from .memory import measure, median_of_runs
 
     model, spec = _one_batch_target(suite, m, root)
     spec["device"] = m.get("device", "cpu")
     methods = ["inference", *suite.estimator_names(), *model.get("first_order", suite.first_order)]
-    rows = [row for method in tqdm(methods, desc="memory", unit="method", disable=not progress)
-            for row in measure(spec, [method])]
-    meta = {"model": model, "task": m.get("task", suite.tasks[0]), "batch": spec["batch"], "device": spec["device"]}
+    repeats = m.get("repeats", 1)
+    rows = [median_of_runs(measure, spec, method, repeats)
+            for method in tqdm(methods, desc="memory", unit="method", disable=not progress)]
+    meta = {"model": model, "task": m.get("task", suite.tasks[0]), "batch": spec["batch"], "device": spec["device"],
+            "repeats": repeats}
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 
 

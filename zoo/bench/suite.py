@@ -25,9 +25,9 @@ A suite is a JSON file (presets live in benchmarks/suites/). Its keys:
     gradient        optional {"model": index into models, "task": ..., "batch": 16, "eps": 1e-3,
                     "samples": 8, "n": [...], "sparsity": [...], "rank": [...]}: gradient quality
                     of every estimator against the true gradient on one batch (zoo/bench/gradient.py)
-    memory          optional {"model": index into models, "task": ..., "batch": 16}: peak memory of two
-                    steps of every method against two inference forwards on one batch, each in a fresh
-                    process (zoo/bench/memory.py)
+    memory          optional {"model": index into models, "task": ..., "batch": 16, "repeats": 1}: peak
+                    memory of two steps of every method against two inference forwards on one batch, each
+                    in a fresh process, the median of `repeats` processes (zoo/bench/memory.py)
     cost            optional {"configs": [{"name": ..., "config": {"model_type": "llama", ...HF config fields},
                     "dtype": "float32"|"bfloat16"|"float16", "perturbation": "inplace"|"exact" (default:
                     the estimators' own, exact for half precision)}], "batch": 16, "seq": 64, "device": "cpu"|"cuda",
@@ -183,6 +183,9 @@ def load_suite(spec: str) -> Suite:
                 raise ValueError(f"{path}: models[{i}] asks for template {name!r} on {task}, which has "
                                  f"{', '.join(known)}; give a {{task: name}} map")
     suite.estimator_names()
+    repeats = suite.memory.get("repeats", 1)
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        raise ValueError(f"{path}: memory.repeats must be an integer >= 1, got {repeats!r}")
     _check_cost(suite.cost, path)
     return suite
 
