@@ -103,6 +103,13 @@ def probe(spec: dict) -> dict:
             "perturbation": getattr(getattr(opt, "perturbation", None), "name", None)}
 
 
+def check_repeats(repeats) -> int:
+    """`repeats` if it is an integer >= 1, else a ValueError."""
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+    return repeats
+
+
 def median_of_runs(probe, spec: dict, method: str, repeats: int) -> dict:
     """`probe(spec, [method])` in `repeats` fresh processes: the first row, with the median base and
     peak bytes and every run's peak in `peak_bytes_runs`.
@@ -111,9 +118,7 @@ def median_of_runs(probe, spec: dict, method: str, repeats: int) -> dict:
     up to about 10 MiB on SmolLM2 and 100 MiB on a 1B config (the allocator), against ZO
     steps that should cost a few MiB over inference. One run is not a measurement.
     """
-    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
-    runs = [probe(spec, [method])[0] for _ in range(repeats)]
+    runs = [probe(spec, [method])[0] for _ in range(check_repeats(repeats))]
     return {**runs[0], "base_bytes": statistics.median(r["base_bytes"] for r in runs),
             "peak_bytes": statistics.median(r["peak_bytes"] for r in runs),
             "peak_bytes_runs": [r["peak_bytes"] for r in runs]}

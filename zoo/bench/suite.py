@@ -48,6 +48,7 @@ from pathlib import Path
 
 from .. import estimators
 from ..tasks import TEMPLATES
+from .memory import check_repeats
 
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
 PRESETS = ("smoke", "cpu", "gpu")
@@ -183,9 +184,10 @@ def load_suite(spec: str) -> Suite:
                 raise ValueError(f"{path}: models[{i}] asks for template {name!r} on {task}, which has "
                                  f"{', '.join(known)}; give a {{task: name}} map")
     suite.estimator_names()
-    repeats = suite.memory.get("repeats", 1)
-    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
-        raise ValueError(f"{path}: memory.repeats must be an integer >= 1, got {repeats!r}")
+    try:
+        check_repeats(suite.memory.get("repeats", 1))
+    except ValueError as e:
+        raise ValueError(f"{path}: memory.{e}") from None
     _check_cost(suite.cost, path)
     return suite
 
