@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from zoo.perturb.blocked import DEFAULT_BLOCK_ELEMENTS, block_rows
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -201,6 +203,7 @@ def _exact_memory() -> str:
     def saved(rows, label):
         return next(f"{r['exact_saved_bytes'] / 2**20:.1f} MiB" for r in rows if r["label"] == label)
 
+    rows = block_rows(576, 49152, DEFAULT_BLOCK_ELEMENTS)  # SmolLM2's tied 49152 x 576 embedding
     large = m.get("large_spec")
     head = """| dtype | method | perturbation | loaded MiB | peak MiB (median) | peaks of the runs MiB | peak − inference's MiB | peak / inference |
 |---|---|---|---|---|---|---|---|"""
@@ -222,7 +225,7 @@ The exact mode holds one module's own parameters aside while that module runs. H
 (`exact_block=0`), its extra memory is the largest module's: SmolLM2's tied embedding, 28.3M of its
 134.5M parameters (54 MiB in bfloat16). By default a stock Linear or Embedding with more than 4M
 trained elements is not held: its forward is assembled from perturbed copies of one row block at a
-time (`zoo/perturb/blocked.py`; 7,168 rows x 576 = 4.1M elements, 7.9 MiB in bfloat16, for SmolLM2's
+time (`zoo/perturb/blocked.py`; {rows:,} rows x 576 = {rows * 576 / 1e6:.1f}M elements, {rows * 576 * 2 / 2**20:.1f} MiB in bfloat16, for SmolLM2's
 embedding and LM head), so the bound is one block. Measured by `{m['command']}` on {m['date']} ({m['machine']}),
 each row the median of {len(m['rows'][0].get('peak_bytes_runs', [0]))} fresh processes (peak RSS moves between identical runs):
 the cpu suite's memory probe (`zoo/bench/memory.py`; one batch of {m['spec']['batch']} SST-2 examples, two steps
