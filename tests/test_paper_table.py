@@ -1,0 +1,73 @@
+"""benchmarks/paper_table.py's report: the verdicts it prints on the issue's targets follow from the runs."""
+
+import importlib.util
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_table.py"
+
+
+@pytest.fixture
+def paper(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("paper_table_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
+    return module
+
+
+def _write(paper, task, row, seed, accuracy, dev_loss=(0.5, 0.4)):
+    out = paper.folder(task, row, seed)
+    out.mkdir(parents=True)
+    evals = [{"step": 0, "dev_accuracy": 0.5, "dev_loss": dev_loss[0]},
+             {"step": 500, "dev_accuracy": 0.6, "dev_loss": dev_loss[1]}]
+    out.joinpath("results.json").write_text(json.dumps({
+        "metrics": {"accuracy": accuracy}, "forward_passes": 1000, "wall_time_s": 1.0,
+        "history": {"evals": evals, "loss": [0.5], "step_seconds": [2.0, 4.0, 3.0]}}))
+
+
+def _target_row(text, label):
+    return next(line for line in text.splitlines() if line.startswith(f"| {label} |") and "target" not in line
+                and line.count("|") == 6)
+
+
+def test_targets_follow_from_the_finished_runs(paper, tmp_path):
+    _write(paper, "sst2", "zero-shot-review", None, 0.70)
+    _write(paper, "sst2", "zero-shot-mezo", None, 0.60)
+    for seed, acc in zip(paper.SEEDS, (0.80, 0.82, 0.81)):
+        _write(paper, "sst2", "ft-adam", seed, acc)
+    for seed, acc in zip(paper.SEEDS, (0.76, 0.74, 0.78)):  # mean 0.76: +0.06 over 0.70, 0.05 behind 0.81
+        _write(paper, "sst2", "mezo", seed, acc)
+    _write(paper, "sst2", "mezo-prefix-1k", 0, 0.79)  # an extra row with one seed joins the targets
+    _write(paper, "sst2", "mezo-lora-lr3e-3", 0, 0.99)  # a superseded row does not
+    doc = tmp_path / "results.md"
+    paper.report(doc)
+    text = doc.read_text()
+
+    assert "Best zero-shot: 0.700 (review template" in text and "First-order Adam: 0.810 (n=3)" in text
+    full = _target_row(text, "MeZO (full)")
+    assert full == "| MeZO (full) | 0.760 | 3 | +0.060 (met) | 0.050 (not met) |"
+    assert _target_row(text, "MeZO (prefix), 1,000 steps") == \
+        "| MeZO (prefix), 1,000 steps | 0.790 | 1 | +0.090 (met) | 0.020 (met) |"
+    assert not any(line.startswith("| MeZO (LoRA), lr 3e-3") and line.count("|") == 6 for line in text.splitlines())
+    # the table row carries the mean and the sample std over the seeds
+    assert f"| 0.760 ± {statistics.stdev([0.76, 0.74, 0.78]):.3f} | 3 |" in text
+    assert "A full-parameter MeZO step took 3.0 s here" in text  # the median of every step time
+
+
+def test_rows_without_runs_and_a_running_seed(paper, tmp_path):
+    traj = paper.folder("rte", "mezo", 1)
+    traj.mkdir(parents=True)
+    traj.joinpath("trajectory.json").write_text(json.dumps({
+        "step": 75, "history": {"evals": [{"step": 0, "dev_accuracy": 0.5, "dev_loss": 0.7},
+                                          {"step": 50, "dev_accuracy": 0.5, "dev_loss": 0.69}],
+                                "loss": [0.7, 0.6]}}))
+    doc = tmp_path / "results.md"
+    paper.report(doc)
+    text = doc.read_text()
+    assert "| MeZO (full) | mezo | running: seed 1 at step 75 of 500 | 0 |" in text
+    assert "Running, mezo seed 1 (step 75 of 500)" in text and "mean of the last 2 steps: 0.650" in text
+    assert "Targets on RTE" not in text  # no zero-shot and no Adam run: no verdict is printed
