@@ -8,6 +8,7 @@ runs are skipped and an interrupted run resumes from its checkpoint, so
 
     python benchmarks/paper_table.py run          # works through the pending runs, resumable
     python benchmarks/paper_table.py report       # writes docs/results.md from what has finished
+    python benchmarks/paper_table.py streams      # which noise stream older runs drew (see check_streams)
 
 can be repeated across sessions until every row is filled. Commit each run's
 results.json and curve.png, and the trajectory.json of an unfinished MeZO run:
@@ -22,6 +23,7 @@ import json
 import platform
 import statistics
 import sys
+import tempfile
 from datetime import date
 from pathlib import Path
 
@@ -160,6 +162,7 @@ def report(path: Path):
                          f"{', '.join(f'{k}={v}' for k, v in shown.items())} |")
         lines.append("")
         lines += _running_evals(task)
+        lines += _stream_lines(task)
         lines += _targets(task)
     path.write_text("\n".join(lines) + "\n")
 
@@ -268,12 +271,79 @@ def _superseded(task: str) -> list[str]:
     return out
 
 
+STREAMS = RESULTS / "streams.json"
+STREAM_BACKENDS = {"philox": "cpu", "torch-generator": "torch"}
+CHECKED_STEPS = 3
+
+
+def check_streams() -> dict:
+    """The noise stream of each finished ZO run whose results.json predates `noise_stream`: its first
+    CHECKED_STEPS steps rerun under each stream's backend, and the stream whose losses agree to within
+    1e-5 (the scorer's changes since move them by ~1e-6; another stream's, by ~1e-3) is written to
+    streams.json. Only the first steps are checked: a run resumed from a checkpoint that did not name
+    its stream continued on the stream of the resuming zoo."""
+    from zoo.finetune.commands import run_finetune
+    from zoo.finetune.loop import FIRST_ORDER, FinetuneConfig
+
+    found = json.loads(STREAMS.read_text()) if STREAMS.exists() else {}
+    for f in sorted(RESULTS.glob("*/*/seed*/results.json")):
+        r, key = json.loads(f.read_text()), str(f.parent.relative_to(RESULTS))
+        if r.get("noise_stream") or key in found or r["config"].get("estimator") in (None, *FIRST_ORDER):
+            continue
+        cfg = {**r["config"], "steps": CHECKED_STEPS, "eval_every": CHECKED_STEPS, "checkpoint_every": 10**6, "test_limit": 8}
+        gaps = {}
+        for stream, backend in STREAM_BACKENDS.items():
+            run = FinetuneConfig(**{**cfg, "estimator_options": {**cfg["estimator_options"], "backend": backend}})
+            with tempfile.TemporaryDirectory() as tmp:
+                losses = run_finetune(run, tmp, {}, progress=False)["history"]["loss"]
+            gaps[stream] = max(abs(a - b) for a, b in zip(losses, r["history"]["loss"]))
+            if gaps[stream] < 1e-5:
+                break
+        stream = next((s for s, g in gaps.items() if g < 1e-5), None)
+        found[key] = {"stream": stream, "steps_checked": CHECKED_STEPS, "max_loss_gap": gaps}
+        print(f"{key}: {stream} ({', '.join(f'{s} {g:.1e}' for s, g in gaps.items())})", flush=True)
+        STREAMS.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")  # after each run: resumable
+    return found
+
+
+def _stream_lines(task: str) -> list[str]:
+    """Which finished ZO runs of a task drew their directions from torch-generator, with how to rerun them."""
+    from zoo.finetune.loop import FIRST_ORDER
+
+    found = json.loads(STREAMS.read_text()) if STREAMS.exists() else {}
+    other, unknown = [], []
+    for f in sorted((RESULTS / task).glob("*/seed*/results.json")):
+        r, key = json.loads(f.read_text()), str(f.parent.relative_to(RESULTS))
+        if r["config"].get("estimator") in (None, *FIRST_ORDER):
+            continue
+        stream = r.get("noise_stream") or found.get(key, {}).get("stream")
+        if stream == "torch-generator":
+            other.append(f"{f.parent.parent.name} seed {r['config']['seed']}")
+        elif stream is None:
+            unknown.append(key)
+    lines = []
+    if other:
+        lines.append(f"Noise streams: {', '.join(other)} drew their directions from the torch-generator stream "
+                     "(the only one zoo had when they started); every other ZO run here drew philox, today's "
+                     "default on a CPU with a C compiler. To rerun those with the same directions, add "
+                     "`--backend torch` to `zoo finetune` (a `backend` estimator option). Runs recorded before "
+                     f"results.json named the stream were matched on their first {CHECKED_STEPS} steps by "
+                     "`python benchmarks/paper_table.py streams` (benchmarks/results/paper/streams.json).")
+    if unknown:
+        lines.append(f"Noise stream not yet checked: {', '.join(unknown)} (`python benchmarks/paper_table.py streams`).")
+    return lines + [""] if lines else []
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("action", choices=["run", "report"])
+    ap.add_argument("action", choices=["run", "report", "streams"])
     ap.add_argument("--only", default=None, help="run only this task (sst2 or rte)")
     args = ap.parse_args(argv)
     if args.action == "report":
+        report(ROOT / "docs" / "results.md")
+        return 0
+    if args.action == "streams":
+        check_streams()
         report(ROOT / "docs" / "results.md")
         return 0
     for task, row, seed, kind, settings in planned():

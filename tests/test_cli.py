@@ -20,6 +20,12 @@ def test_unknown_estimator_is_one_line_and_exit_2(capsys):
     assert len(err.splitlines()) == 1 and "mezo-sgd" in err
 
 
+def test_zo_options_on_a_first_order_run_are_one_line(tmp_path, capsys):
+    assert main(["finetune", "--estimator", "adam", "--backend", "torch", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "backend" in err and "first-order 'adam'" in err
+
+
 def test_missing_data_is_one_line(tmp_path, capsys):
     assert main(["demo", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()

@@ -112,6 +112,61 @@ def test_a_run_resumes_from_its_trajectory_log_alone_bit_for_bit(tmp_path, monke
     assert len(calls) == 2 * 2 + 1 + -(-len(splits.test) // 32)  # steps 7-8, the dev eval at 8, test: no replay forward
 
 
+def test_results_record_the_noise_stream_that_drew_the_directions(tmp_path, monkeypatch):
+    """Backend auto draws philox where the C kernel builds and torch-generator elsewhere: the same seed gives
+    other directions, so results.json says which stream a run's numbers come from."""
+    from zoo.perturb.kernels import cpu
+
+    monkeypatch.delenv("ZOO_BACKEND", raising=False)
+    runs = {}
+    for backend in ("torch", "auto"):
+        options = {} if backend == "auto" else {"backend": backend}
+        cfg, built, splits = _setup(tmp_path / backend, estimator_options=options)
+        runs[backend] = finetune(cfg, built, splits, tmp_path / backend / "run", progress=False)
+    assert runs["torch"]["noise_stream"] == "torch-generator"
+    assert runs["auto"]["noise_stream"] == ("philox" if cpu.available() else "torch-generator")
+    if cpu.available():  # the same seed, other directions
+        assert runs["torch"]["history"]["loss"][1:] != runs["auto"]["history"]["loss"][1:]
+
+
+def test_a_log_of_another_noise_stream_is_refused_before_replaying(tmp_path, monkeypatch):
+    """The same config resumed where backend auto draws another stream: refused at once, not after a replay
+    that could only end in a fingerprint mismatch."""
+    from zoo.perturb.kernels import cpu
+
+    if not cpu.available():
+        pytest.skip("no C compiler here: auto draws torch-generator everywhere, so the streams cannot differ")
+    monkeypatch.setenv("ZOO_BACKEND", "torch")  # what auto means on a machine without the C kernel
+    cfg, built, splits = _setup(tmp_path)
+    undo = interrupt_at(monkeypatch, 4)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg, built, splits, tmp_path / "run", progress=False)
+    undo()
+    (tmp_path / "run" / "checkpoint.pt").unlink()
+    assert json.loads((tmp_path / "run" / "trajectory.json").read_text())["noise_stream"] == "torch-generator"
+    monkeypatch.setenv("ZOO_BACKEND", "cpu")
+    cfg, other, splits = _setup(tmp_path)
+    before = [p.detach().clone() for p in other.model.parameters()]
+    replays = []
+    monkeypatch.setattr(type(_build_zo(other)), "replay", lambda self, losses: replays.append(losses))
+    with pytest.raises(ValueError, match="'torch-generator' stream.*draws 'philox'"):
+        finetune(cfg, other, splits, tmp_path / "run", progress=False)
+    assert replays == [] and bits_equal(before, other.model.parameters())
+
+
+def _build_zo(built):
+    from zoo.estimators import get
+
+    return get("mezo-sgd", [p for p in built.model.parameters() if p.requires_grad], lr=1e-3)
+
+
+def test_first_order_runs_refuse_zo_options(tmp_path):
+    cfg, built, splits = _setup(tmp_path, estimator="adam", estimator_options={"n": 4})
+    with pytest.raises(ValueError, match="n: options of the ZO estimators; first-order 'adam' takes none"):
+        finetune(cfg, built, splits, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_log_replayed_onto_other_weights_is_refused(tmp_path, monkeypatch):
     cfg, built, splits = _setup(tmp_path)
     undo = interrupt_at(monkeypatch, 4)

@@ -16,6 +16,7 @@ def paper(tmp_path, monkeypatch):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(module, "STREAMS", tmp_path / "results" / "streams.json")
     return module
 
 
@@ -24,8 +25,9 @@ def _write(paper, task, row, seed, accuracy, dev_loss=(0.5, 0.4)):
     out.mkdir(parents=True)
     evals = [{"step": 0, "dev_accuracy": 0.5, "dev_loss": dev_loss[0]},
              {"step": 500, "dev_accuracy": 0.6, "dev_loss": dev_loss[1]}]
+    estimator = {"ft-adam": "adam", "zero-shot-review": None, "zero-shot-mezo": None}.get(row, "mezo-sgd")
     out.joinpath("results.json").write_text(json.dumps({
-        "metrics": {"accuracy": accuracy}, "forward_passes": 1000, "wall_time_s": 1.0,
+        "config": {"estimator": estimator, "seed": seed}, "metrics": {"accuracy": accuracy}, "forward_passes": 1000, "wall_time_s": 1.0,
         "history": {"evals": evals, "loss": [0.5], "step_seconds": [2.0, 4.0, 3.0]}}))
 
 
@@ -71,3 +73,25 @@ def test_rows_without_runs_and_a_running_seed(paper, tmp_path):
     assert "| MeZO (full) | mezo | running: seed 1 at step 75 of 500 | 0 |" in text
     assert "Running, mezo seed 1 (step 75 of 500)" in text and "mean of the last 2 steps: 0.650" in text
     assert "Targets on RTE" not in text  # no zero-shot and no Adam run: no verdict is printed
+
+
+def test_runs_of_the_older_noise_stream_are_named_with_how_to_rerun_them(paper, tmp_path):
+    for seed, stream in zip(paper.SEEDS, ("torch-generator", "philox", None)):
+        _write(paper, "sst2", "mezo-prefix", seed, 0.8)
+        f = paper.folder("sst2", "mezo-prefix", seed) / "results.json"
+        r = json.loads(f.read_text())
+        if stream:
+            r["noise_stream"] = stream
+        f.write_text(json.dumps(r))
+    _write(paper, "sst2", "ft-adam", 0, 0.8)  # first-order: no stream to name
+    doc = tmp_path / "results.md"
+    paper.report(doc)
+    text = doc.read_text()
+    assert "Noise streams: mezo-prefix seed 0 drew their directions from the torch-generator stream" in text
+    assert "`--backend torch`" in text
+    assert "Noise stream not yet checked: sst2/mezo-prefix/seed2 " in text and "ft-adam" not in text.split("Noise")[1]
+
+    paper.STREAMS.parent.mkdir(parents=True, exist_ok=True)
+    paper.STREAMS.write_text(json.dumps({"sst2/mezo-prefix/seed2": {"stream": "torch-generator"}}))
+    paper.report(doc)
+    assert "mezo-prefix seed 0, mezo-prefix seed 2 drew" in doc.read_text() and "not yet checked" not in doc.read_text()

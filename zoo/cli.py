@@ -42,6 +42,8 @@ def _finetune(args):
         options["n"] = args.n
     if args.perturbation:  # else the estimator's default: exact for half-precision weights
         options["perturbation"] = args.perturbation
+    if args.backend != "auto":  # left out otherwise, so that a run started without --backend still resumes
+        options["backend"] = args.backend
     cfg = FinetuneConfig(
         model=args.model, task=args.task, estimator=args.estimator, steps=args.steps, k=args.k,
         protocol=args.protocol, seed=args.seed, lr=args.lr if args.lr is not None else default_lr(args.estimator, args.tuning),
@@ -242,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--perturbation", choices=["inplace", "exact"], default=None,
                    help="default: exact where the trained weights are bfloat16/float16 (docs/drift.md), "
                    "else inplace; LoRA factors and prefixes stay float32")
+    f.add_argument("--backend", choices=["auto", "cpu", "triton", "torch"], default="auto",
+                   help="how directions are drawn: cpu and triton share the philox stream, torch draws "
+                   "torch-generator (auto: philox where its kernel works); results.json records the stream")
     f.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     _add_dtype_option(f)
     f.add_argument("--batch-size", type=int, default=16)

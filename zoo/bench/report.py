@@ -354,8 +354,9 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
                   "recorded before steps were timed alone show wall time / steps); ms/forward is s/step over the "
                   "method's forwards per step. "
                   "Peak MiB is the whole run's peak RSS on the CPU (`torch.cuda.max_memory_allocated` on a GPU), "
-                  "loading and evaluation included; the per-method comparison on one batch is under "
-                  "*Memory against inference*."
+                  "loading and evaluation included, measured once per run: RSS peaks of identical runs spread by "
+                  "tens of MiB, so compare methods under *Memory against inference*, medians of fresh processes "
+                  "on one batch."
                   + (" † The process's peak since it started, which can be an earlier run's in the same process: "
                      "these runs were recorded before zoo reset the peak at the start of each run."
                      if any(not r.get("peak_per_run", True) for r in rows) else ""), "",

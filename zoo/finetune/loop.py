@@ -68,6 +68,9 @@ class FinetuneConfig:
         elif self.objective not in DIFFERENTIABLE:
             raise ValueError(f"objective {self.objective!r} is not differentiable: first-order {self.estimator!r} "
                              "cannot use it; pick a ZO estimator")
+        elif self.estimator_options:
+            raise ValueError(f"{', '.join(sorted(self.estimator_options))}: options of the ZO estimators; "
+                             f"first-order {self.estimator!r} takes none")
         get_objective(self.objective)
         for name in ("steps", "k", "batch_size", "max_length"):
             if getattr(self, name) < 1:
@@ -249,7 +252,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
         ckpt.save({"config": asdict(cfg), "step": step, "params": _trainable_state(model),
                    "optimizer": opt.state_dict(), "history": history, "elapsed": spent})
         if "step_losses" in history:
-            log.save(cfg, step, history, spent, start_fingerprint, model)
+            log.save(cfg, step, history, spent, start_fingerprint, model, opt.backend.stream.name)
 
     def dev_eval(step):
         m = evaluate(model, scorer, splits.dev)
@@ -347,6 +350,8 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
         "extra_state_bytes": optimizer_state_bytes(opt, first_order),
         "skipped_steps": 0 if first_order else opt.zo_state["skipped_steps"],
         "perturbation": None if first_order else opt.perturbation.name,  # the one asked for, or the default
+        # the directions' stream: backend "auto" draws philox where the C kernel builds, else torch-generator
+        "noise_stream": None if first_order else opt.backend.stream.name,
         "history": history,
     }
     if "step_losses" in history:  # lets `load_run_weights` rebuild these weights from the log and check them

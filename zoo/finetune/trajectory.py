@@ -38,8 +38,9 @@ class TrajectoryLog:
     def __init__(self, out: Path):
         self.path = Path(out) / "trajectory.json"
 
-    def save(self, cfg, step: int, history: dict, elapsed: float, start_fingerprint: str, model) -> None:
-        payload = {"config": asdict(cfg), "step": step, "elapsed": elapsed,
+    def save(self, cfg, step: int, history: dict, elapsed: float, start_fingerprint: str, model,
+             noise_stream: str) -> None:
+        payload = {"config": asdict(cfg), "step": step, "elapsed": elapsed, "noise_stream": noise_stream,
                    "weights": {"start": start_fingerprint, "at_step": weights_fingerprint(model)},
                    "history": history}
         tmp = self.path.with_suffix(".tmp")
@@ -60,6 +61,12 @@ class TrajectoryLog:
         if weights_fingerprint(model) != payload["weights"]["start"]:
             raise ValueError(f"{self.path}: the model's initial weights differ from the run's (another model file, "
                              "dtype or adapter initialisation); it cannot be replayed: delete it to start the run over")
+        saved, ours = payload.get("noise_stream"), opt.backend.stream.name  # logs before it was recorded: unknown
+        if saved is not None and saved != ours:
+            # checked before the replay: with other directions it would run to the end and fail the fingerprint
+            raise ValueError(f"{self.path}: the run drew its directions from the {saved!r} stream, and this "
+                             f"estimator's backend ({opt.backend.name!r}) draws {ours!r}; replay it where that "
+                             "stream's backend works (philox: the 'cpu' or 'triton' backend)")
         steps = payload["history"]["step_losses"][:payload["step"]]
         for losses in tqdm(steps, desc="replaying the log", disable=not progress):
             opt.replay(losses)
