@@ -137,12 +137,7 @@ def test_a_log_of_another_noise_stream_is_refused_before_replaying(tmp_path, mon
     if not cpu.available():
         pytest.skip("no C compiler here: auto draws torch-generator everywhere, so the streams cannot differ")
     monkeypatch.setenv("ZOO_BACKEND", "torch")  # what auto means on a machine without the C kernel
-    cfg, built, splits = _setup(tmp_path)
-    undo = interrupt_at(monkeypatch, 4)
-    with pytest.raises(KeyboardInterrupt):
-        finetune(cfg, built, splits, tmp_path / "run", progress=False)
-    undo()
-    (tmp_path / "run" / "checkpoint.pt").unlink()
+    _log_only_run(tmp_path, monkeypatch)
     assert json.loads((tmp_path / "run" / "trajectory.json").read_text())["noise_stream"] == "torch-generator"
     monkeypatch.setenv("ZOO_BACKEND", "cpu")
     cfg, other, splits = _setup(tmp_path)
@@ -152,6 +147,16 @@ def test_a_log_of_another_noise_stream_is_refused_before_replaying(tmp_path, mon
     with pytest.raises(ValueError, match="'torch-generator' stream.*draws 'philox'"):
         finetune(cfg, other, splits, tmp_path / "run", progress=False)
     assert replays == [] and bits_equal(before, other.model.parameters())
+
+
+def _log_only_run(tmp_path, monkeypatch):
+    """A run interrupted at step 4 whose checkpoint.pt is gone: only its trajectory.json is left."""
+    cfg, built, splits = _setup(tmp_path)
+    undo = interrupt_at(monkeypatch, 4)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg, built, splits, tmp_path / "run", progress=False)
+    undo()
+    (tmp_path / "run" / "checkpoint.pt").unlink()
 
 
 def _build_zo(built):
@@ -168,12 +173,7 @@ def test_first_order_runs_refuse_zo_options(tmp_path):
 
 
 def test_a_log_replayed_onto_other_weights_is_refused(tmp_path, monkeypatch):
-    cfg, built, splits = _setup(tmp_path)
-    undo = interrupt_at(monkeypatch, 4)
-    with pytest.raises(KeyboardInterrupt):
-        finetune(cfg, built, splits, tmp_path / "run", progress=False)
-    undo()
-    (tmp_path / "run" / "checkpoint.pt").unlink()
+    _log_only_run(tmp_path, monkeypatch)
     cfg, other, splits = _setup(tmp_path)
     with torch.no_grad():
         next(other.model.parameters()).add_(1e-3)
