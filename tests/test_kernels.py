@@ -119,6 +119,16 @@ def test_resume_refuses_a_state_dict_of_another_stream():
         zoo.get("mezo-sgd", model, backend="cpu").load_state_dict(saved)
 
 
+def test_a_state_dict_that_names_no_stream_is_torch_generators():
+    """zoo saved no stream name before it had philox: such a checkpoint resumes only on torch-generator."""
+    model = tiny_llama()
+    saved = zoo.get("mezo-sgd", model, backend="torch").state_dict()
+    del saved["zo"]["stream"]
+    with pytest.raises(ValueError, match="stream 'torch-generator'.*stream 'philox'"):
+        zoo.get("mezo-sgd", model, backend="cpu").load_state_dict(saved)
+    zoo.get("mezo-sgd", model, backend="torch").load_state_dict(saved)
+
+
 def test_cpu_and_triton_backends_share_a_state_dict():
     pytest.importorskip("triton")
     model = tiny_llama()

@@ -367,9 +367,11 @@ class ZOOptimizer(Optimizer):
         for field, mine in (("rule", self.rule.name), ("sampler", self.field.sampler.name), ("n", self.n)):
             if zo[field] != mine:
                 raise ValueError(f"state_dict: saved with {field}={zo[field]!r}, this estimator has {mine!r}")
-        if zo.get("stream", self.backend.stream.name) != self.backend.stream.name:
+        # a state_dict without "stream" predates the philox stream, when torch-generator was the only one
+        saved_stream = zo.get("stream", "torch-generator")
+        if saved_stream != self.backend.stream.name:
             raise ValueError(
-                f"state_dict: saved with backend {zo['backend']!r} (stream {zo['stream']!r}); this estimator "
+                f"state_dict: saved with backend {zo.get('backend')!r} (stream {saved_stream!r}); this estimator "
                 f"uses backend {self.backend.name!r} (stream {self.backend.stream.name!r}), whose directions differ. "
                 "Pass the saved backend (the 'cpu' and 'triton' backends share one stream)"
             )
