@@ -56,7 +56,8 @@ EXTRA_ROWS = [
      {"estimator": "mezo-sgd", "tuning": "lora", "lr": 3e-3, "eps": 1e-2, "steps": 500}),
     # The prefix row's dev loss was still falling at step 500 on every seed (0.470 -> 0.365,
     # 0.461 -> 0.267, 0.435 -> 0.275) and its mean is 0.045 over zero-shot against the 0.05 target:
-    # the same runs, twice as long. Its steps are a fifth of a full-parameter step's cost.
+    # the same settings, twice as long (seeds 1 and 2 repeat the 500-step runs' first 500 steps; seed 0's
+    # 500-step run drew the torch-generator stream). Its steps are a fifth of a full-parameter step's cost.
     ("sst2", "mezo-prefix-1k", "MeZO (prefix), 1,000 steps", SEEDS,
      {"estimator": "mezo-sgd", "tuning": "prefix", "lr": 1e-2, "eps": 1e-1, "steps": 1000}),
     # What the table's 500 MeZO steps leave open: the same full-parameter run, 8x longer, one seed.
@@ -328,7 +329,10 @@ def _stream_lines(task: str) -> list[str]:
                      "default on a CPU with a C compiler. To rerun those with the same directions, add "
                      "`--backend torch` to `zoo finetune` (a `backend` estimator option). Runs recorded before "
                      f"results.json named the stream were matched on their first {CHECKED_STEPS} steps by "
-                     "`python benchmarks/paper_table.py streams` (benchmarks/results/paper/streams.json).")
+                     "`python benchmarks/paper_table.py streams` (benchmarks/results/paper/streams.json). Their "
+                     "later steps are not checked: until commit 368149a a checkpoint that named no stream resumed "
+                     "on the resuming zoo's, so a run of 2026-11-24 resumed after the philox stream landed went on "
+                     "with philox directions.")
     if unknown:
         lines.append(f"Noise stream not yet checked: {', '.join(unknown)} (`python benchmarks/paper_table.py streams`).")
     return lines + [""] if lines else []
