@@ -129,40 +129,50 @@ def test_results_record_the_noise_stream_that_drew_the_directions(tmp_path, monk
         assert runs["torch"]["history"]["loss"][1:] != runs["auto"]["history"]["loss"][1:]
 
 
-def test_a_log_of_another_noise_stream_is_refused_before_replaying(tmp_path, monkeypatch):
-    """The same config resumed where backend auto draws another stream: refused at once, not after a replay
-    that could only end in a fingerprint mismatch."""
+@pytest.mark.parametrize("source", ["checkpoint", "log"])
+def test_a_run_resumes_on_its_own_noise_stream_where_auto_picks_another(tmp_path, monkeypatch, source):
+    """Started where backend auto draws torch-generator (no C compiler), resumed where it draws philox: the run
+    goes on with its own directions, bit for bit, from its checkpoint or from its log alone."""
     from zoo.perturb.kernels import cpu
 
     if not cpu.available():
         pytest.skip("no C compiler here: auto draws torch-generator everywhere, so the streams cannot differ")
     monkeypatch.setenv("ZOO_BACKEND", "torch")  # what auto means on a machine without the C kernel
-    _log_only_run(tmp_path, monkeypatch)
-    assert json.loads((tmp_path / "run" / "trajectory.json").read_text())["noise_stream"] == "torch-generator"
+    cfg, built, splits = _setup(tmp_path / "straight")
+    straight = finetune(cfg, built, splits, tmp_path / "straight" / "run", progress=False)
+    final = [p.detach().clone() for p in built.model.parameters()]
+    _interrupted_run(tmp_path, monkeypatch, keep_checkpoint=source == "checkpoint")
     monkeypatch.setenv("ZOO_BACKEND", "cpu")
+    cfg, fresh, splits = _setup(tmp_path)
+    resumed = finetune(cfg, fresh, splits, tmp_path / "run", progress=False)
+    assert resumed["noise_stream"] == "torch-generator" and resumed["history"]["loss"] == straight["history"]["loss"]
+    assert bits_equal(final, fresh.model.parameters())
+
+
+def test_a_philox_run_is_refused_where_no_philox_kernel_works(tmp_path, monkeypatch):
+    from zoo.perturb.kernels import cpu
+
+    if not cpu.available():
+        pytest.skip("no C compiler here: no philox run can be started to resume")
+    monkeypatch.setenv("ZOO_BACKEND", "cpu")
+    _interrupted_run(tmp_path, monkeypatch)
+    monkeypatch.setenv("ZOO_BACKEND", "torch")  # auto finds no philox kernel
     cfg, other, splits = _setup(tmp_path)
     before = [p.detach().clone() for p in other.model.parameters()]
-    replays = []
-    monkeypatch.setattr(type(_build_zo(other)), "replay", lambda self, losses: replays.append(losses))
-    with pytest.raises(ValueError, match="'torch-generator' stream.*draws 'philox'"):
+    with pytest.raises(ValueError, match="'philox' stream, whose kernels do not work here"):
         finetune(cfg, other, splits, tmp_path / "run", progress=False)
-    assert replays == [] and bits_equal(before, other.model.parameters())
+    assert bits_equal(before, other.model.parameters())
 
 
-def _log_only_run(tmp_path, monkeypatch):
-    """A run interrupted at step 4 whose checkpoint.pt is gone: only its trajectory.json is left."""
+def _interrupted_run(tmp_path, monkeypatch, keep_checkpoint=False):
+    """A run interrupted at step 4, by default with its checkpoint.pt gone: only its trajectory.json is left."""
     cfg, built, splits = _setup(tmp_path)
     undo = interrupt_at(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         finetune(cfg, built, splits, tmp_path / "run", progress=False)
     undo()
-    (tmp_path / "run" / "checkpoint.pt").unlink()
-
-
-def _build_zo(built):
-    from zoo.estimators import get
-
-    return get("mezo-sgd", [p for p in built.model.parameters() if p.requires_grad], lr=1e-3)
+    if not keep_checkpoint:
+        (tmp_path / "run" / "checkpoint.pt").unlink()
 
 
 def test_first_order_runs_refuse_zo_options(tmp_path):
@@ -173,7 +183,7 @@ def test_first_order_runs_refuse_zo_options(tmp_path):
 
 
 def test_a_log_replayed_onto_other_weights_is_refused(tmp_path, monkeypatch):
-    _log_only_run(tmp_path, monkeypatch)
+    _interrupted_run(tmp_path, monkeypatch)
     cfg, other, splits = _setup(tmp_path)
     with torch.no_grad():
         next(other.model.parameters()).add_(1e-3)
@@ -281,6 +291,26 @@ def test_cli_eval_of_a_run_reproduces_its_test_accuracy_with_or_without_its_chec
     assert main(["eval", "--run", str(out), "--quiet"]) == 2
     (out / "results.json").unlink()
     assert main(["eval", "--run", str(out), "--quiet"]) == 2
+
+
+def test_cli_eval_replays_a_run_on_the_noise_stream_it_drew(tmp_path, monkeypatch):
+    """A run finished where auto drew torch-generator is rebuilt with torch-generator where auto draws philox."""
+    from zoo.cli import main
+    from zoo.perturb.kernels import cpu
+
+    if not cpu.available():
+        pytest.skip("no C compiler here: auto draws torch-generator everywhere, so the streams cannot differ")
+    folder, data = tiny_model_folder(tmp_path)
+    out = tmp_path / "run"
+    monkeypatch.setenv("ZOO_BACKEND", "torch")
+    assert main(["finetune", "--model", str(folder), "--task", str(data), "--k", "4", "--quiet", "--steps", "6",
+                 "--batch-size", "4", "--lr", "0.5", "--out", str(out)]) == 0
+    assert main(["eval", "--run", str(out), "--quiet", "--json", str(tmp_path / "with.json")]) == 0
+    (out / "checkpoint.pt").unlink()
+    monkeypatch.setenv("ZOO_BACKEND", "cpu")
+    assert main(["eval", "--run", str(out), "--quiet", "--json", str(tmp_path / "without.json")]) == 0
+    with_ckpt, replayed = (json.loads((tmp_path / f).read_text()) for f in ("with.json", "without.json"))
+    assert replayed["metrics"] == with_ckpt["metrics"]
 
 
 def test_cli_finetune_and_eval_on_a_local_model_folder(tmp_path, capsys):

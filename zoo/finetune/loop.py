@@ -95,14 +95,30 @@ def minibatch(n: int, batch_size: int, seed: int, step: int) -> list[int]:
     return order[i * batch_size:(i + 1) * batch_size]
 
 
-def build_optimizer(cfg: FinetuneConfig, params, module):
-    """The run's optimizer: torch's SGD/Adam for first-order runs, else the registered ZO estimator."""
+def _saved_stream(optimizer_state: dict | None, logged: dict | None) -> str | None:
+    """The noise stream of what a ZO run resumes from: its checkpoint's optimizer state, else its log."""
+    if optimizer_state is not None:
+        # a state_dict that names no stream predates philox (ZOOptimizer.load_state_dict reads it so too)
+        return optimizer_state["zo"].get("stream", "torch-generator")
+    return logged.get("noise_stream") if logged is not None else None
+
+
+def build_optimizer(cfg: FinetuneConfig, params, module, stream: str | None = None):
+    """The run's optimizer: torch's SGD/Adam for first-order runs, else the registered ZO estimator.
+
+    `stream`: the noise stream a resumed or replayed ZO run drew. Unless the config names a backend, the
+    estimator gets the one that draws it here, not `auto`'s pick for this machine (which differs on a
+    machine without a C compiler).
+    """
     if cfg.estimator in FIRST_ORDER:
         return FIRST_ORDER[cfg.estimator](params, lr=cfg.lr, **cfg.estimator_options)
     from .. import estimators
+    from ..perturb.backend import backend_for_stream
 
-    return estimators.get(cfg.estimator, params, lr=cfg.lr, eps=cfg.eps, seed=cfg.seed, module=module,
-                          **cfg.estimator_options)
+    options = dict(cfg.estimator_options)
+    if stream is not None and "backend" not in options:
+        options["backend"] = backend_for_stream(stream, params[0].device)
+    return estimators.get(cfg.estimator, params, lr=cfg.lr, eps=cfg.eps, seed=cfg.seed, module=module, **options)
 
 
 def _trainable_state(model) -> dict:
@@ -218,24 +234,26 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters")
-    opt = build_optimizer(cfg, params, model)
     objective = get_objective(cfg.objective)
     first_order = cfg.estimator in FIRST_ORDER
+    ckpt, log = Checkpoint(out), TrajectoryLog(out)
+    state = ckpt.load(cfg)
+    logged = log.load(cfg) if not first_order else None
+    from_checkpoint = state is not None and (logged is None or logged["step"] <= state["step"])
+    opt = build_optimizer(cfg, params, model, stream=None if first_order else
+                          _saved_stream(state["optimizer"] if from_checkpoint else None, logged))
     half = half_precision_names(params)
     if half and not first_order:
         logger.warning(
             "ZO on %s weights: an update smaller than half a weight's spacing rounds away (on SmolLM2-135M at "
             "lr 3e-5 most bfloat16 weights did not move in a step: docs/performance.md, Precision); train float32 "
             "weights (--dtype float32) or use a larger lr", "/".join(half))
-    ckpt, log = Checkpoint(out), TrajectoryLog(out)
     start_fingerprint = weights_fingerprint(model) if not first_order else None
-    state = ckpt.load(cfg)
-    logged = log.load(cfg) if not first_order else None
     history = {"steps": [], "forward_passes": [], "loss": [], "evals": []}
     if not first_order:
         history["step_losses"] = []
     start, elapsed = 0, 0.0
-    if state is not None and (logged is None or logged["step"] <= state["step"]):
+    if from_checkpoint:
         load_trainable_state(model, state["params"])
         opt.load_state_dict(state["optimizer"])
         history, start, elapsed = state["history"], state["step"], state["elapsed"]

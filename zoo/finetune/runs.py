@@ -24,7 +24,8 @@ def _log(run: Path) -> dict | None:
         r = json.loads(results.read_text())
         if "step_losses" in r.get("history", {}) and "weights_fingerprint" in r:
             return {"config": r["config"], "step": len(r["history"]["step_losses"]),
-                    "weights": r["weights_fingerprint"], "history": r["history"]}
+                    "weights": r["weights_fingerprint"], "history": r["history"],
+                    "noise_stream": r.get("noise_stream")}
     log = run / "trajectory.json"
     return json.loads(log.read_text()) if log.exists() else None
 
@@ -54,5 +55,6 @@ def load_run_weights(run: str | Path, model, progress: bool = True) -> int:
     if cfg.estimator in FIRST_ORDER:
         raise ValueError(f"{run}: no checkpoint.pt, and a first-order ({cfg.estimator}) run cannot be replayed")
     params = [p for p in model.parameters() if p.requires_grad]
-    TrajectoryLog(run).replay(log, model, build_optimizer(cfg, params, model), progress=progress)
+    opt = build_optimizer(cfg, params, model, stream=log.get("noise_stream"))
+    TrajectoryLog(run).replay(log, model, opt, progress=progress)
     return log["step"]

@@ -185,6 +185,23 @@ def resolve_backend(spec: str, device: torch.device | None) -> str:
     return "torch"
 
 
+def backend_for_stream(stream: str, device: torch.device | None) -> str:
+    """The backend that draws `stream` on `device`, so that a saved run goes on with its own directions.
+
+    torch-generator is drawn everywhere; philox needs the C kernel on the CPU or
+    Triton on a GPU, and raises a ValueError where neither works.
+    """
+    if stream == GeneratorStream.name:
+        return "torch"
+    if stream != PhiloxStream.name:
+        raise ValueError(f"unknown noise stream {stream!r}: zoo draws {PhiloxStream.name!r} or {GeneratorStream.name!r}")
+    name = resolve_backend("auto", device)
+    if name not in ("cpu", "triton"):
+        raise ValueError(f"the run drew its directions from the {stream!r} stream, whose kernels do not work here "
+                         "(the 'cpu' backend needs a C compiler, 'triton' a GPU with Triton installed)")
+    return name
+
+
 def make_backend(spec: "str | TorchBackend", device: torch.device | None = None, **kwargs) -> TorchBackend:
     """A backend from a name (`auto`, `torch`, `cpu`, `triton`) or an instance.
 
