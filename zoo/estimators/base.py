@@ -76,6 +76,14 @@ def _layer_index(module: nn.Module) -> dict[int, int]:
     return {id(p): i for i, block in enumerate(blocks) for p in block.parameters()}
 
 
+def saved_stream(state_dict: dict) -> str:
+    """The noise stream a ZO estimator's state_dict was drawn from.
+
+    A state_dict that names none predates the philox stream, when torch-generator was zoo's only one.
+    """
+    return state_dict["zo"].get("stream", "torch-generator")
+
+
 class ZOOptimizer(Optimizer):
     """Base class of zoo's zeroth-order estimators (a torch.optim.Optimizer).
 
@@ -367,11 +375,10 @@ class ZOOptimizer(Optimizer):
         for field, mine in (("rule", self.rule.name), ("sampler", self.field.sampler.name), ("n", self.n)):
             if zo[field] != mine:
                 raise ValueError(f"state_dict: saved with {field}={zo[field]!r}, this estimator has {mine!r}")
-        # a state_dict without "stream" predates the philox stream, when torch-generator was the only one
-        saved_stream = zo.get("stream", "torch-generator")
-        if saved_stream != self.backend.stream.name:
+        stream = saved_stream({"zo": zo})
+        if stream != self.backend.stream.name:
             raise ValueError(
-                f"state_dict: saved with backend {zo.get('backend')!r} (stream {saved_stream!r}); this estimator "
+                f"state_dict: saved with backend {zo.get('backend')!r} (stream {stream!r}); this estimator "
                 f"uses backend {self.backend.name!r} (stream {self.backend.stream.name!r}), whose directions differ. "
                 "Pass the saved backend (the 'cpu' and 'triton' backends share one stream)"
             )

@@ -98,8 +98,9 @@ def minibatch(n: int, batch_size: int, seed: int, step: int) -> list[int]:
 def _saved_stream(optimizer_state: dict | None, logged: dict | None) -> str | None:
     """The noise stream of what a ZO run resumes from: its checkpoint's optimizer state, else its log."""
     if optimizer_state is not None:
-        # a state_dict that names no stream predates philox (ZOOptimizer.load_state_dict reads it so too)
-        return optimizer_state["zo"].get("stream", "torch-generator")
+        from ..estimators.base import saved_stream
+
+        return saved_stream(optimizer_state)
     return logged.get("noise_stream") if logged is not None else None
 
 
