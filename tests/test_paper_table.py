@@ -53,7 +53,7 @@ def test_targets_follow_from_the_finished_runs(paper, tmp_path):
     full = _target_row(text, "MeZO (full)")
     assert full == "| MeZO (full) | 0.760 | 3 | +0.060 (met) | 0.050 (not met) |"
     assert _target_row(text, "MeZO (prefix), 1,000 steps") == \
-        "| MeZO (prefix), 1,000 steps | 0.790 | 1 | +0.090 (met) | 0.020 (met) |"
+        "| MeZO (prefix), 1,000 steps | 0.790 | 1 | +0.090 (met, 1 of 3 seeds) | 0.020 (met, 1 of 3 seeds) |"
     assert not any(line.startswith("| MeZO (LoRA), lr 3e-3") and line.count("|") == 6 for line in text.splitlines())
     # the table row carries the mean and the sample std over the seeds
     assert f"| 0.760 ± {statistics.stdev([0.76, 0.74, 0.78]):.3f} | 3 |" in text
