@@ -275,8 +275,21 @@ def _superseded(task: str) -> list[str]:
 
 
 STREAMS = RESULTS / "streams.json"
-STREAM_BACKENDS = {"philox": "cpu", "torch-generator": "torch"}
 CHECKED_STEPS = 3
+
+
+def _zo_runs(pattern: str):
+    """(key, results.json) of the finished ZO runs under RESULTS matching `pattern`, key as in streams.json."""
+    from zoo.finetune.loop import FIRST_ORDER
+
+    for f in sorted(RESULTS.glob(pattern)):
+        r = json.loads(f.read_text())
+        if r["config"].get("estimator") not in (None, *FIRST_ORDER):
+            yield str(f.parent.relative_to(RESULTS)), r
+
+
+def _checked_streams() -> dict:
+    return json.loads(STREAMS.read_text()) if STREAMS.exists() else {}
 
 
 def check_streams() -> dict:
@@ -285,17 +298,20 @@ def check_streams() -> dict:
     1e-5 (the scorer's changes since move them by ~1e-6; another stream's, by ~1e-3) is written to
     streams.json. Only the first steps are checked: a run resumed from a checkpoint that did not name
     its stream continued on the stream of the resuming zoo."""
-    from zoo.finetune.commands import run_finetune
-    from zoo.finetune.loop import FIRST_ORDER, FinetuneConfig
+    import torch
 
-    found = json.loads(STREAMS.read_text()) if STREAMS.exists() else {}
-    for f in sorted(RESULTS.glob("*/*/seed*/results.json")):
-        r, key = json.loads(f.read_text()), str(f.parent.relative_to(RESULTS))
-        if r.get("noise_stream") or key in found or r["config"].get("estimator") in (None, *FIRST_ORDER):
+    from zoo.finetune.commands import run_finetune
+    from zoo.finetune.loop import FinetuneConfig
+    from zoo.perturb.backend import backend_for_stream
+
+    found = _checked_streams()
+    for key, r in _zo_runs("*/*/seed*/results.json"):
+        if r.get("noise_stream") or key in found:
             continue
         cfg = {**r["config"], "steps": CHECKED_STEPS, "eval_every": CHECKED_STEPS, "checkpoint_every": 10**6, "test_limit": 8}
         gaps = {}
-        for stream, backend in STREAM_BACKENDS.items():
+        for stream in ("philox", "torch-generator"):
+            backend = backend_for_stream(stream, torch.device("cpu"))
             run = FinetuneConfig(**{**cfg, "estimator_options": {**cfg["estimator_options"], "backend": backend}})
             with tempfile.TemporaryDirectory() as tmp:
                 losses = run_finetune(run, tmp, {}, progress=False)["history"]["loss"]
@@ -311,17 +327,12 @@ def check_streams() -> dict:
 
 def _stream_lines(task: str) -> list[str]:
     """Which finished ZO runs of a task drew their directions from torch-generator, with how to rerun them."""
-    from zoo.finetune.loop import FIRST_ORDER
-
-    found = json.loads(STREAMS.read_text()) if STREAMS.exists() else {}
+    found = _checked_streams()
     other, unknown = [], []
-    for f in sorted((RESULTS / task).glob("*/seed*/results.json")):
-        r, key = json.loads(f.read_text()), str(f.parent.relative_to(RESULTS))
-        if r["config"].get("estimator") in (None, *FIRST_ORDER):
-            continue
+    for key, r in _zo_runs(f"{task}/*/seed*/results.json"):
         stream = r.get("noise_stream") or found.get(key, {}).get("stream")
         if stream == "torch-generator":
-            other.append(f"{f.parent.parent.name} seed {r['config']['seed']}")
+            other.append(f"{key.split('/')[1]} seed {r['config']['seed']}")
         elif stream is None:
             unknown.append(key)
     lines = []

@@ -7,6 +7,7 @@ import os
 import sys
 
 import zoo
+from zoo.perturb.backend import BACKENDS
 from zoo.placement import DTYPES
 
 
@@ -244,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--perturbation", choices=["inplace", "exact"], default=None,
                    help="default: exact where the trained weights are bfloat16/float16 (docs/drift.md), "
                    "else inplace; LoRA factors and prefixes stay float32")
-    f.add_argument("--backend", choices=["auto", "cpu", "triton", "torch"], default="auto",
+    f.add_argument("--backend", choices=["auto", *BACKENDS], default="auto",
                    help="how directions are drawn: cpu and triton share the philox stream, torch draws "
                    "torch-generator (auto: philox where its kernel works); results.json records the stream")
     f.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")

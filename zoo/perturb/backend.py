@@ -62,6 +62,7 @@ class TorchBackend:
     """
 
     name = "torch"
+    stream_name = GeneratorStream.name  # what _make_stream draws, known before it is built
 
     def __init__(self, chunk_size: int = 2 * BLOCK_SIZE, threads: int | None = None):
         self.stream = self._make_stream()
@@ -127,6 +128,7 @@ class CpuBackend(TorchBackend):
     """
 
     name = "cpu"
+    stream_name = PhiloxStream.name
 
     def _make_stream(self):
         from .kernels import cpu
@@ -144,6 +146,7 @@ class TritonBackend(TorchBackend):
     """
 
     name = "triton"
+    stream_name = PhiloxStream.name
 
     def __init__(self, chunk_size: int = 1 << 24, threads: int | None = None):
         # GPU work is one launch per chunk: large chunks, no host threads.
@@ -188,18 +191,18 @@ def resolve_backend(spec: str, device: torch.device | None) -> str:
 def backend_for_stream(stream: str, device: torch.device | None) -> str:
     """The backend that draws `stream` on `device`, so that a saved run goes on with its own directions.
 
-    torch-generator is drawn everywhere; philox needs the C kernel on the CPU or
-    Triton on a GPU, and raises a ValueError where neither works.
+    `auto`'s pick where it draws `stream`, else the `torch` backend where that does
+    (torch-generator works everywhere); philox needs the C kernel on the CPU or Triton
+    on a GPU, and raises a ValueError where neither works.
     """
-    if stream == GeneratorStream.name:
-        return "torch"
-    if stream != PhiloxStream.name:
-        raise ValueError(f"unknown noise stream {stream!r}: zoo draws {PhiloxStream.name!r} or {GeneratorStream.name!r}")
-    name = resolve_backend("auto", device)
-    if name not in ("cpu", "triton"):
-        raise ValueError(f"the run drew its directions from the {stream!r} stream, whose kernels do not work here "
-                         "(the 'cpu' backend needs a C compiler, 'triton' a GPU with Triton installed)")
-    return name
+    known = sorted({b.stream_name for b in BACKENDS.values()})
+    if stream not in known:
+        raise ValueError(f"unknown noise stream {stream!r}: zoo draws {', '.join(map(repr, known))}")
+    for name in (resolve_backend("auto", device), "torch"):
+        if BACKENDS[name].stream_name == stream:
+            return name
+    raise ValueError(f"the run drew its directions from the {stream!r} stream, whose kernels do not work here "
+                     "(the 'cpu' backend needs a C compiler, 'triton' a GPU with Triton installed)")
 
 
 def make_backend(spec: "str | TorchBackend", device: torch.device | None = None, **kwargs) -> TorchBackend:
