@@ -54,8 +54,9 @@ def test_smoke_preset_covers_every_estimator_and_baseline(smoke):
     assert f"torch {torch.__version__}, CPU ({len(runs)} runs); finished" in table
 
 
-def test_report_marks_peaks_recorded_as_the_processs(smoke, tmp_path):
-    """Results from before per-run peaks carry no scope: their peak may be an earlier run's, and the table says so."""
+def _report_without(smoke, tmp_path, field: str) -> str:
+    """The smoke report rewritten from a copy where one LeZO run lacks `field`, as results from
+    before that field was recorded do."""
     import shutil
 
     from zoo.bench.report import write_report
@@ -64,9 +65,14 @@ def test_report_marks_peaks_recorded_as_the_processs(smoke, tmp_path):
     shutil.copytree(smoke, copy)
     old = next(p for p in (copy / "runs").rglob("results.json") if "/lezo/" in str(p))
     r = json.loads(old.read_text())
-    del r["peak_memory_scope"]
+    del r[field]
     old.write_text(json.dumps(r))
-    table = write_report(load_suite("smoke"), copy, "zoo bench smoke").read_text()
+    return write_report(load_suite("smoke"), copy, "zoo bench smoke").read_text()
+
+
+def test_report_marks_peaks_recorded_as_the_processs(smoke, tmp_path):
+    """Results from before per-run peaks carry no scope: their peak may be an earlier run's, and the table says so."""
+    table = _report_without(smoke, tmp_path, "peak_memory_scope")
     marked = [line for line in table.splitlines() if " †" in line and line.startswith("|")]
     assert len(marked) == 1 and "| lezo |" in marked[0] and "these runs were recorded before" in table
 
@@ -416,3 +422,15 @@ def test_memory_rows_are_medians_of_fresh_processes(tmp_path):
     text = "\n".join(_memory_section(tmp_path))
     assert "in 3 fresh processes, and the table shows the medians" in text
     assert "| mezo-sgd | 100 | 111 | 1.009 | 11.0 | 1.10 | 111, 120, 110 |" in text
+
+
+def test_report_names_the_noise_stream_of_the_zo_runs(smoke, tmp_path):
+    """A seed means other directions on another stream, so the table says which one each ZO run drew."""
+    zo = [p for p in (smoke / "runs").rglob("results.json")
+          if json.loads(p.read_text())["config"].get("estimator") in zoo.available()]
+    streams = {json.loads(p.read_text())["noise_stream"] for p in zo}
+    assert len(streams) == 1 and streams <= {"philox", "torch-generator"}
+    table = (smoke / "summary.md").read_text()
+    assert f"Noise streams of the ZO runs: {streams.pop()} ({len(zo)} runs)." in table
+    table = _report_without(smoke, tmp_path, "noise_stream")
+    assert f"({len(zo) - 1} runs), not recorded (1 run). A run whose stream is not recorded" in table

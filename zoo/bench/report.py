@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import platform
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import date
 from pathlib import Path
 
 import torch
 
+from ..estimators import available
 from ..provenance import describe as describe_machines
 from .cost_report import cost_section
 from .remaining import describe, remaining
@@ -308,13 +309,32 @@ def _plot_gradient(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def streams_line(results: list[dict]) -> str:
+    """Which noise stream drew the ZO runs' directions, for the table's header.
+
+    The same seed draws other directions on each stream (`zoo.perturb.backend`), so a
+    reader rerunning a row needs it; first-order runs and baselines draw none.
+    """
+    counts = Counter(r.get("noise_stream", "not recorded") for r in results
+                     if r.get("config", {}).get("estimator") in available())
+    if not counts:
+        return "Noise streams: no finished ZO runs."
+    parts = [f"{name} ({n} run{'' if n == 1 else 's'})" for name, n in counts.most_common()]
+    note = (" A run whose stream is not recorded finished before results recorded it (2026-12-01); zoo drew "
+            "from torch-generator before 2026-11-24 and from philox since, where its C kernel builds, and a run "
+            "resumed across that change may have drawn from both."
+            if "not recorded" in counts else "")
+    return f"Noise streams of the ZO runs: {', '.join(parts)}.{note}"
+
+
 def write_report(suite: Suite, root: str | Path, command: str) -> Path:
     """Writes DIR/summary.md, DIR/summary.json, DIR/curves.png and DIR/cost.png; returns summary.md."""
     root = Path(root)
     rows = collect(suite, root)
     specs = suite.runs()
     finished = sum((spec.folder(root) / "results.json").exists() for spec in specs)
-    measured = [json.loads(p.read_text()).get("measured") for p in sorted((root / "runs").rglob("results.json"))]
+    results = [json.loads(p.read_text()) for p in sorted((root / "runs").rglob("results.json"))]
+    measured = [r.get("measured") for r in results]
     _plot(rows, root / "curves.png")
     _plot_cost(rows, root / "cost.png")
     mib = 1 / 2**20
@@ -323,6 +343,7 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
         "",
         f"Command: `{command}`. Report written {date.today()} on {platform.machine()}, torch {torch.__version__}.",
         f"Runs measured on: {describe_machines(measured)}.",
+        streams_line(results),
     ]
     if specs:
         lines += [
