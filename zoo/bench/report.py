@@ -320,9 +320,9 @@ def streams_line(results: list[dict]) -> str:
     if not counts:
         return "Noise streams: no finished ZO runs."
     parts = [f"{name} ({n} run{'' if n == 1 else 's'})" for name, n in counts.most_common()]
-    note = (" A run whose stream is not recorded finished before results recorded it (zoo commit ee0a1d0, 2026-11-30); zoo drew "
-            "from torch-generator before 2026-11-24 and from philox since, where its C kernel builds, and a run "
-            "resumed across that change may have drawn from both."
+    note = (" A run whose stream is not recorded finished before results recorded it (zoo commit ee0a1d0, "
+            "2026-11-30); zoo drew from torch-generator before 2026-11-24 and from philox since, where its C kernel "
+            "builds, and a run resumed across that change may have drawn from both."
             if "not recorded" in counts else "")
     return f"Noise streams of the ZO runs: {', '.join(parts)}.{note}"
 
