@@ -56,7 +56,9 @@ def _init_prefix_from_real_tokens(wrapped, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     vocab = base.config.vocab_size
     ids = torch.randint(0, vocab, (1, cfg.num_virtual_tokens), generator=gen)
-    cache = base(input_ids=ids, use_cache=True).past_key_values
+    out = base(input_ids=ids, use_cache=True)
+    # transformers 5 names the cache `cache` and deprecates `past_key_values` (gone in 5.40); older ones lack `cache`
+    cache = out["cache"] if "cache" in out else out.past_key_values
     per_layer = [(cache.layers[i].keys, cache.layers[i].values) for i in range(cfg.num_layers)]
     # peft views each row as [layers*2, kv_heads, head_dim], keys before values, layer by layer
     kv = torch.stack([t[0] for pair in per_layer for t in pair])  # [layers*2, kv_heads, tokens, head_dim]
