@@ -209,10 +209,14 @@ def _targets(task: str) -> list[str]:
     if not zero or not fo:
         return []
     best_row = max(zero, key=zero.get)
+    # the issue sets the zero-shot margin on SST-2 only; other tasks show it for reference
+    zero_scope = "" if task == "sst2" else "; set on SST-2, shown for reference"
     lines = [f"Targets on {task.upper()}, from the means above (n seeds each). Best zero-shot: "
              f"{zero[best_row]:.3f} ({best_row.removeprefix('zero-shot-')} template, the template of every "
-             f"trained row). First-order Adam: {statistics.mean(fo):.3f} (n={len(fo)}).", "",
-             "| row | accuracy | n | over best zero-shot (target >= +0.050) | behind Adam (target <= 0.030) |",
+             f"trained row). First-order Adam: {statistics.mean(fo):.3f} (n={len(fo)}), "
+             f"{statistics.mean(fo) - zero[best_row]:+.3f} over the best zero-shot with gradients.", "",
+             f"| row | accuracy | n | over best zero-shot (target >= +0.050{zero_scope}) "
+             "| behind Adam (target <= 0.030) |",
              "|---|---|---|---|---|"]
     rows = {rr: (lab, SEEDS) for rr, lab, _, _ in ROWS if rr.startswith("mezo")}
     rows |= {rr: (lab, seeds) for t, rr, lab, seeds, _ in EXTRA_ROWS if t == task and "superseded" not in lab}
