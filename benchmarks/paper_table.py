@@ -156,7 +156,8 @@ def report(path: Path):
             else:
                 acc, cost, wall = "not run yet", "", ""
             if running:
-                acc = ("running: " if not accs else f"{acc} (running: ") + ", ".join(running) + (")" if accs else "")
+                acc = (("unfinished: " if not accs else f"{acc} (unfinished: ") + ", ".join(running)
+                       + (")" if accs else ""))
             first_order = settings.get("estimator") in FIRST_ORDER
             shown = {k: v for k, v in settings.items() if k != "template" and not (first_order and k == "eps")}
             lines.append(f"| {label} | {settings['template']} | {acc} | {len(accs)} | {cost} | {wall} | "
@@ -169,7 +170,8 @@ def report(path: Path):
 
 
 def _running_evals(task: str) -> list[str]:
-    """A line per unfinished run with dev evaluations so far: where a long run is heading."""
+    """A line per unfinished run (running now or paused at its checkpoint) with its dev evaluations
+    so far: where it is heading."""
     lines = []
     for t, row, seed, kind, settings in planned():
         log = folder(task, row, seed) / "trajectory.json" if seed is not None else None
@@ -181,8 +183,9 @@ def _running_evals(task: str) -> list[str]:
             continue
         dev = ", ".join(f"{e['dev_accuracy']:.3f} / {e['dev_loss']:.3f} (step {e['step']})" for e in evals)
         recent = losses[-25:]
-        lines.append(f"Running, {row} seed {seed} (step {traj['step']} of {settings['steps']}): dev accuracy / dev loss "
-                     f"{dev}; training loss, mean of the last {len(recent)} steps: {statistics.mean(recent):.3f}.")
+        lines.append(f"Unfinished, {row} seed {seed} (step {traj['step']} of {settings['steps']}): "
+                     f"dev accuracy / dev loss {dev}; training loss, mean of the last {len(recent)} steps: "
+                     f"{statistics.mean(recent):.3f}.")
     return lines + [""] if lines else []
 
 

@@ -85,8 +85,8 @@ def test_rows_without_runs_and_a_running_seed(paper, tmp_path):
     doc = tmp_path / "results.md"
     paper.report(doc)
     text = doc.read_text()
-    assert "| MeZO (full) | mezo | running: seed 1 at step 75 of 500 | 0 |" in text
-    assert "Running, mezo seed 1 (step 75 of 500)" in text and "mean of the last 2 steps: 0.650" in text
+    assert "| MeZO (full) | mezo | unfinished: seed 1 at step 75 of 500 | 0 |" in text
+    assert "Unfinished, mezo seed 1 (step 75 of 500)" in text and "mean of the last 2 steps: 0.650" in text
     assert "Targets on RTE" not in text  # no zero-shot and no Adam run: no verdict is printed
 
 
