@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "paper"
 SEEDS = (0, 1, 2)
 K = 16
+MODEL = "smollm2-135m"
 TEMPLATE = {"sst2": "review", "rte": "mezo"}  # the best zero-shot template of each task (see the report)
 
 # (row, label, kind, settings); steps are what fits this CPU, far fewer than MeZO's 20k-100k
@@ -103,17 +104,66 @@ def run_one(task, row, seed, kind, settings):
 
 def _run_claimed(out, task, seed, kind, settings):
     from zoo.finetune.commands import run_eval, run_finetune
-    from zoo.finetune.loop import FinetuneConfig
 
     if kind == "eval":
-        r = run_eval("smollm2-135m", task, template=settings["template"], icl=settings.get("icl", 0),
-                     linear_probe=settings.get("linear_probe", False), k=K, seed=seed or 0)
+        r = run_eval(MODEL, task, **eval_options(seed, settings))
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(r, indent=1))
         return
-    cfg = FinetuneConfig(model="smollm2-135m", task=task, k=K, seed=seed, batch_size=16,
-                         eval_every=max(settings["steps"] // 10, 1), checkpoint_every=25, **settings)
-    run_finetune(cfg, str(out), {})
+    run_finetune(finetune_config(task, seed, settings), str(out), {})
+
+
+def eval_options(seed, settings) -> dict:
+    """run_eval's options (after model and task) for a zero-shot, ICL or linear-probing run."""
+    return {"template": settings["template"], "icl": settings.get("icl", 0),
+            "linear_probe": settings.get("linear_probe", False), "k": K, "seed": seed or 0}
+
+
+def finetune_config(task, seed, settings):
+    from zoo.finetune.loop import FinetuneConfig
+
+    return FinetuneConfig(model=MODEL, task=task, k=K, seed=seed, batch_size=16,
+                          eval_every=max(settings["steps"] // 10, 1), checkpoint_every=25, **settings)
+
+
+def command(task, row, seed, kind, settings) -> str:
+    """The `zoo finetune` / `zoo eval` command line that runs what this script runs for one row and seed.
+
+    `seed` may be a shell variable such as "$S"; tests/test_paper_table.py parses every command with
+    zoo's own CLI and checks it gives the config this script runs.
+    """
+    flags = [f"--model {MODEL} --task {task}"]
+    for key, value in settings.items():
+        if value is True:
+            flags.append(f"--{key.replace('_', '-')}")
+        elif value is not False:
+            flags.append(f"--{key.replace('_', '-')} {value!r}" if isinstance(value, float) else
+                         f"--{key.replace('_', '-')} {value}")
+    flags.append(f"--k {K}")
+    name = f"{task}-{row}" + ("" if seed is None else f"-seed{seed}")
+    if kind == "eval":
+        if seed is not None:
+            flags.append(f"--seed {seed}")
+        return " ".join(["zoo eval", *flags, f"--json {name}.json"])
+    cfg = finetune_config(task, 0, settings)
+    flags += [f"--seed {seed}", f"--batch-size {cfg.batch_size}", f"--eval-every {cfg.eval_every}",
+              f"--checkpoint-every {cfg.checkpoint_every}", f"--out runs/paper/{name}"]
+    return " ".join(["zoo finetune", *flags])
+
+
+def _commands(task: str) -> list[str]:
+    lines = ["Commands: each row above, seed by seed, as the `zoo` command that runs it (from the repository root; "
+             "`paper_table.py run` runs the same configs through the same functions and writes to "
+             "`benchmarks/results/paper/` instead):", "", "```bash"]
+    for t, row, seed, kind, settings in planned():
+        if t == task and seed in (None, 0):
+            cmd = command(task, row, None if seed is None else "$S", kind, settings)
+            lines.append(cmd if seed is None else f"for S in {' '.join(map(str, _seeds(task, row)))}; do {cmd}; done")
+    return lines + ["```", ""]
+
+
+def _seeds(task: str, row: str):
+    return next((seeds for t, r, _, seeds, _ in EXTRA_ROWS if (t, r) == (task, row)), SEEDS)
 
 
 def report(path: Path):
@@ -166,6 +216,7 @@ def report(path: Path):
         lines += _running_evals(task)
         lines += _stream_lines(task)
         lines += _targets(task)
+        lines += _commands(task)
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -2,7 +2,9 @@
 
 import importlib.util
 import json
+import shlex
 import statistics
+from inspect import signature
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,39 @@ def test_runs_of_the_older_noise_stream_are_named_with_how_to_rerun_them(paper, 
     paper.STREAMS.write_text(json.dumps({"sst2/mezo-prefix/seed2": {"stream": "torch-generator"}}))
     paper.report(doc)
     assert "mezo-prefix seed 0, mezo-prefix seed 2 drew" in doc.read_text() and "not yet checked" not in doc.read_text()
+
+
+def test_every_command_in_the_report_runs_what_the_script_runs(paper):
+    from zoo.cli import build_parser, eval_options, finetune_config
+    from zoo.finetune.commands import run_eval
+
+    parser = build_parser()
+    defaults = {k: p.default for k, p in signature(run_eval).parameters.items() if p.default is not p.empty}
+    runs = paper.planned()
+    kinds = set()
+    for task, row, seed, kind, settings in runs:
+        argv = shlex.split(paper.command(task, row, seed, kind, settings))
+        assert argv[0] == "zoo"
+        args = parser.parse_args(argv[1:])
+        assert (args.command, args.model, args.task) == (kind, paper.MODEL, task)
+        if kind == "eval":
+            expected = defaults | paper.eval_options(seed, settings)
+            assert eval_options(args) == {k: expected[k] for k in eval_options(args)}
+        else:
+            assert finetune_config(args) == paper.finetune_config(task, seed, settings)
+        kinds.add((kind, settings.get("estimator"), settings.get("tuning"), settings.get("icl", 0),
+                   settings.get("linear_probe", False)))
+    # every kind of row was checked: zero-shot, ICL, linear probing, Adam and the three MeZO modes
+    assert len(kinds) == 7
+    assert len(runs) == sum(len(paper._seeds(t, r)) if s is not None else 1 for t, r, s, *_ in runs if s in (None, 0))
+
+
+def test_the_report_lists_the_commands_with_their_seeds(paper, tmp_path):
+    path = tmp_path / "results.md"
+    paper.report(path)
+    text = path.read_text()
+    for task in ("sst2", "rte"):
+        section = text.split(f"## {task.upper()}")[1].split("\n## ")[0]
+        loops = [line for line in section.splitlines() if line.startswith("for S in 0 1 2; do zoo finetune")]
+        assert any("--estimator mezo-sgd --tuning prefix" in line for line in loops)
+        assert all(f"--task {task} " in line for line in loops)

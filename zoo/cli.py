@@ -34,8 +34,9 @@ def _task_args(args) -> dict:
             "label_column": args.label_column, "labels": labels}
 
 
-def _finetune(args):
-    from .finetune.commands import DEFAULT_EPS, default_lr, run_finetune
+def finetune_config(args):
+    """The FinetuneConfig that `zoo finetune` with these parsed arguments runs."""
+    from .finetune.commands import DEFAULT_EPS, default_lr
     from .finetune.loop import FinetuneConfig
 
     options = {}
@@ -45,13 +46,19 @@ def _finetune(args):
         options["perturbation"] = args.perturbation
     if args.backend != "auto":  # left out otherwise, so that a run started without --backend still resumes
         options["backend"] = args.backend
-    cfg = FinetuneConfig(
+    return FinetuneConfig(
         model=args.model, task=args.task, estimator=args.estimator, steps=args.steps, k=args.k,
         protocol=args.protocol, seed=args.seed, lr=args.lr if args.lr is not None else default_lr(args.estimator, args.tuning),
         eps=args.eps if args.eps is not None else DEFAULT_EPS[args.tuning], batch_size=args.batch_size,
         mode=args.mode, tuning=args.tuning, template=args.template, objective=args.objective,
         eval_every=args.eval_every, test_limit=args.test_limit, max_length=args.max_length,
         checkpoint_every=args.checkpoint_every, estimator_options=options, dtype=args.dtype, device=args.device)
+
+
+def _finetune(args):
+    from .finetune.commands import run_finetune
+
+    cfg = finetune_config(args)
     r = run_finetune(cfg, args.out, _task_args(args), progress=not args.quiet, snapshot_every=args.snapshot_every)
     m = r["metrics"]
     print(f"{cfg.task} test accuracy {m['accuracy']:.4f} ({m['test_examples']} examples), dev {m['dev_accuracy']:.4f}, "
@@ -59,15 +66,19 @@ def _finetune(args):
           f"wrote {args.out}/results.json and {args.out}/curve.png")
 
 
+def eval_options(args) -> dict:
+    """The keyword arguments of run_eval, after model and task, that `zoo eval` passes for these arguments."""
+    return {"split": args.split, "limit": args.limit, "template": args.template, "mode": args.mode, "icl": args.icl,
+            "linear_probe": args.linear_probe, "k": args.k, "seed": args.seed, "from_run": args.run,
+            "max_length": args.max_length, "dtype": args.dtype, "device": args.device}
+
+
 def _eval(args):
     import json
 
     from .finetune.commands import run_eval
 
-    r = run_eval(args.model, args.task, split=args.split, limit=args.limit, template=args.template, mode=args.mode,
-                 icl=args.icl, linear_probe=args.linear_probe, k=args.k, seed=args.seed, from_run=args.run,
-                 max_length=args.max_length, task_args=_task_args(args), progress=not args.quiet, dtype=args.dtype,
-                 device=args.device)
+    r = run_eval(args.model, args.task, **eval_options(args), task_args=_task_args(args), progress=not args.quiet)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(r, f, indent=1)
