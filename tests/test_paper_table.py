@@ -148,3 +148,24 @@ def test_the_report_lists_the_commands_with_their_seeds(paper, tmp_path):
         loops = [line for line in section.splitlines() if line.startswith("for S in 0 1 2; do zoo finetune")]
         assert any("--estimator mezo-sgd --tuning prefix" in line for line in loops)
         assert all(f"--task {task} " in line for line in loops)
+
+
+def test_a_stopped_row_is_reported_as_stopped_with_why_and_run_leaves_it(paper, tmp_path, monkeypatch):
+    task, row = next(iter(paper.STOPPED))
+    seed = paper._seeds(task, row)[0]
+    out = paper.folder(task, row, seed)
+    out.mkdir(parents=True)
+    out.joinpath("trajectory.json").write_text(json.dumps({
+        "step": 30, "history": {"evals": [{"step": 0, "dev_accuracy": 0.5, "dev_loss": 0.7},
+                                          {"step": 20, "dev_accuracy": 0.4, "dev_loss": 0.8}], "loss": [0.1]}}))
+    doc = tmp_path / "results.md"
+    paper.report(doc)
+    text = doc.read_text()
+    assert f"| stopped: seed {seed} at step 30 of " in text and "unfinished" not in text
+    assert f"Stopped, {row} seed {seed} (step 30 of " in text and paper.STOPPED[(task, row)][1:] in text
+
+    ran = []
+    monkeypatch.setattr(paper, "run_one", lambda t, r, *rest: ran.append((t, r)))
+    monkeypatch.setattr(paper, "report", lambda path: None)
+    paper.main(["run", "--only", task])
+    assert ran and (task, row) not in ran
