@@ -31,7 +31,7 @@ def _reference(x, y, classes, l2):
 
     for _ in range(5):
         opt.step(closure)
-    return torch.softmax(xt @ w + b, 1).detach().numpy(), float(closure())
+    return torch.softmax(xt @ w + b, 1).detach().numpy(), closure().item()
 
 
 @pytest.mark.parametrize("classes,l2", [(2, 1e-2), (3, 1e-3), (3, 1.0)])
