@@ -71,8 +71,8 @@ EXTRA_ROWS = [
 STOPPED = {
     ("sst2", "mezo-4k"): "stopped on purpose: its dev loss has risen since step 400 while its training loss fell "
                          "to about 0.02, so more steps overfit the 32 training sentences rather than test whether "
-                         "longer MeZO reaches the target; the remaining steps (about 2.4 h of one core) went to the "
-                         "benchmark suite. Its weights at the stop were not evaluated on the test set.",
+                         "longer MeZO reaches the target; its core went to the benchmark suite. Its weights at the "
+                         "stop were not evaluated on the test set.",
 }
 
 
@@ -143,11 +143,11 @@ def command(task, row, seed, kind, settings) -> str:
     """
     flags = [f"--model {MODEL} --task {task}"]
     for key, value in settings.items():
+        flag = f"--{key.replace('_', '-')}"
         if value is True:
-            flags.append(f"--{key.replace('_', '-')}")
+            flags.append(flag)
         elif value is not False:
-            flags.append(f"--{key.replace('_', '-')} {value!r}" if isinstance(value, float) else
-                         f"--{key.replace('_', '-')} {value}")
+            flags.append(f"{flag} {value!r}" if isinstance(value, float) else f"{flag} {value}")
     flags.append(f"--k {K}")
     name = f"{task}-{row}" + ("" if seed is None else f"-seed{seed}")
     if kind == "eval":
@@ -245,9 +245,16 @@ def _running_evals(task: str) -> list[str]:
         dev = ", ".join(f"{e['dev_accuracy']:.3f} / {e['dev_loss']:.3f} (step {e['step']})" for e in evals)
         recent = losses[-25:]
         why = STOPPED.get((task, row))
-        lines.append(f"{'Stopped' if why else 'Unfinished'}, {row} seed {seed} (step {traj['step']} of "
-                     f"{settings['steps']}): dev accuracy / dev loss {dev}; training loss, mean of the last "
-                     f"{len(recent)} steps: {statistics.mean(recent):.3f}." + (f" {why[0].upper()}{why[1:]}" if why else ""))
+        line = (f"{'Stopped' if why else 'Unfinished'}, {row} seed {seed} (step {traj['step']} of "
+                f"{settings['steps']}): dev accuracy / dev loss {dev}; training loss, mean of the last "
+                f"{len(recent)} steps: {statistics.mean(recent):.3f}.")
+        if why:
+            line += f" {why[0].upper()}{why[1:]}"
+            if step_s := traj["history"].get("step_seconds"):
+                left = settings["steps"] - traj["step"]
+                line += (f" Its {left} steps left would take about {left * statistics.median(step_s) / 3600:.1f} h "
+                         f"of one core at its median step ({statistics.median(step_s):.1f} s).")
+        lines.append(line)
     return lines + [""] if lines else []
 
 
