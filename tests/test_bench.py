@@ -54,27 +54,46 @@ def test_smoke_preset_covers_every_estimator_and_baseline(smoke):
     assert f"torch {torch.__version__}, CPU ({len(runs)} runs); finished" in table
 
 
-def _report_without(smoke, tmp_path, field: str) -> str:
+def _report_without(smoke, tmp_path, field: str, lowest_peak: bool = False) -> str:
     """The smoke report rewritten from a copy where one LeZO run lacks `field`, as results from
-    before that field was recorded do."""
+    before that field was recorded do; `lowest_peak` makes that run's peak the lowest of LeZO's."""
     import shutil
 
     from zoo.bench.report import write_report
 
     copy = tmp_path / "copy"
     shutil.copytree(smoke, copy)
-    old = next(p for p in (copy / "runs").rglob("results.json") if "/lezo/" in str(p))
-    r = json.loads(old.read_text())
+    found = sorted(p for p in (copy / "runs").rglob("results.json") if "/lezo/" in str(p))
+    r = json.loads(found[0].read_text())
     del r[field]
-    old.write_text(json.dumps(r))
+    if lowest_peak:
+        r["peak_memory_bytes"] = min(json.loads(p.read_text())["peak_memory_bytes"] for p in found) - 1
+    found[0].write_text(json.dumps(r))
     return write_report(load_suite("smoke"), copy, "zoo bench smoke").read_text()
 
 
 def test_report_marks_peaks_recorded_as_the_processs(smoke, tmp_path):
     """Results from before per-run peaks carry no scope: their peak may be an earlier run's, and the table says so."""
-    table = _report_without(smoke, tmp_path, "peak_memory_scope")
+    table = _report_without(smoke, tmp_path, "peak_memory_scope", lowest_peak=True)
     marked = [line for line in table.splitlines() if " †" in line and line.startswith("|")]
-    assert len(marked) == 1 and "| lezo |" in marked[0] and "these runs were recorded before" in table
+    assert len(marked) == 1 and "| lezo |" in marked[0] and "this run was recorded before" in table
+
+
+def test_a_methods_peak_is_the_lowest_of_its_runs(smoke, tmp_path):
+    """A run whose process still held memory freed by earlier runs must not set the method's peak."""
+    import shutil
+
+    from zoo.bench.report import collect
+
+    copy = tmp_path / "copy"
+    shutil.copytree(smoke, copy)
+    found = sorted((copy / "runs").rglob("mezo-sgd/*/*/results.json"))
+    for path, peak in zip(found, [900, 300, 5000, 400]):  # 2 lrs x 2 seeds, in MiB
+        r = json.loads(path.read_text())
+        r["peak_memory_bytes"] = peak * 2**20
+        path.write_text(json.dumps(r))
+    row = next(r for r in collect(load_suite("smoke"), copy) if r["method"] == "mezo-sgd")
+    assert (row["peak_memory_bytes"], row["peak_spread_bytes"]) == (300 * 2**20, 4700 * 2**20)
 
 
 def test_step_time_is_the_median_over_every_run_of_a_method(smoke, tmp_path):
@@ -232,6 +251,33 @@ def test_peak_rss_sees_an_allocation_and_resets():
     reset_peak(cuda=False)
     assert grown >= 60 * 2**20
     assert rss_peak_bytes() - before < grown / 2  # the freed block no longer counts
+
+
+
+def test_a_reset_peak_does_not_start_from_heap_memory_freed_earlier():
+    """glibc keeps freed heap pages resident: a reset that started from them overstated the next run's peak by GBs."""
+    import ctypes
+
+    from zoo.memory import reset_peak, rss_now_bytes, rss_peak_bytes
+
+    libc = ctypes.CDLL(None)
+    if not hasattr(libc, "malloc_trim") or not reset_peak(cuda=False):
+        pytest.skip("needs glibc and a writable /proc/self/clear_refs")
+    libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+    blocks = []
+    for _ in range(4096):  # 256 MiB in 64 KiB blocks, under glibc's mmap threshold, so from the heap
+        blocks.append(libc.malloc(64 * 1024))
+        ctypes.memset(blocks[-1], 1, 64 * 1024)
+    pins = blocks[::8]  # live blocks between the freed ones keep free() from shrinking the heap
+    try:
+        for b in set(blocks) - set(pins):
+            libc.free(b)
+        held = rss_now_bytes()
+        reset_peak(cuda=False)
+        assert rss_peak_bytes() < held - 128 * 2**20
+    finally:
+        for b in pins:
+            libc.free(b)
 
 
 def _row(method, acc, std, s_per_step=1.0, seeds=3, dev=0.5):
