@@ -253,7 +253,6 @@ def test_peak_rss_sees_an_allocation_and_resets():
     assert rss_peak_bytes() - before < grown / 2  # the freed block no longer counts
 
 
-
 def test_a_reset_peak_does_not_start_from_heap_memory_freed_earlier():
     """glibc keeps freed heap pages resident: a reset that started from them overstated the next run's peak by GBs."""
     import ctypes
