@@ -324,6 +324,26 @@ def test_claims_on_one_seed_stay_undecided(tmp_path):
     assert "speed-up below 3x" in next(x for x in slow if "LeZO" in x)
 
 
+def test_lezo_claim_takes_its_speed_up_from_side_by_side_timing_when_there_is_one(tmp_path):
+    """The runs' medians say 4x (a verdict of reproduced); the same config timed in one process
+    says MeZO-SGD's step is 1.2x LeZO's round by round, and that decides the claim."""
+    import json
+
+    from zoo.bench.report import _claims_section
+
+    rows = [_row("mezo-sgd", 0.55, 0.01), _row("lezo", 0.55, 0.01, 0.25)]
+    assert "| reproduced |" in next(x for x in _claims_section(rows, tmp_path) if "LeZO" in x)
+    # rounds where the machine slowed down 3x: a ratio of medians (1.2 / 1.5) would say LeZO is slower
+    times = {"inference": [1.0, 3.0, 3.0], "mezo-sgd": [1.2, 3.6, 3.6], "lezo": [1.0, 3.0, 1.5]}
+    sbs = {"methods": list(times), "rounds": 3, "step_s": times}
+    (tmp_path / "step_cost.json").write_text(json.dumps({"configs": [
+        {"name": "m", "batch": 4, "seq": 8, "dtype": "float32", "rows": [], "side_by_side": sbs}]}))
+    line = next(x for x in _claims_section([{**r, "model": "m (full)"} for r in rows], tmp_path) if "LeZO" in x)
+    assert "1.20x per step (side by side in one process" in line
+    assert "median of 3 rounds, range 1.20-2.40" in line
+    assert "two forwards: 1.20x" in line and "speed-up below 3x" in line
+
+
 def test_gradient_quality_resumes_from_its_finished_rows(tmp_path, monkeypatch):
     """An interrupted gradient section keeps its finished rows and computes only the rest, to the same bits."""
     from zoo.bench import gradient, runner

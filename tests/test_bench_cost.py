@@ -42,6 +42,31 @@ def test_cost_suite_measures_every_method_and_resumes(tmp_path):
     assert (out / "step_cost.json").read_text() == before  # a measured config is not measured again
 
 
+def test_side_by_side_timing_steps_every_method_each_round_and_is_added_to_an_earlier_result(tmp_path):
+    path, out = _suite(tmp_path), tmp_path / "out"
+    assert main(["bench", str(path), "--out", str(out), "--quiet"]) == 0
+    before = json.loads((out / "step_cost.json").read_text())["configs"][0]
+    assert "side_by_side" not in before  # off unless the suite asks
+    path = _suite(tmp_path, side_by_side_rounds=3)
+    assert main(["bench", str(path), "--out", str(out), "--quiet"]) == 0
+    after = json.loads((out / "step_cost.json").read_text())["configs"][0]
+    assert after["rows"] == before["rows"]  # the per-process probes are not measured again
+    sbs = after["side_by_side"]
+    assert sbs["methods"] == ["inference", "mezo-sgd", "adam"] and sbs["rounds"] == 3
+    assert all(len(sbs["step_s"][m]) == 3 and min(sbs["step_s"][m]) > 0 for m in sbs["methods"])
+    assert "Side by side, in one process: 3 rounds" in (out / "summary.md").read_text()
+
+
+def test_side_by_side_rounds_each_start_one_method_later(monkeypatch):
+    """So that neither a slow spell nor a trend within a round lands on the same method every time."""
+    order = []
+    monkeypatch.setattr(cost, "_optimizer", lambda spec, method, model: None)
+    monkeypatch.setattr(cost, "_step_fn", lambda method, model, batch, opt: lambda: order.append(method))
+    out = cost.probe_side_by_side({**SPEC, "methods": ["a", "b", "c"], "rounds": 4})
+    assert order == list("abc" "abc" "bca" "cab" "abc")  # a warm-up step each, then the rounds
+    assert {m: len(t) for m, t in out["step_s"].items()} == {"a": 4, "b": 4, "c": 4}
+
+
 def test_probe_counts_optimizer_state_exactly():
     """Adam keeps two moments the size of the weights; MeZO-SGD keeps nothing; inference nothing."""
     rows = {m: cost.probe({**SPEC, "method": m}) for m in ("inference", "mezo-sgd", "adam", "mezo-adam")}
@@ -100,6 +125,8 @@ def test_gpu_preset_without_a_gpu_is_a_one_line_error(tmp_path, capsys, monkeypa
     ({"configs": [{"name": "x", "dtype": "fp8", "config": TINY}]}, "dtype 'fp8'"),
     ({"first_order": ["lbfgs"]}, "cost.first_order"),
     ({"rounds": 0}, "cost.rounds must be at least 1"),
+    ({"side_by_side_rounds": -1}, "cost.side_by_side_rounds must be a whole number"),
+    ({"side_by_side_rounds": 2.5}, "cost.side_by_side_rounds must be a whole number"),
     ({"configs": [{"name": "x", "perturbation": "approx", "config": TINY}]}, "perturbation 'approx'"),
 ])
 def test_bad_cost_sections_are_one_line_errors(tmp_path, capsys, over, message):

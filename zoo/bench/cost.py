@@ -14,6 +14,11 @@ moments is in place by then); the step time is the median of those `rounds` step
 after a device synchronisation. The numbers to read are the ratios against inference: a ZO step
 should cost about two forwards of time and the memory of inference (MeZO, Malladi et al. 2023,
 section 2); backprop pays for activations and gradients.
+
+Processes run minutes apart, and a shared machine's speed drifts between them (2.5x between runs
+of identical work in the cpu preset). So `probe_side_by_side` also times every method in one
+process on one model, stepping each in turn for a number of rounds; a ratio of two methods is then
+taken within each round, where both met the same machine.
 """
 
 from __future__ import annotations
@@ -70,6 +75,21 @@ def _step_fn(method: str, model, batch, opt):
     return step
 
 
+def _optimizer(spec: dict, method: str, model):
+    """The optimizer a probe steps (None for inference), at an lr too small to change the work."""
+    from .. import estimators
+    from ..finetune.loop import FIRST_ORDER
+
+    params = list(model.parameters())
+    if method in FIRST_ORDER:
+        return FIRST_ORDER[method](params, lr=1e-9)
+    if method == "inference":
+        return None
+    extra = {"exact_block": spec["exact_block"]} if "exact_block" in spec else {}
+    return estimators.get(method, params, lr=1e-9, eps=1e-3, seed=spec.get("seed", 0), module=model,
+                          perturbation=spec.get("perturbation"), **extra)
+
+
 def probe(spec: dict) -> dict:
     """Measures one method (`spec["method"]`) in this process; see the module docstring."""
     from .. import estimators
@@ -81,13 +101,7 @@ def probe(spec: dict) -> dict:
     model, batch = build(spec)
     cuda = model.device.type == "cuda"
     params = list(model.parameters())
-    opt = None
-    if method in FIRST_ORDER:
-        opt = FIRST_ORDER[method](params, lr=1e-9)
-    elif method != "inference":
-        extra = {"exact_block": spec["exact_block"]} if "exact_block" in spec else {}
-        opt = estimators.get(method, params, lr=1e-9, eps=1e-3, seed=spec.get("seed", 0), module=model,
-                             perturbation=spec.get("perturbation"), **extra)
+    opt = _optimizer(spec, method, model)
     step = _step_fn(method, model, batch, opt)
     base = torch.cuda.memory_allocated() if cuda else rss_now_bytes()
     reset_peak(cuda)
@@ -110,10 +124,50 @@ def probe(spec: dict) -> dict:
             "device": torch.cuda.get_device_name() if cuda else "cpu"}
 
 
+def probe_side_by_side(spec: dict) -> dict:
+    """Every method of `spec["methods"]` on one model in this process, stepped in turn.
+
+    After one warm-up step each, `spec["rounds"]` rounds step every method once; round i starts
+    i methods later in the list, so neither a slow spell nor a trend within a round favours one
+    method. Returns the step times per method, round by round (`step_s[method][i]`). The methods
+    share the model; at the probes' lr of 1e-9 they leave it as it was, to float precision.
+    """
+    methods, rounds = list(spec["methods"]), spec.get("rounds", 3)
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    model, batch = build(spec)
+    cuda = model.device.type == "cuda"
+    steps = {m: _step_fn(m, model, batch, _optimizer(spec, m, model)) for m in methods}
+
+    def timed(step) -> float:
+        if cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t
+
+    for step in steps.values():
+        timed(step)
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for i in range(rounds):
+        for m in methods[i % len(methods):] + methods[:i % len(methods)]:
+            times[m].append(timed(steps[m]))
+    return {"methods": methods, "rounds": rounds, "step_s": times,
+            "device": torch.cuda.get_device_name() if cuda else "cpu"}
+
+
 def measure(spec: dict, methods: list[str]) -> list[dict]:
     """`probe` for each method, each in its own subprocess; rows in the order given."""
     return [run_fresh("zoo.bench.cost", {**spec, "method": m}, f"cost probe of {m}") for m in methods]
 
 
+def measure_side_by_side(spec: dict, methods: list[str], rounds: int) -> dict:
+    """`probe_side_by_side` in a fresh process, so the runs before it leave nothing in its memory."""
+    return run_fresh("zoo.bench.cost", {**spec, "methods": methods, "rounds": rounds}, "side-by-side step timing")
+
+
 if __name__ == "__main__":
-    print(json.dumps(probe(json.loads(sys.argv[1]))))
+    _spec = json.loads(sys.argv[1])
+    print(json.dumps(probe_side_by_side(_spec) if "methods" in _spec else probe(_spec)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 MIB = 1 / 2**20
@@ -51,6 +52,44 @@ def _modes(rows: list[dict]) -> str:
     return f", ZO steps perturb {' / '.join(modes)}" if modes else ""
 
 
+def paired_ratios(side_by_side: dict, method: str, against: str) -> list[float]:
+    """Method's step time / against's, round by round (`cost.probe_side_by_side`)."""
+    t = side_by_side["step_s"]
+    return [a / b for a, b in zip(t[method], t[against])]
+
+
+def paired_ratio(side_by_side: dict, method: str, against: str) -> float:
+    """The median over rounds of `paired_ratios`."""
+    return statistics.median(paired_ratios(side_by_side, method, against))
+
+
+def side_by_side_for(root: Path, name: str) -> dict | None:
+    """The side-by-side timing of the cost config called `name`, if DIR/step_cost.json has one."""
+    path = root / "step_cost.json"
+    if not path.exists():
+        return None
+    for c in json.loads(path.read_text())["configs"]:
+        if c["name"] == name and "side_by_side" in c:
+            return {**c["side_by_side"], "batch": c["batch"], "seq": c["seq"], "dtype": c["dtype"]}
+    return None
+
+
+def _side_by_side_table(c: dict) -> list[str]:
+    s = c["side_by_side"]
+    methods = s["methods"]
+    base = "mezo-sgd" if "mezo-sgd" in methods else None
+    lines = [f"Side by side, in one process: {s['rounds']} rounds, each stepping every method once, each round "
+             "starting one method later; a ratio is taken within each round, then its median over rounds"
+             + _when(s) + ".", "",
+             "| method | median step s | / two forwards, same round |" + (" / mezo-sgd, same round |" if base else ""),
+             "|---|---|---|" + ("---|" if base else "")]
+    for m in methods:
+        row = (f"| {m} | {statistics.median(s['step_s'][m]):.4f} "
+               f"| {paired_ratio(s, m, 'inference'):.3f} |")
+        lines.append(row + (f" {paired_ratio(s, m, base):.3f} |" if base else ""))
+    return lines + [""]
+
+
 def cost_section(root: Path) -> list[str]:
     path = root / "step_cost.json"
     if not path.exists():
@@ -65,8 +104,7 @@ def cost_section(root: Path) -> list[str]:
              "`opt.step(closure)`; sgd and adam are forward, backward and step. Time: median of the steps after a "
              "warm-up step. Peak: over all steps; *working* is peak − memory before the first step. Each method "
              "is timed in its own process, minutes apart, so the time ratios carry the machine's drift between "
-             "them; for one method against two forwards, timings alternated in one process are steadier "
-             "(`benchmarks/test_step_speed.py`).", ""]
+             "them; where a config has a side-by-side table below it, compare speeds by that one.", ""]
     for c in configs:
         rows = _ratios(c["rows"])
         first = rows[0]
@@ -82,4 +120,6 @@ def cost_section(root: Path) -> list[str]:
                          f"| {(r['peak_bytes'] - r['base_bytes']) * MIB:.1f} | {r['work_ratio']:.2f} "
                          f"| {r['extra_state_bytes'] * MIB:.2f} |")
         lines.append("")
+        if "side_by_side" in c:
+            lines += _side_by_side_table(c)
     return lines + ["![step time and peak memory against inference](step_cost.png)", ""]

@@ -119,29 +119,42 @@ def _memory(suite: Suite, root: Path, progress: bool) -> None:
 
 
 def _step_cost(suite: Suite, root: Path, progress: bool) -> None:
-    """DIR/step_cost.json, one entry per config of the `cost` section; a config already there is skipped."""
+    """DIR/step_cost.json, one entry per config of the `cost` section; a config already there is skipped,
+    except that one measured before side-by-side timing existed gets it added."""
     c = suite.cost
     if not c:
         return
-    from .cost import measure
+    from .cost import measure, measure_side_by_side
 
     path = root / "step_cost.json"
     done = json.loads(path.read_text()) if path.exists() else {"configs": []}
-    have = {d["name"] for d in done["configs"]}
+    have = {d["name"]: d for d in done["configs"]}
     methods = ["inference", *suite.estimator_names(), *c.get("first_order", ["sgd", "adam"])]
-    todo = [cfg for cfg in c["configs"] if cfg["name"] not in have]
-    bar = tqdm(total=len(todo) * len(methods), desc="step cost", disable=not progress or not todo, unit="probe")
+    rounds = c.get("side_by_side_rounds", 0)
+    todo = [cfg for cfg in c["configs"]
+            if cfg["name"] not in have or (rounds and "side_by_side" not in have[cfg["name"]])]
+    bar = tqdm(total=len(todo) * (len(methods) + bool(rounds)), desc="step cost", disable=not progress or not todo,
+               unit="probe")
     for cfg in todo:
         spec = {"config": cfg["config"], "dtype": cfg.get("dtype", "float32"), "batch": c.get("batch", 16),
                 "seq": c.get("seq", 64), "device": c.get("device", "cpu"), "rounds": c.get("rounds", 3),
                 "seed": suite.seeds[0], "perturbation": cfg.get("perturbation")}  # None: the estimator's default
-        rows = []
-        for method in methods:
-            rows += measure(spec, [method])
+        entry = have.get(cfg["name"])
+        if entry is None:
+            rows = []
+            for method in methods:
+                rows += measure(spec, [method])
+                bar.update()
+            entry = {"name": cfg["name"], **{k: v for k, v in spec.items() if k != "config"},
+                     "config": cfg["config"], "measured": machine(), "rows": rows}
+            done["configs"].append(entry)
+            path.write_text(json.dumps(done, indent=1))  # kept if the side-by-side part fails
+        else:
+            bar.update(len(methods))
+        if rounds:
+            entry["side_by_side"] = {**measure_side_by_side(spec, methods, rounds), "measured": machine()}
             bar.update()
-        done["configs"].append({"name": cfg["name"], **{k: v for k, v in spec.items() if k != "config"},
-                                "config": cfg["config"], "measured": machine(), "rows": rows})
-        path.write_text(json.dumps(done, indent=1))
+            path.write_text(json.dumps(done, indent=1))
     bar.close()
 
 

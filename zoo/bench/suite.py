@@ -31,8 +31,10 @@ A suite is a JSON file (presets live in benchmarks/suites/). Its keys:
     cost            optional {"configs": [{"name": ..., "config": {"model_type": "llama", ...HF config fields},
                     "dtype": "float32"|"bfloat16"|"float16", "perturbation": "inplace"|"exact" (default:
                     the estimators' own, exact for half precision)}], "batch": 16, "seq": 64, "device": "cpu"|"cuda",
-                    "rounds": 5, "first_order": ["sgd", "adam"]}: median step time and peak memory of every
-                    method on random-init models built from these configs, each in a fresh process
+                    "rounds": 5, "first_order": ["sgd", "adam"], "side_by_side_rounds": 0}: median step time
+                    and peak memory of every method on random-init models built from these configs, each in a
+                    fresh process, and with side_by_side_rounds > 0 the step times of all methods stepped in
+                    turn in one process, for ratios free of the machine's drift between processes
                     (zoo/bench/cost.py); what the `gpu` preset measures, since weights do not travel
 
 Every name in `zoo.estimators.available()` is in the suite unless excluded, so a
@@ -225,3 +227,6 @@ def _check_cost(cost: dict, path: Path) -> None:
         raise ValueError(f"{path}: cost.first_order has {sorted(bad)}; use sgd and/or adam")
     if cost.get("rounds", 3) < 1:
         raise ValueError(f"{path}: cost.rounds must be at least 1, got {cost['rounds']}")
+    sbs = cost.get("side_by_side_rounds", 0)
+    if not isinstance(sbs, int) or isinstance(sbs, bool) or sbs < 0:
+        raise ValueError(f"{path}: cost.side_by_side_rounds must be a whole number, 0 or more, got {sbs!r}")
