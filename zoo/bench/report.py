@@ -359,6 +359,11 @@ def streams_line(results: list[dict]) -> str:
     return f"Noise streams of the ZO runs: {', '.join(parts)}.{note}"
 
 
+def _has_side_by_side(root: Path) -> bool:
+    path = root / "step_cost.json"
+    return path.exists() and any("side_by_side" in c for c in json.loads(path.read_text())["configs"])
+
+
 def write_report(suite: Suite, root: str | Path, command: str) -> Path:
     """Writes DIR/summary.md, DIR/summary.json, DIR/curves.png and DIR/cost.png; returns summary.md."""
     root = Path(root)
@@ -406,7 +411,9 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
                   "work does not depend on them), of each run's median training step (evaluations excluded; runs "
                   "recorded before steps were timed alone show wall time / steps); ms/forward is s/step over the "
                   "method's forwards per step. "
-                  "Peak MiB is a whole run's peak RSS on the CPU (`torch.cuda.max_memory_allocated` on a GPU), "
+                  + ("Runs are timed hours apart on a machine whose load varies, so compare methods' speeds by "
+                     "the side-by-side table under *Step time and memory*. " if _has_side_by_side(root) else "")
+                  + "Peak MiB is a whole run's peak RSS on the CPU (`torch.cuda.max_memory_allocated` on a GPU), "
                   "loading and evaluation included: the lowest among the method's finished runs (each lr, eps "
                   "and seed). Runs share a process, and memory that earlier runs freed but the process still "
                   "held can only add to a run's RSS peak, so each figure is an upper bound (zoo hands that memory "
