@@ -327,8 +327,6 @@ def test_claims_on_one_seed_stay_undecided(tmp_path):
 def test_lezo_claim_takes_its_speed_up_from_side_by_side_timing_when_there_is_one(tmp_path):
     """The runs' medians say 4x (a verdict of reproduced); the same config timed in one process
     says MeZO-SGD's step is 1.2x LeZO's round by round, and that decides the claim."""
-    import json
-
     from zoo.bench.report import _claims_section
 
     rows = [_row("mezo-sgd", 0.55, 0.01), _row("lezo", 0.55, 0.01, 0.25)]

@@ -63,15 +63,22 @@ def paired_ratio(side_by_side: dict, method: str, against: str) -> float:
     return statistics.median(paired_ratios(side_by_side, method, against))
 
 
-def side_by_side_for(root: Path, name: str) -> dict | None:
-    """The side-by-side timing of the cost config called `name`, if DIR/step_cost.json has one."""
+def _configs(root: Path) -> list[dict]:
+    """The measured configs of DIR/step_cost.json; none when the suite has no cost section."""
     path = root / "step_cost.json"
-    if not path.exists():
-        return None
-    for c in json.loads(path.read_text())["configs"]:
+    return json.loads(path.read_text())["configs"] if path.exists() else []
+
+
+def side_by_side_for(root: Path, name: str) -> dict | None:
+    """The side-by-side timing of the cost config called `name`, with its batch and seq, if it has one."""
+    for c in _configs(root):
         if c["name"] == name and "side_by_side" in c:
-            return {**c["side_by_side"], "batch": c["batch"], "seq": c["seq"], "dtype": c["dtype"]}
+            return {**c["side_by_side"], "batch": c["batch"], "seq": c["seq"]}
     return None
+
+
+def has_side_by_side(root: Path) -> bool:
+    return any("side_by_side" in c for c in _configs(root))
 
 
 def _side_by_side_table(c: dict) -> list[str]:
@@ -91,10 +98,7 @@ def _side_by_side_table(c: dict) -> list[str]:
 
 
 def cost_section(root: Path) -> list[str]:
-    path = root / "step_cost.json"
-    if not path.exists():
-        return []
-    configs = json.loads(path.read_text())["configs"]
+    configs = _configs(root)
     if not configs:
         return []
     _plot(configs, root / "step_cost.png")

@@ -13,7 +13,7 @@ import torch
 
 from ..estimators import available
 from ..provenance import describe as describe_machines
-from .cost_report import cost_section, paired_ratio, paired_ratios, side_by_side_for
+from .cost_report import cost_section, has_side_by_side, paired_ratio, paired_ratios, side_by_side_for
 from .remaining import describe, remaining
 from .suite import Suite, model_label, model_title, task_label
 
@@ -359,11 +359,6 @@ def streams_line(results: list[dict]) -> str:
     return f"Noise streams of the ZO runs: {', '.join(parts)}.{note}"
 
 
-def _has_side_by_side(root: Path) -> bool:
-    path = root / "step_cost.json"
-    return path.exists() and any("side_by_side" in c for c in json.loads(path.read_text())["configs"])
-
-
 def write_report(suite: Suite, root: str | Path, command: str) -> Path:
     """Writes DIR/summary.md, DIR/summary.json, DIR/curves.png and DIR/cost.png; returns summary.md."""
     root = Path(root)
@@ -412,7 +407,7 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
                   "recorded before steps were timed alone show wall time / steps); ms/forward is s/step over the "
                   "method's forwards per step. "
                   + ("Runs are timed hours apart on a machine whose load varies, so compare methods' speeds by "
-                     "the side-by-side table under *Step time and memory*. " if _has_side_by_side(root) else "")
+                     "the side-by-side table under *Step time and memory*. " if has_side_by_side(root) else "")
                   + "Peak MiB is a whole run's peak RSS on the CPU (`torch.cuda.max_memory_allocated` on a GPU), "
                   "loading and evaluation included: the lowest among the method's finished runs (each lr, eps "
                   "and seed). Runs share a process, and memory that earlier runs freed but the process still "
