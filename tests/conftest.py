@@ -194,3 +194,13 @@ def interrupt_at(monkeypatch, step: int):
 
     monkeypatch.setattr(loop, "minibatch", interrupting)
     return lambda: monkeypatch.setattr(loop, "minibatch", real)
+
+
+def stop_at(monkeypatch, step: int, *finetune_args):
+    """Runs `finetune(*finetune_args)` as a user who presses Ctrl-C when it reaches `step`."""
+    from zoo.finetune.loop import finetune
+
+    undo = interrupt_at(monkeypatch, step)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(*finetune_args, progress=False)
+    undo()

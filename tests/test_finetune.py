@@ -8,7 +8,7 @@ import torch
 from zoo.finetune.build import prepare
 from zoo.finetune.loop import FinetuneConfig, finetune, minibatch
 from zoo.tasks import few_shot, user_task
-from conftest import bits_equal, interrupt_at, sentiment_file, tiny_llama, tiny_model_folder, word_tokenizer
+from conftest import bits_equal, interrupt_at, sentiment_file, stop_at, tiny_llama, tiny_model_folder, word_tokenizer
 
 
 def _setup(tmp_path, tuning="full", mode="prompt", **cfg):
@@ -96,10 +96,7 @@ def test_a_run_resumes_from_its_trajectory_log_alone_bit_for_bit(tmp_path, monke
     assert all(len(losses) == 2 for losses in straight["history"]["step_losses"])
 
     cfg, built, splits = _setup(tmp_path / "b", tuning=tuning)
-    undo = interrupt_at(monkeypatch, 6)
-    with pytest.raises(KeyboardInterrupt):
-        finetune(cfg, built, splits, tmp_path / "b" / "run", progress=False)
-    undo()
+    stop_at(monkeypatch, 6, cfg, built, splits, tmp_path / "b" / "run")
     (tmp_path / "b" / "run" / "checkpoint.pt").unlink()
     assert json.loads((tmp_path / "b" / "run" / "trajectory.json").read_text())["step"] == 6
     cfg, fresh, splits = _setup(tmp_path / "b", tuning=tuning)
@@ -167,10 +164,7 @@ def test_a_philox_run_is_refused_where_no_philox_kernel_works(tmp_path, monkeypa
 def _interrupted_run(tmp_path, monkeypatch, keep_checkpoint=False):
     """A run interrupted at step 4, by default with its checkpoint.pt gone: only its trajectory.json is left."""
     cfg, built, splits = _setup(tmp_path)
-    undo = interrupt_at(monkeypatch, 4)
-    with pytest.raises(KeyboardInterrupt):
-        finetune(cfg, built, splits, tmp_path / "run", progress=False)
-    undo()
+    stop_at(monkeypatch, 4, cfg, built, splits, tmp_path / "run")
     if not keep_checkpoint:
         (tmp_path / "run" / "checkpoint.pt").unlink()
 
@@ -353,10 +347,7 @@ def test_a_checkpoint_without_a_loss_log_resumes_but_writes_no_partial_log(tmp_p
     cfg, built, splits = _setup(tmp_path / "a")
     straight = finetune(cfg, built, splits, tmp_path / "a" / "run", progress=False)
     cfg, built, splits = _setup(tmp_path / "b")
-    undo = interrupt_at(monkeypatch, 4)
-    with pytest.raises(KeyboardInterrupt):
-        finetune(cfg, built, splits, tmp_path / "b" / "run", progress=False)
-    undo()
+    stop_at(monkeypatch, 4, cfg, built, splits, tmp_path / "b" / "run")
     ckpt = tmp_path / "b" / "run" / "checkpoint.pt"
     payload = torch.load(ckpt, weights_only=False)
     del payload["history"]["step_losses"]

@@ -9,8 +9,9 @@ from torch import nn
 
 from ..tasks import Example, Task
 from .adapters import apply_tuning
+from .feature_cache import CachedHeadScorer
 from .heads import PooledClassifier, zero_head
-from .scoring import HeadScorer, PromptScorer
+from .scoring import PromptScorer
 
 MODES = ("prompt", "head")
 
@@ -97,4 +98,4 @@ def prepare(model: nn.Module, tokenizer, task: Task, mode: str, tuning: str, *, 
         for name, p in model.named_parameters():  # peft freezes everything else, but a new head must train
             if any(p is q for q in head.parameters()):
                 p.requires_grad_(True)
-    return Built(model, tokenizer, HeadScorer(tokenizer, max_length), mode, tuning)
+    return Built(model, tokenizer, CachedHeadScorer(tokenizer, max_length), mode, tuning)

@@ -285,8 +285,9 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     rows_run = [0]
 
     def count_rows(module, args, kwargs):
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        rows_run[0] += 0 if ids is None else ids.shape[0]
+        # a head-only run's scorer passes cached encoder features as `pooled` instead of token ids
+        rows = next((t for t in (kwargs.get("input_ids"), kwargs.get("pooled"), *args[:1]) if torch.is_tensor(t)), None)
+        rows_run[0] += 0 if rows is None else rows.shape[0]
 
     hook = model.register_forward_pre_hook(count_rows, with_kwargs=True)
     step_scorer = scorer
