@@ -497,3 +497,16 @@ def test_report_names_the_noise_stream_of_the_zo_runs(smoke, tmp_path):
     assert f"Noise streams of the ZO runs: {streams.pop()} ({len(zo)} runs)." in table
     table = _report_without(smoke, tmp_path, "noise_stream")
     assert f"({len(zo) - 1} runs), not recorded (1 run). A run whose stream is not recorded" in table
+
+
+def test_the_report_says_which_rows_time_a_head_alone():
+    from types import SimpleNamespace
+
+    from zoo.bench.report import _head_only_note
+
+    suite = SimpleNamespace(models=[{"model": "enc", "mode": "head", "tuning": "head"},
+                                    {"model": "enc", "mode": "head", "tuning": "full"},
+                                    {"model": "lm", "mode": "prompt", "tuning": "full"}])
+    note = _head_only_note(suite)
+    assert "The enc (head) rows" in note and "(full)" not in note
+    assert _head_only_note(SimpleNamespace(models=suite.models[1:])) == ""

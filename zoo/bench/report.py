@@ -406,6 +406,7 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
                   "work does not depend on them), of each run's median training step (evaluations excluded; runs "
                   "recorded before steps were timed alone show wall time / steps); ms/forward is s/step over the "
                   "method's forwards per step. "
+                  + _head_only_note(suite)
                   + ("Runs are timed hours apart on a machine whose load varies, so compare methods' speeds by "
                      "the side-by-side table under *Step time and memory*. " if has_side_by_side(root) else "")
                   + "Peak MiB is a whole run's peak RSS on the CPU (`torch.cuda.max_memory_allocated` on a GPU), "
@@ -431,6 +432,16 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
     (root / "summary.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "curves"} for r in rows],
                                                   indent=1))
     return summary
+
+
+def _head_only_note(suite) -> str:
+    """Says which rows time a head alone: their encoder's passes happen once per example, outside the steps."""
+    titles = [model_title(m) for m in suite.models if m.get("mode") == "head" and m.get("tuning") == "head"]
+    if not titles:
+        return ""
+    return (f"The {', '.join(titles)} rows train a head on a frozen encoder: each example is pooled by the encoder "
+            "once and cached (zoo/finetune/feature_cache.py, since 2026-12-01), so their s/step and ms/forward time "
+            "the head alone. ")
 
 
 def publish(root: str | Path, doc: str | Path) -> Path:
