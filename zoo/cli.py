@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="train an SST-2 head on all-MiniLM-L6-v2 with forward passes only")
     d.add_argument("--out", default="runs/demo")
-    d.add_argument("--steps", type=int, default=300)
+    d.add_argument("--steps", type=int, default=1000)
     d.add_argument("--k", type=int, default=16, help="training examples per class")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--lr", type=float, default=0.1)

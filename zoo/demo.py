@@ -15,7 +15,7 @@ from __future__ import annotations
 from .finetune.loop import FinetuneConfig
 
 
-def run(out: str, steps: int = 300, k: int = 16, seed: int = 0, lr: float = 0.1, eps: float = 1e-3,
+def run(out: str, steps: int = 1000, k: int = 16, seed: int = 0, lr: float = 0.1, eps: float = 1e-3,
         estimator: str = "mezo-sgd", train: str = "head", data_dir: str | None = None, progress: bool = True) -> dict:
     from .finetune.commands import run_finetune
 
