@@ -186,6 +186,9 @@ def test_a_wrong_forward_declaration_is_caught(tmp_path, monkeypatch, capsys):
     ('{"name": "x", "models": [{"model": "m", "dtype": "fp8"}], "tasks": ["sst2"]}', "models[0] has dtype 'fp8'"),
     ('{"name": "x", "models": [{"model": "m", "device": "tpu"}], "tasks": ["sst2"]}', "models[0] has device 'tpu'"),
     ('{"name": "x", "models": [], "tasks": [], "memory": {"repeats": 0}}', "memory.repeats must be an integer >= 1"),
+    ('{"name": "x", "models": [], "tasks": [], "forward_budget": 2.5}', "forward_budget must be an integer of at"),
+    ('{"name": "x", "models": [{"model": "m", "forward_budget": 1}], "tasks": ["sst2"]}',
+     "models[0].forward_budget must be an integer of at least 2, got 1"),
 ])
 def test_bad_suite_files_are_one_line_errors(tmp_path, capsys, raw, message):
     path = tmp_path / "bad.json"
@@ -217,6 +220,23 @@ def test_a_model_entry_runs_in_its_own_dtype_into_its_own_folder(tmp_path):
     table = (out / "summary.md").read_text()
     assert "| fixture:tiny-llama (full, bfloat16) | fixture:sentiment | mezo-sgd |" in table
     assert "| fixture:tiny-llama (full) | fixture:sentiment | mezo-sgd |" in table
+
+
+def test_a_model_entry_with_its_own_budget_gets_steps_from_it(tmp_path):
+    from zoo.bench.report import _budgets
+
+    raw = json.loads(open(load_suite("smoke").path).read())
+    model = raw["models"][0]
+    own = {**model, "tuning": "lora", "forward_budget": 40}
+    suite = load_suite(str(_suite_file(tmp_path, models=[model, own], forward_budget=8, seeds=[0])))
+    runs = suite.runs()
+    for spec in runs:
+        budget = 40 if spec.model is suite.models[1] else 8
+        per_step = 2 if spec.estimator in ("sgd", "adam") else spec.forwards_per_step  # backprop: MeZO's steps
+        assert spec.steps == budget // per_step, spec
+    assert {r.model["tuning"] for r in runs if r.estimator == "n-spsa"} == {"full", "lora"}
+    assert _budgets(suite) == "8 forward passes (fixture:tiny-llama (lora): 40)"
+    assert _budgets(load_suite(str(_suite_file(tmp_path, models=[model], forward_budget=8)))) == "8 forward passes"
 
 
 def test_a_cuda_model_entry_without_a_gpu_is_a_one_line_error_before_any_run(tmp_path, capsys, monkeypatch):

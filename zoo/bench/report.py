@@ -379,7 +379,7 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
     ]
     if specs:
         lines += [
-            f"Budget: {suite.forward_budget} forward passes per ZO run; k={suite.k}, batch {suite.batch_size}, "
+            f"Budget: {_budgets(suite)} per ZO run; k={suite.k}, batch {suite.batch_size}, "
             f"seeds {suite.seeds}. Each estimator's (lr, eps) is the best mean dev accuracy of its grid; "
             "the test accuracy is that configuration's, mean ± std over seeds.",
             f"Runs finished: {finished} of {len(specs)}"
@@ -432,6 +432,13 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
     (root / "summary.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "curves"} for r in rows],
                                                   indent=1))
     return summary
+
+
+def _budgets(suite) -> str:
+    """The suite's forward-pass budget, and each model entry's own where it differs."""
+    own = [f"{model_title(m)}: {suite.budget_for(m)}" for m in suite.models
+           if suite.budget_for(m) != suite.forward_budget]
+    return f"{suite.forward_budget} forward passes" + (f" ({'; '.join(own)})" if own else "")
 
 
 def _head_only_note(suite) -> str:

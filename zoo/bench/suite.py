@@ -4,7 +4,7 @@ A suite is a JSON file (presets live in benchmarks/suites/). Its keys:
 
     name            the suite's name
     models          [{"model": ..., "mode": "prompt"|"head", "tuning": "full"|"lora"|...,
-                      "template", "grid", "first_order": optional per-model overrides,
+                      "template", "grid", "first_order", "forward_budget": optional per-model overrides,
                       "dtype": "float32"|"bfloat16"|"float16", "device": "cpu"|"cuda"|"cuda:N"}];
                     "template" is one template name for every task or a {task: name} map
                     (a task missing from the map gets its default template); dtype and device
@@ -14,7 +14,9 @@ A suite is a JSON file (presets live in benchmarks/suites/). Its keys:
     estimators      "all" (every registered estimator) or a list of names
     exclude         estimator names to leave out
     seeds           e.g. [0, 1, 2]
-    forward_budget  forward passes per run; steps = budget // the estimator's forwards per step
+    forward_budget  forward passes per run; steps = budget // the estimator's forwards per step. A model
+                    entry's own forward_budget replaces it for that model's runs: every method on a model
+                    still gets the same budget, and a cheap model can get a budget at which it trains
     grid            {"lr": [...], "eps": [...]}: every estimator gets this grid, the best dev
                     accuracy picks the configuration whose test accuracy is reported (MeZO's protocol)
     estimator_grid  optional {name: {"lr": [...]}}: overrides per estimator
@@ -84,6 +86,10 @@ class Suite:
             estimators.spec(n)  # an unknown name fails here, with the closest match
         return [n for n in names if n not in set(self.exclude)]
 
+    def budget_for(self, model: dict) -> int:
+        """Forward passes per run on `model`: its entry's own forward_budget, else the suite's."""
+        return model.get("forward_budget", self.forward_budget)
+
     def runs(self) -> list["RunSpec"]:
         """Every training run of the suite, in a fixed order: seed by seed, so that an interrupted
         suite has every (model, task, method) at its first seed before any at its second."""
@@ -93,9 +99,9 @@ class Suite:
                 grid = {**self.grid, **model.get("grid", {}), **self.estimator_grid.get(name, {})}
                 per_step = estimators.spec(name).forwards_per_step(**estimators.spec(name).defaults)
                 for lr, eps in itertools.product(grid["lr"], grid["eps"]):
-                    out.append(RunSpec(model, task, seed, name, lr, eps, max(self.forward_budget // per_step, 1),
+                    out.append(RunSpec(model, task, seed, name, lr, eps, max(self.budget_for(model) // per_step, 1),
                                        per_step))
-            steps = max(self.forward_budget // 2, 1)  # MeZO-SGD's steps: one backward per MeZO step
+            steps = max(self.budget_for(model) // 2, 1)  # MeZO-SGD's steps: one backward per MeZO step
             for name, g in model.get("first_order", self.first_order).items():
                 for lr in g["lr"]:
                     out.append(RunSpec(model, task, seed, name, lr, 0.0, steps, 1))
@@ -166,8 +172,11 @@ def load_suite(spec: str) -> Suite:
         if key not in raw:
             raise ValueError(f"{path}: missing key {key!r}")
     suite = Suite(**raw, path=str(path))
-    if suite.forward_budget < 2:
-        raise ValueError(f"{path}: forward_budget must be at least 2, got {suite.forward_budget}")
+    for where, budget in [("forward_budget", suite.forward_budget),
+                          *((f"models[{i}].forward_budget", m["forward_budget"])
+                            for i, m in enumerate(suite.models) if "forward_budget" in m)]:
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget < 2:
+            raise ValueError(f"{path}: {where} must be an integer of at least 2, got {budget!r}")
     for fo in suite.first_order:
         if fo not in ("sgd", "adam"):
             raise ValueError(f"{path}: first_order has {fo!r}; use sgd and/or adam")
