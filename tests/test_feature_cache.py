@@ -105,6 +105,16 @@ def test_a_trainable_encoder_is_never_cached(tmp_path):
     assert built.model.encoder.embeddings.word_embeddings.weight.grad.abs().sum() > 0  # through the encoder
 
 
+def test_an_encoder_in_train_mode_is_not_cached(tmp_path):
+    """Dropout draws other features at every call: a cache would freeze one draw."""
+    built, task = _built(tmp_path)
+    enc = built.scorer.encode(task.examples("all")[:4])
+    built.model.train()
+    with torch.no_grad():
+        first, second = built.scorer(built.model, enc), built.scorer(built.model, enc)
+    assert built.scorer.pooled_rows == 0 and not torch.equal(first, second)
+
+
 def _head_run(tmp_path, scorer=None, **cfg):
     built, task = _built(tmp_path)
     if scorer is not None:

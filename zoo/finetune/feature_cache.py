@@ -11,7 +11,7 @@ their rounding, and a resumed run retraces the uninterrupted one bit for bit.
 
 The cache follows the encoder: it is emptied when the scorer meets another encoder or any encoder
 weight changed (moved, cast or replaced: new storage; or changed in place: torch's version counter),
-and it is bypassed while any encoder parameter requires grad.
+and it is bypassed while any encoder parameter requires grad or the encoder is in train mode.
 """
 
 from __future__ import annotations
@@ -26,16 +26,18 @@ from .scoring import Encoded, HeadScorer
 
 
 def frozen_encoder(model) -> bool:
-    """Whether `model` is a PooledClassifier whose encoder has no trainable parameter."""
-    return isinstance(model, PooledClassifier) and not any(p.requires_grad for p in model.encoder.parameters())
+    """Whether `model` is a PooledClassifier whose encoder has no trainable parameter and runs in eval
+    mode (in train mode dropout would draw other features at every call, which a cache would freeze)."""
+    return (isinstance(model, PooledClassifier) and not model.encoder.training
+            and not any(p.requires_grad for p in model.encoder.parameters()))
 
 
 class CachedHeadScorer(HeadScorer):
     """A `HeadScorer` that pools each distinct example once while the encoder stays frozen.
 
     Scores equal `HeadScorer`'s up to rounding (its batches pad rows to the longest; here a row is
-    pooled alone). Where the encoder may change (it trains, or the model is no PooledClassifier),
-    it scores exactly as `HeadScorer` does.
+    pooled alone). Where the encoder may change (it trains, runs dropout, or the model is no
+    PooledClassifier), it scores exactly as `HeadScorer` does.
     """
 
     def __init__(self, tokenizer, max_length: int = 256):
