@@ -530,3 +530,63 @@ def test_the_report_says_which_rows_time_a_head_alone():
     note = _head_only_note(suite)
     assert "The enc (head) rows" in note and "(full)" not in note
     assert _head_only_note(SimpleNamespace(models=suite.models[1:])) == ""
+
+
+def _small_suite(tmp_path):
+    return _suite_file(tmp_path, estimators=["mezo-sgd", "n-spsa"], first_order={"adam": {"lr": [0.01]}},
+                       baselines=["zero-shot"], seeds=[0, 1], grid={"lr": [0.01], "eps": [0.01]},
+                       forward_budget=8, gradient={}, memory={}, cost={})
+
+
+def _finished(out, suite_path):
+    return [json.loads((s.folder(out) / "results.json").read_text()) for s in load_suite(str(suite_path)).runs()
+            if (s.folder(out) / "results.json").exists()]
+
+
+def test_jobs_run_the_suite_beside_a_worker_and_report_once(tmp_path):
+    path = _small_suite(tmp_path)
+    alone, jobs = tmp_path / "alone", tmp_path / "jobs"
+    assert main(["bench", str(path), "--out", str(alone), "--quiet"]) == 0
+    assert main(["bench", str(path), "--out", str(jobs), "--quiet", "--jobs", "2"]) == 0
+    runs = load_suite(str(path)).runs()
+    assert len(_finished(jobs, path)) == len(runs) == 6
+    for a, b in zip(_finished(alone, path), _finished(jobs, path)):
+        same = {k: v for k, v in a["config"].items() if k not in ("model", "task")}  # fixtures live under each out
+        assert same == {k: b["config"][k] for k in same}
+        assert a["history"]["loss"] == pytest.approx(b["history"]["loss"], rel=1e-5)
+    assert f"Runs finished: {len(runs)} of {len(runs)}." in (jobs / "summary.md").read_text()
+
+
+def test_a_worker_trains_runs_only_and_leaves_the_report_to_its_parent(tmp_path):
+    path, out = _small_suite(tmp_path), tmp_path / "out"
+    assert main(["bench", str(path), "--out", str(out), "--quiet", "--worker"]) == 0
+    assert len(_finished(out, path)) == 6
+    assert not (out / "summary.md").exists() and not (out / "suite.json").exists()
+    assert not list(out.glob("runs/*/*/zero-shot"))  # baselines are the parent's
+
+
+def test_a_failed_worker_is_a_one_line_error_after_the_parent_ran_what_it_could(tmp_path, monkeypatch, capsys):
+    from zoo.bench import workers
+
+    started = []
+
+    class Failing:
+        def __init__(self, bench_args, count, threads):
+            started.append((bench_args, count, threads))
+
+        def wait(self):
+            return ["worker 1 exited 2: zoo bench: error: boom"]
+
+        def stop(self):
+            raise AssertionError("the parent did not fail")
+
+    monkeypatch.setattr(workers, "Workers", Failing)
+    threads = torch.get_num_threads()
+    path, out = _small_suite(tmp_path), tmp_path / "out"
+    assert main(["bench", str(path), "--out", str(out), "--quiet", "--jobs", "3", "--only", "seed=1"]) == 2
+    assert torch.get_num_threads() == threads  # the parent's share of the cores ends with the suite
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "worker 1 exited 2" in err[0] and "boom" in err[0]
+    assert started == [([str(path), "--out", str(out), "--only", "seed=1"], 2, max(1, threads // 3))]
+    assert len(_finished(out, path)) == 3  # the seed-1 runs, all by the parent since the fake worker ran none
+    assert main(["bench", str(path), "--out", str(out), "--jobs", "0"]) == 2

@@ -191,6 +191,34 @@ def _theory_slowdown(args):
                  f"({row['reached']} seeds)") for row in r["rows"]))
 
 
+def _bench_runs(suite, args, only) -> list[str]:
+    """Runs the suite here, or with --jobs N beside N-1 worker processes once the shared parts are done."""
+    import torch
+
+    from .bench import run_suite
+    from .bench.workers import Workers, threads_per_job
+
+    if args.jobs == 1:
+        return run_suite(suite, args.out, progress=not args.quiet, only=only)
+    run_suite(suite, args.out, progress=not args.quiet, only=only, runs=False)
+    threads = threads_per_job(args.jobs)
+    workers = Workers([args.suite, "--out", args.out, *(["--only", *args.only] if args.only else [])],
+                      args.jobs - 1, threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        mismatches = run_suite(suite, args.out, progress=not args.quiet, only=only, shared=False)
+    except BaseException:
+        workers.stop()
+        raise
+    finally:
+        torch.set_num_threads(before)
+    failures = workers.wait()
+    if failures:
+        raise ValueError("; ".join(failures))
+    return mismatches
+
+
 def _bench(args):
     from .bench import load_suite, parse_selection, publish, run_suite, write_report
 
@@ -198,7 +226,14 @@ def _bench(args):
     only = parse_selection(args.only, suite)
     if args.report_only and not os.path.isdir(args.out):
         raise ValueError(f"--report-only: {args.out} is not a folder of runs (run the suite into it first)")
-    mismatches = [] if args.report_only else run_suite(suite, args.out, progress=not args.quiet, only=only)
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.worker:  # started by a `zoo bench --jobs N` that writes the report itself
+        mismatches = run_suite(suite, args.out, progress=False, only=only, shared=False)
+        if mismatches:
+            raise ValueError("forward passes declared and run differ: " + "; ".join(mismatches))
+        return
+    mismatches = [] if args.report_only else _bench_runs(suite, args, only)
     command = f"zoo bench {args.suite} --out {args.out}" + (f" --docs {args.docs}" if args.docs else "")
     summary = write_report(suite, args.out, command)
     if args.docs:
@@ -329,6 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only these runs, e.g. model=minilm-l6 task=rte method=mezo-sgd,lezo seed=0; "
                         "the report still covers the whole suite, and a second `zoo bench` beside a running "
                         "one takes runs the first has not")
+    b.add_argument("--jobs", type=int, default=1,
+                   help="processes that split the runs (each gets torch threads / jobs); the one-batch sections "
+                        "and baselines run first, alone")
+    b.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     b.set_defaults(fn=_bench)
     e = sub.add_parser("estimators", help="list the registered estimators")
     e.set_defaults(fn=_estimators)

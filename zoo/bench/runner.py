@@ -170,7 +170,8 @@ def _check_device(suite: Suite) -> None:
             raise ValueError(f"suite {suite.name!r} runs on {device}: {e}") from None
 
 
-def run_suite(suite: Suite, out: str | Path, progress: bool = True, only: Selection | None = None) -> list[str]:
+def run_suite(suite: Suite, out: str | Path, progress: bool = True, only: Selection | None = None,
+              shared: bool = True, runs: bool = True) -> list[str]:
     """Runs what is not finished yet; returns the forward-count mismatches (empty when all agree).
 
     Args:
@@ -179,6 +180,9 @@ def run_suite(suite: Suite, out: str | Path, progress: bool = True, only: Select
         progress: progress bars.
         only: run just these runs and baselines (`zoo bench --only`); the one-batch sections
             (gradient quality, memory, step cost) belong to the whole suite and run without it.
+        shared: the one-batch sections and the baselines; `zoo bench --jobs` runs them before its
+            workers start, so that timings and memory peaks are taken on a machine to themselves.
+        runs: the training runs.
     """
     only = only or Selection()
     _check_device(suite)
@@ -188,7 +192,14 @@ def run_suite(suite: Suite, out: str | Path, progress: bool = True, only: Select
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    (root / "suite.json").write_text(json.dumps({k: v for k, v in vars(suite).items() if k != "path"}, indent=1))
+    if shared:  # a --jobs worker leaves suite.json to the process that started it
+        (root / "suite.json").write_text(json.dumps({k: v for k, v in vars(suite).items() if k != "path"},
+                                                    indent=1))
+        _shared_parts(suite, root, progress, only)
+    return _runs(suite, root, progress, only) if runs else []
+
+
+def _shared_parts(suite: Suite, root: Path, progress: bool, only: Selection) -> None:
     if not only.allowed:
         # the one-batch sections take minutes, the runs hours: a partial report already has them
         _gradient_quality(suite, root, progress)
@@ -201,6 +212,9 @@ def run_suite(suite: Suite, out: str | Path, progress: bool = True, only: Select
                 for seed in ([suite.seeds[0]] if kind == "zero-shot" else suite.seeds):
                     if only.admits(model, task, kind, seed):
                         _baseline(suite, model, task, seed, kind, root, progress=False)
+
+
+def _runs(suite: Suite, root: Path, progress: bool, only: Selection) -> list[str]:
     mismatches = []
     specs = [s for s in suite.runs() if only.admits(s.model, s.task, s.estimator, s.seed)]
     for spec in tqdm(specs, desc=f"suite {suite.name}", disable=not progress, unit="run"):
