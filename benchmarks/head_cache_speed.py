@@ -38,10 +38,8 @@ def main() -> dict:
         with torch.no_grad():
             built.scorer(built.model, enc)  # fills the cache: once per example, as a run's first step does
         times, losses = {k: [] for k in scorers}, {k: [] for k in scorers}
-        opts = {}
-        for name in scorers:
-            head.load_state_dict(start)
-            opts[name] = estimators.get("mezo-sgd", list(head.parameters()), lr=0.1, eps=1e-3, seed=0)
+        opts = {name: estimators.get("mezo-sgd", list(head.parameters()), lr=0.1, eps=1e-3, seed=0)
+                for name in scorers}
         states = {name: {k: v.clone() for k, v in start.items()} for name in scorers}
         for r in range(ROUNDS):
             for name in (list(scorers) if r % 2 == 0 else list(scorers)[::-1]):

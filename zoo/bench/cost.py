@@ -90,14 +90,30 @@ def _optimizer(spec: dict, method: str, model):
                           perturbation=spec.get("perturbation"), **extra)
 
 
+def _rounds(spec: dict) -> int:
+    rounds = spec.get("rounds", 3)
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    return rounds
+
+
+def _timed(step, cuda: bool) -> float:
+    """Seconds of one `step()`, from a synchronised device to a synchronised device."""
+    if cuda:
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    step()
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
 def probe(spec: dict) -> dict:
     """Measures one method (`spec["method"]`) in this process; see the module docstring."""
     from .. import estimators
     from ..finetune.loop import FIRST_ORDER, optimizer_state_bytes
 
-    method, rounds = spec["method"], spec.get("rounds", 3)
-    if rounds < 1:
-        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    method, rounds = spec["method"], _rounds(spec)
     model, batch = build(spec)
     cuda = model.device.type == "cuda"
     params = list(model.parameters())
@@ -105,14 +121,7 @@ def probe(spec: dict) -> dict:
     step = _step_fn(method, model, batch, opt)
     base = torch.cuda.memory_allocated() if cuda else rss_now_bytes()
     reset_peak(cuda)
-    times = []
-    for i in range(rounds + 1):
-        t = time.perf_counter()
-        step()
-        if cuda:
-            torch.cuda.synchronize()
-        if i:  # the first step builds lazy state and warms caches
-            times.append(time.perf_counter() - t)
+    times = [_timed(step, cuda) for _ in range(rounds + 1)][1:]  # the first builds lazy state and warms caches
     peak = torch.cuda.max_memory_allocated() if cuda else rss_peak_bytes()
     return {"method": method, "median_step_s": statistics.median(times), "step_s": times,
             "base_bytes": base, "peak_bytes": peak,
@@ -132,28 +141,16 @@ def probe_side_by_side(spec: dict) -> dict:
     method. Returns the step times per method, round by round (`step_s[method][i]`). The methods
     share the model; at the probes' lr of 1e-9 they leave it as it was, to float precision.
     """
-    methods, rounds = list(spec["methods"]), spec.get("rounds", 3)
-    if rounds < 1:
-        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    methods, rounds = list(spec["methods"]), _rounds(spec)
     model, batch = build(spec)
     cuda = model.device.type == "cuda"
     steps = {m: _step_fn(m, model, batch, _optimizer(spec, m, model)) for m in methods}
-
-    def timed(step) -> float:
-        if cuda:
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        step()
-        if cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter() - t
-
     for step in steps.values():
-        timed(step)
+        _timed(step, cuda)
     times: dict[str, list[float]] = {m: [] for m in methods}
     for i in range(rounds):
         for m in methods[i % len(methods):] + methods[:i % len(methods)]:
-            times[m].append(timed(steps[m]))
+            times[m].append(_timed(steps[m], cuda))
     return {"methods": methods, "rounds": rounds, "step_s": times,
             "device": torch.cuda.get_device_name() if cuda else "cpu"}
 

@@ -25,11 +25,14 @@ from .heads import PooledClassifier
 from .scoring import Encoded, HeadScorer
 
 
-def frozen_encoder(model) -> bool:
-    """Whether `model` is a PooledClassifier whose encoder has no trainable parameter and runs in eval
-    mode (in train mode dropout would draw other features at every call, which a cache would freeze)."""
-    return (isinstance(model, PooledClassifier) and not model.encoder.training
-            and not any(p.requires_grad for p in model.encoder.parameters()))
+def frozen_encoder_weights(model) -> list[torch.Tensor] | None:
+    """The encoder's weights when `model` is a PooledClassifier whose encoder has no trainable parameter
+    and runs in eval mode (in train mode dropout would draw other features at every call, which a cache
+    would freeze); else None."""
+    if not isinstance(model, PooledClassifier) or model.encoder.training:
+        return None
+    weights = list(model.encoder.parameters())
+    return None if any(p.requires_grad for p in weights) else weights
 
 
 class CachedHeadScorer(HeadScorer):
@@ -48,16 +51,18 @@ class CachedHeadScorer(HeadScorer):
         self.pooled_rows = 0  # rows the encoder ran: the cache's misses
 
     def __call__(self, model, enc: Encoded) -> torch.Tensor:
-        if not frozen_encoder(model):
+        weights = frozen_encoder_weights(model)
+        if weights is None:
             return super().__call__(model, enc)
-        return model(pooled=self.pooled(model, enc)).float()
+        return model(pooled=self.pooled(model, enc, weights)).float()
 
     @torch.no_grad()
-    def pooled(self, model: PooledClassifier, enc: Encoded) -> torch.Tensor:
-        """The batch's pooled features, [rows, hidden], from the cache or the encoder."""
+    def pooled(self, model: PooledClassifier, enc: Encoded, weights: list[torch.Tensor]) -> torch.Tensor:
+        """The batch's pooled features, [rows, hidden], from the cache or the encoder (whose `weights`
+        the caller has listed)."""
         # storage and version counter of every weight: a move, a cast or a `.data` swap gives new storage,
         # an in-place change a new version
-        stamp = tuple((p.data_ptr(), p._version) for p in model.encoder.parameters())
+        stamp = tuple((p.data_ptr(), p._version) for p in weights)
         if self._encoder is None or self._encoder() is not model.encoder or stamp != self._stamp:
             self._features.clear()
             self._encoder, self._stamp = weakref.ref(model.encoder), stamp
