@@ -55,7 +55,7 @@ from ..tasks import TEMPLATES
 from .memory import check_repeats
 
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
-PRESETS = ("smoke", "cpu", "gpu")
+PRESETS = ("smoke", "cpu", "cpu-long", "gpu")
 
 
 @dataclass
