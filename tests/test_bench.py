@@ -1,5 +1,6 @@
 """`zoo bench`: suites expand from the registry, runs resume, forward counts are checked."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -384,7 +385,36 @@ def test_gradient_quality_resumes_from_its_finished_rows(tmp_path, monkeypatch):
     monkeypatch.setattr(gradient.estimators, "get", lambda *a, **k: built.append(a[0]) or real_get(*a, **k))
     runner._gradient_quality(suite, tmp_path, progress=False)
     assert json.loads(final.read_text())["rows"] == full["rows"]
-    assert len(built) == len(full["rows"]) - 3
+    done = {gradient.settings(r["estimator"], r["hyper"]) for r in full["rows"][:3]}
+    assert len(built) == len({gradient.settings(r["estimator"], r["hyper"]) for r in full["rows"][3:]} - done) > 0
+
+
+def test_gradient_quality_draws_variants_with_equal_settings_once(tmp_path, monkeypatch):
+    """mezo-sgd is n-spsa n=1 and each estimator's default sits in its sweep: one set of draws each,
+    and a shared row holds the numbers its variant gets when drawn alone."""
+    from zoo.bench import gradient, runner
+
+    suite = load_suite("smoke")
+    suite.gradient = {**suite.gradient, "n": [1, 4], "sparsity": [0.75, 0.9], "rank": [4]}
+    built = []
+    real_get = gradient.estimators.get
+    monkeypatch.setattr(gradient.estimators, "get", lambda *a, **k: built.append((a[0], k)) or real_get(*a, **k))
+    runner._gradient_quality(suite, tmp_path / "all", progress=False)
+    rows = {r["label"]: r for r in json.loads((tmp_path / "all" / "gradient_quality.json").read_text())["rows"]}
+    assert list(rows) == [v[0] for v in gradient.variants(suite.gradient)]
+    drawn = [name for name, _ in built]
+    # n-spsa n=1 (= mezo-sgd), n-spsa n=4 (= n-spsa), sparse-mezo s=0.75 (= sparse-mezo) share draws
+    assert len(built) == len(rows) - 3 and drawn.count("subzero") == 2 and drawn.count("sparse-mezo") == 2
+    for twin, first in [("n-spsa n=1", "mezo-sgd"), ("n-spsa n=4", "n-spsa"), ("sparse-mezo s=0.75", "sparse-mezo")]:
+        keep = ("label", "estimator", "hyper")
+        assert {k: v for k, v in rows[twin].items() if k not in keep} == \
+            {k: v for k, v in rows[first].items() if k not in keep}
+    # drawn alone, the twin gives the numbers it shared
+    suite.gradient = {**suite.gradient, "n": [1], "sparsity": [], "rank": []}
+    monkeypatch.setattr(gradient, "variants", lambda sweeps: [("n-spsa n=1", "n-spsa", {"n": 1})])
+    runner._gradient_quality(suite, tmp_path / "alone", progress=False)
+    (alone,) = json.loads((tmp_path / "alone" / "gradient_quality.json").read_text())["rows"]
+    assert alone == rows["n-spsa n=1"]
 
 
 @pytest.mark.parametrize("ratio, expect", [(0.94, "not reproduced (within 2"), (0.3, "reproduced |"),
@@ -479,6 +509,24 @@ def test_remaining_compute_prices_each_run_by_its_own_kind(tmp_path):
     others = len(specs) - 4 - 1
     assert r.spent_s == 160.0 and r.left_s == 20.0 + 3 * 100.0 + (others - 3) * 25.0 and r.unpriced == 0
     assert "took 0.0 h" in describe(r) and "runs of a model and task" not in describe(r)
+
+
+def test_a_finished_suite_states_its_wall_time_per_model(tmp_path):
+    from zoo.bench.remaining import describe_spent, remaining
+    from zoo.bench.suite import model_label
+
+    suite = load_suite("smoke")
+    second = {**suite.models[0], "tuning": "head", "mode": "head"}  # another label, other run folders
+    specs = suite.runs() + [dataclasses.replace(s, model=second) for s in suite.runs()[:2]]
+    for i, spec in enumerate(specs):
+        spec.folder(tmp_path).mkdir(parents=True)
+        (spec.folder(tmp_path) / "results.json").write_text(json.dumps({"wall_time_s": 3600.0 * (i < 28) + 900.0}))
+    r = remaining(specs, tmp_path)
+    first, other = model_label(suite.models[0]), model_label(second)
+    assert r.spent_by_model == {first: 28 * 4500.0, other: 2 * 900.0} and r.left_s == 0.0
+    assert r.spent_s == 28 * 4500.0 + 1800.0
+    text = describe_spent(r)
+    assert f"sum to {r.spent_s / 3600:.2f} h ({first} 35.00 h, {other} 0.50 h)" in text
 
 
 def test_memory_rows_are_medians_of_fresh_processes(tmp_path):

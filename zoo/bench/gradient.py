@@ -17,6 +17,7 @@ low-rank variants trade bias for variance.
 
 from __future__ import annotations
 
+import inspect
 import statistics
 
 import torch
@@ -33,6 +34,21 @@ def variants(sweeps: dict) -> list[tuple[str, str, dict]]:
     out += [(f"sparse-mezo s={s:g}", "sparse-mezo", {"sparsity": s}) for s in sweeps.get("sparsity", [])]
     out += [(f"subzero r={r}", "subzero", {"rank": r}) for r in sweeps.get("rank", [])]
     return out
+
+
+def settings(name: str, hyper: dict) -> str:
+    """The estimator's class and every keyword it is built with, its defaults filled in.
+
+    Two variants with equal settings draw the same estimates from the same seed and weights
+    (`mezo-sgd` is `n-spsa n=1`; a sweep usually holds each estimator's default), so the
+    section computes such a row once.
+    """
+    spec = estimators.registry.resolve(name)
+    keywords = {k: p.default for k, p in inspect.signature(spec.factory).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    keywords.update(spec.defaults)
+    keywords.update(hyper)
+    return f"{spec.factory.__module__}.{spec.factory.__qualname__}{sorted(keywords.items())!r}"
 
 
 def _flat(ts) -> torch.Tensor:
@@ -60,11 +76,19 @@ def gradient_quality(built, examples, *, eps: float, samples: int, sweeps: dict,
     rows = list(done or [])
     have = {r["label"] for r in rows}
     todo = [v for v in variants(sweeps) if v[0] not in have]
-    bar = tqdm(total=len(todo) * samples, desc="gradient quality", unit="draw", disable=not progress)
+    drawn = {settings(r["estimator"], r["hyper"]): r for r in rows}
+    bar = tqdm(total=len({settings(name, hyper) for _, name, hyper in todo} - set(drawn)) * samples,
+               desc="gradient quality", unit="draw", disable=not progress)
     # in-place perturbation returns the weights to within float32 rounding, not to their bits; each
     # row restarts from the same bits, so rows are independent and an interrupted run resumes exactly
     start = [p.detach().clone() for p in params]
     for label, name, hyper in todo:
+        same = drawn.get(settings(name, hyper))
+        if same is not None:
+            rows.append({**same, "label": label, "estimator": name, "hyper": hyper})
+            if on_row is not None:
+                on_row(rows)
+            continue
         with torch.no_grad():
             for p, p0 in zip(params, start):
                 p.copy_(p0)
@@ -84,6 +108,7 @@ def gradient_quality(built, examples, *, eps: float, samples: int, sweeps: dict,
                      "cosine": statistics.fmean(cos), "cosine_std": statistics.stdev(cos) if samples > 1 else 0.0,
                      "relative_mse": statistics.fmean(mse),
                      "relative_variance": variance / gnorm2, "samples": samples, "dim": g.numel()})
+        drawn[settings(name, hyper)] = rows[-1]
         if on_row is not None:
             on_row(rows)
     bar.close()

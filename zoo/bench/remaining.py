@@ -23,6 +23,7 @@ class Remaining:
     spent_s: float  # wall time of the finished runs (resumed runs count every session)
     left_s: float  # the estimate for the unfinished runs that have a finished peer
     unpriced: int  # unfinished runs of a (model, task) with no finished run yet
+    spent_by_model: dict[str, float]  # wall time of the finished runs, per model label
 
 
 def _kind(spec: RunSpec) -> tuple[str, str, str]:
@@ -49,7 +50,11 @@ def remaining(specs: list[RunSpec], root: Path) -> Remaining:
             left += statistics.median(peers)
         else:
             unpriced += 1
-    return Remaining(spent_s=sum(map(sum, by_method.values())), left_s=left, unpriced=unpriced)
+    spent_by_model: dict[str, float] = defaultdict(float)
+    for (model, _, _), seconds in by_method.items():
+        spent_by_model[model] += sum(seconds)
+    return Remaining(spent_s=sum(spent_by_model.values()), left_s=left, unpriced=unpriced,
+                     spent_by_model=dict(spent_by_model))
 
 
 def describe(r: Remaining) -> str:
@@ -60,3 +65,10 @@ def describe(r: Remaining) -> str:
     if r.unpriced:
         text += f", plus {r.unpriced} runs of a model and task with no finished run yet"
     return text + "."
+
+
+def describe_spent(r: Remaining) -> str:
+    """One sentence for the summary of a finished suite: what its runs cost, per model."""
+    per_model = ", ".join(f"{m} {s / 3600:.2f} h" for m, s in sorted(r.spent_by_model.items(), key=lambda kv: -kv[1]))
+    return (f"The runs' wall times sum to {r.spent_s / 3600:.2f} h ({per_model}); runs trained side by side "
+            "(`--jobs`) overlap, and the one-batch sections and baselines are not included.")

@@ -14,7 +14,7 @@ import torch
 from ..estimators import available
 from ..provenance import describe as describe_machines
 from .cost_report import cost_section, has_side_by_side, paired_ratio, paired_ratios, side_by_side_for
-from .remaining import describe, remaining
+from .remaining import describe, describe_spent, remaining
 from .suite import Suite, model_label, model_title, task_label
 
 
@@ -383,8 +383,8 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
             f"seeds {suite.seeds}. Each estimator's (lr, eps) is the best mean dev accuracy of its grid; "
             "the test accuracy is that configuration's, mean ± std over seeds.",
             f"Runs finished: {finished} of {len(specs)}"
-            + ("." if finished == len(specs) else " (**partial**: rows average the seeds that have finished). "
-               + describe(remaining(specs, root))),
+            + (". " + describe_spent(remaining(specs, root)) if finished == len(specs)
+               else " (**partial**: rows average the seeds that have finished). " + describe(remaining(specs, root))),
             "",
             "| model | task | method | lr | eps | test accuracy | forwards | backwards | s/step | ms/forward "
             "| peak MiB | extra state MiB | forward count |",
