@@ -365,9 +365,10 @@ differ by rounding only (a row pooled alone against the same row padded in a bat
 |---|---|---|---|---|---|
 {rows}
 
-The encoder's passes move to the first time each example is scored. The cpu bench preset's 92 MiniLM
-results (84 runs of 200 forward passes, 500 or 277 test examples, and the baselines) took 18 min in one
-process on 2026-12-01 (`OMP_NUM_THREADS=1 zoo bench cpu --out benchmarks/results/cpu --only model=minilm-l6`,
+The encoder's passes move to the first time each example is scored. The bench preset now named
+cpu-long (then `cpu`) has 92 MiniLM results (84 runs of 200 forward passes, 500 or 277 test examples, and
+the baselines); they took 18 min in one process on 2026-12-01 (`OMP_NUM_THREADS=1 zoo bench cpu
+--out benchmarks/results/cpu --only model=minilm-l6`, since renamed to `cpu-long` and `benchmarks/results/cpu-long`,
 1 torch thread), against 4.5 h of summed run time through the encoder; every one of their test and dev
 accuracies came out as before. The preset has since given MiniLM a budget of 2,000 forward passes, at which
 its head trains (SST-2 MeZO 0.631 against 0.587 at 200): its 84 runs took 24 min (the same command, the

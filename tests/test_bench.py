@@ -250,6 +250,30 @@ def test_a_cuda_model_entry_without_a_gpu_is_a_one_line_error_before_any_run(tmp
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("preset", ["smoke", "cpu", "cpu-long", "gpu"])
+def test_every_preset_runs_every_estimator_within_its_budget(preset):
+    from zoo.bench import PRESETS
+
+    assert preset in PRESETS
+    suite = load_suite(preset)
+    specs = suite.runs()
+    names = set(zoo.estimators.available()) - set(suite.exclude)
+    for model in suite.models:
+        budget = suite.budget_for(model)
+        for task in suite.tasks:
+            mine = [s for s in specs if s.model is model and s.task == task]
+            assert {s.estimator for s in mine} >= names and {s.seed for s in mine} == set(suite.seeds)
+            for s in mine:
+                assert s.steps >= 1 and s.steps * s.forwards_per_step <= budget, s
+
+
+def test_the_cpu_preset_is_the_issue_s_suite():
+    """SmolLM2 prompt-based and MiniLM with a head, SST-2 and RTE, k=16, 3 seeds (issue 5)."""
+    suite = load_suite("cpu")
+    assert [(m["model"], m["mode"]) for m in suite.models] == [("smollm2-135m", "prompt"), ("minilm-l6", "head")]
+    assert (suite.tasks, suite.k, len(suite.seeds)) == (["sst2", "rte"], 16, 3)
+
+
 def test_a_template_map_gives_each_task_its_template():
     from zoo.bench.runner import _config
 

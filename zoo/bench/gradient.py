@@ -43,7 +43,7 @@ def settings(name: str, hyper: dict) -> str:
     (`mezo-sgd` is `n-spsa n=1`; a sweep usually holds each estimator's default), so the
     section computes such a row once.
     """
-    spec = estimators.registry.resolve(name)
+    spec = estimators.spec(name)
     keywords = {k: p.default for k, p in inspect.signature(spec.factory).parameters.items()
                 if p.default is not inspect.Parameter.empty}
     keywords.update(spec.defaults)
