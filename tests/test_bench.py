@@ -238,6 +238,20 @@ def test_a_model_entry_with_its_own_budget_gets_steps_from_it(tmp_path):
     assert {r.model["tuning"] for r in runs if r.estimator == "n-spsa"} == {"full", "lora"}
     assert _budgets(suite) == "8 forward passes (fixture:tiny-llama (lora): 40)"
     assert _budgets(load_suite(str(_suite_file(tmp_path, models=[model], forward_budget=8)))) == "8 forward passes"
+    every = load_suite(str(_suite_file(tmp_path, models=[{**model, "forward_budget": 6}, own], forward_budget=8)))
+    assert _budgets(every) == "forward passes fixture:tiny-llama (full): 6; fixture:tiny-llama (lora): 40"
+
+
+def test_the_report_states_each_model_s_grid(tmp_path):
+    from zoo.bench.report import _grids
+
+    raw = json.loads(open(load_suite("smoke").path).read())
+    model = raw["models"][0]
+    suite = load_suite(str(_suite_file(tmp_path, models=[model, {**model, "tuning": "lora", "grid": {"lr": [0.5]}}],
+                                       grid={"lr": [1e-5, 3e-5], "eps": [1e-3]},
+                                       estimator_grid={"mezo-adam": {"lr": [1e-4]}})))
+    assert _grids(suite) == ("fixture:tiny-llama (full): lr {1e-05, 3e-05} x eps {0.001}; "
+                             "fixture:tiny-llama (lora): lr {0.5} x eps {0.001}; mezo-adam: lr {0.0001}")
 
 
 def test_a_cuda_model_entry_without_a_gpu_is_a_one_line_error_before_any_run(tmp_path, capsys, monkeypatch):

@@ -380,8 +380,8 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
     if specs:
         lines += [
             f"Budget: {_budgets(suite)} per ZO run; k={suite.k}, batch {suite.batch_size}, "
-            f"seeds {suite.seeds}. Each estimator's (lr, eps) is the best mean dev accuracy of its grid; "
-            "the test accuracy is that configuration's, mean ± std over seeds.",
+            f"seeds {suite.seeds}. Each estimator's (lr, eps) is the best mean dev accuracy of its grid "
+            f"({_grids(suite)}); the test accuracy is that configuration's, mean ± std over seeds.",
             f"Runs finished: {finished} of {len(specs)}"
             + (". " + describe_spent(remaining(specs, root)) if finished == len(specs)
                else " (**partial**: rows average the seeds that have finished). " + describe(remaining(specs, root))),
@@ -438,7 +438,23 @@ def _budgets(suite) -> str:
     """The suite's forward-pass budget, and each model entry's own where it differs."""
     own = [f"{model_title(m)}: {suite.budget_for(m)}" for m in suite.models
            if suite.budget_for(m) != suite.forward_budget]
+    if own and len(own) == len(suite.models):  # the suite's own budget applies to no model
+        return "forward passes " + "; ".join(own)
     return f"{suite.forward_budget} forward passes" + (f" ({'; '.join(own)})" if own else "")
+
+
+def _grids(suite) -> str:
+    """Each model's (lr, eps) grid for the ZO estimators, and the estimators' own where a suite sets them."""
+    def values(xs):
+        return "{" + ", ".join(f"{x:g}" for x in xs) + "}"
+
+    parts = []
+    for m in suite.models:
+        grid = {**suite.grid, **m.get("grid", {})}
+        parts.append(f"{model_title(m)}: lr {values(grid['lr'])} x eps {values(grid['eps'])}")
+    parts += [f"{name}: " + ", ".join(f"{k} {values(v)}" for k, v in g.items())
+              for name, g in suite.estimator_grid.items()]
+    return "; ".join(parts)
 
 
 def _head_only_note(suite) -> str:
