@@ -378,13 +378,14 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
         streams_line(results),
     ]
     if specs:
+        left = remaining(specs, root)
         lines += [
             f"Budget: {_budgets(suite)} per ZO run; k={suite.k}, batch {suite.batch_size}, "
             f"seeds {suite.seeds}. Each estimator's (lr, eps) is the best mean dev accuracy of its grid "
             f"({_grids(suite)}); the test accuracy is that configuration's, mean ± std over seeds.",
             f"Runs finished: {finished} of {len(specs)}"
-            + (". " + describe_spent(remaining(specs, root)) if finished == len(specs)
-               else " (**partial**: rows average the seeds that have finished). " + describe(remaining(specs, root))),
+            + (". " + describe_spent(left) if finished == len(specs)
+               else " (**partial**: rows average the seeds that have finished). " + describe(left)),
             "",
             "| model | task | method | lr | eps | test accuracy | forwards | backwards | s/step | ms/forward "
             "| peak MiB | extra state MiB | forward count |",
@@ -450,7 +451,7 @@ def _grids(suite) -> str:
 
     parts = []
     for m in suite.models:
-        grid = {**suite.grid, **m.get("grid", {})}
+        grid = suite.grid_for(m)
         parts.append(f"{model_title(m)}: lr {values(grid['lr'])} x eps {values(grid['eps'])}")
     parts += [f"{name}: " + ", ".join(f"{k} {values(v)}" for k, v in g.items())
               for name, g in suite.estimator_grid.items()]

@@ -90,13 +90,18 @@ class Suite:
         """Forward passes per run on `model`: its entry's own forward_budget, else the suite's."""
         return model.get("forward_budget", self.forward_budget)
 
+    def grid_for(self, model: dict, name: str | None = None) -> dict:
+        """The (lr, eps) grid of ZO estimator `name` on `model`: the suite's, overridden by the model
+        entry's, overridden by the estimator's own (`estimator_grid`); without `name`, the model's."""
+        return {**self.grid, **model.get("grid", {}), **(self.estimator_grid.get(name, {}) if name else {})}
+
     def runs(self) -> list["RunSpec"]:
         """Every training run of the suite, in a fixed order: seed by seed, so that an interrupted
         suite has every (model, task, method) at its first seed before any at its second."""
         out = []
         for seed, model, task in itertools.product(self.seeds, self.models, self.tasks):
             for name in self.estimator_names():
-                grid = {**self.grid, **model.get("grid", {}), **self.estimator_grid.get(name, {})}
+                grid = self.grid_for(model, name)
                 per_step = estimators.spec(name).forwards_per_step(**estimators.spec(name).defaults)
                 for lr, eps in itertools.product(grid["lr"], grid["eps"]):
                     out.append(RunSpec(model, task, seed, name, lr, eps, max(self.budget_for(model) // per_step, 1),
