@@ -35,8 +35,9 @@ def test_smoke_preset_covers_every_estimator_and_baseline(smoke):
     table = (smoke / "summary.md").read_text()
     assert "| mezo-sgd |" in table and "MISMATCH" not in table
     assert f"Runs finished: {len(load_suite('smoke').runs())} of {len(load_suite('smoke').runs())}." in table
-    for png in ("curves.png", "cost.png"):
+    for png in ("curves.png", "test_curves.png", "cost.png"):
         assert (smoke / png).read_bytes()[:4] == b"\x89PNG"
+    assert "](test_curves.png)" in table and "keep their final point only" not in table
     grad = json.loads((smoke / "gradient_quality.json").read_text())["rows"]
     labels = {r["label"]: r for r in grad}
     assert set(zoo.available()) <= set(labels) and labels["n-spsa n=16"]["forwards"] == 32
@@ -148,6 +149,7 @@ def test_publish_copies_the_table_and_its_plots(smoke, tmp_path):
 def _suite_file(tmp_path, **over):
     raw = json.loads(open(load_suite("smoke").path).read())
     raw.update(over)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "suite.json"
     path.write_text(json.dumps(raw))
     return path
@@ -190,6 +192,7 @@ def test_a_wrong_forward_declaration_is_caught(tmp_path, monkeypatch, capsys):
     ('{"name": "x", "models": [], "tasks": [], "forward_budget": 2.5}', "forward_budget must be an integer of at"),
     ('{"name": "x", "models": [{"model": "m", "forward_budget": 1}], "tasks": ["sst2"]}',
      "models[0].forward_budget must be an integer of at least 2, got 1"),
+    ('{"name": "x", "models": [], "tasks": [], "test_curves": "yes"}', "test_curves must be true or false"),
 ])
 def test_bad_suite_files_are_one_line_errors(tmp_path, capsys, raw, message):
     path = tmp_path / "bad.json"
@@ -618,10 +621,10 @@ def test_the_report_says_which_rows_time_a_head_alone():
     assert _head_only_note(SimpleNamespace(models=suite.models[1:])) == ""
 
 
-def _small_suite(tmp_path):
-    return _suite_file(tmp_path, estimators=["mezo-sgd", "n-spsa"], first_order={"adam": {"lr": [0.01]}},
-                       baselines=["zero-shot"], seeds=[0, 1], grid={"lr": [0.01], "eps": [0.01]},
-                       forward_budget=8, gradient={}, memory={}, cost={})
+def _small_suite(tmp_path, **over):
+    return _suite_file(tmp_path, **{**dict(estimators=["mezo-sgd", "n-spsa"], first_order={"adam": {"lr": [0.01]}},
+                                           baselines=["zero-shot"], seeds=[0, 1], grid={"lr": [0.01], "eps": [0.01]},
+                                           forward_budget=8, gradient={}, memory={}, cost={}), **over})
 
 
 def _finished(out, suite_path):
@@ -641,6 +644,26 @@ def test_jobs_run_the_suite_beside_a_worker_and_report_once(tmp_path):
         assert same == {k: b["config"][k] for k in same}
         assert a["history"]["loss"] == pytest.approx(b["history"]["loss"], rel=1e-5)
     assert f"Runs finished: {len(runs)} of {len(runs)}." in (jobs / "summary.md").read_text()
+
+
+def test_runs_finished_without_test_curves_get_them_rebuilt_where_they_can_be(tmp_path):
+    before, curved = _small_suite(tmp_path / "a", test_curves=False), _small_suite(tmp_path / "b")
+    out, reference = tmp_path / "out", tmp_path / "reference"
+    assert main(["bench", str(before), "--out", str(out), "--quiet"]) == 0
+    assert not any("test_accuracy" in e for r in _finished(out, curved) for e in r["history"]["evals"])
+    assert "test_curves.png" not in (out / "summary.md").read_text() and not (out / "test_curves.png").exists()
+    assert main(["bench", str(curved), "--out", str(out), "--quiet"]) == 0
+    assert main(["bench", str(curved), "--out", str(reference), "--quiet"]) == 0  # scored during its runs
+    for r, ref in zip(_finished(out, curved), _finished(reference, curved)):
+        got = [(e["step"], e.get("test_accuracy"), e.get("test_loss")) for e in r["history"]["evals"]]
+        if r["config"]["estimator"] == "adam":  # first-order: no logged losses to replay
+            assert "test_curve" not in r and all(acc is None for _, acc, _ in got)
+        else:
+            assert r["test_curve"]["source"] == "replayed from the logged losses"
+            assert got == [(e["step"], e["test_accuracy"], e["test_loss"]) for e in ref["history"]["evals"]]
+    table = (out / "summary.md").read_text()
+    assert "](test_curves.png)" in table and (out / "test_curves.png").exists()
+    assert "keep their final point only (the table): adam (" in table and "Not rebuilt yet" not in table
 
 
 def test_a_worker_trains_runs_only_and_leaves_the_report_to_its_parent(tmp_path):

@@ -59,7 +59,8 @@ def _finetune(args):
     from .finetune.commands import run_finetune
 
     cfg = finetune_config(args)
-    r = run_finetune(cfg, args.out, _task_args(args), progress=not args.quiet, snapshot_every=args.snapshot_every)
+    r = run_finetune(cfg, args.out, _task_args(args), progress=not args.quiet, snapshot_every=args.snapshot_every,
+                     test_curve=args.test_curve)
     m = r["metrics"]
     print(f"{cfg.task} test accuracy {m['accuracy']:.4f} ({m['test_examples']} examples), dev {m['dev_accuracy']:.4f}, "
           f"after {cfg.steps} steps = {r['forward_passes']} forward passes in {r['wall_time_s']:.0f} s; "
@@ -301,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kshot: k per class train and dev; mezo: 1000 train / 500 dev / 1000 test")
     f.add_argument("--eval-every", type=int, default=0, help="dev evaluation interval in steps (default: steps/10)")
     f.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test examples")
+    f.add_argument("--test-curve", action="store_true",
+                   help="also score the test split at every dev evaluation (test accuracy against forward passes)")
     f.add_argument("--checkpoint-every", type=int, default=50)
     f.add_argument("--snapshot-every", type=int, default=None,
                    help="also keep the trainable weights every N steps in OUT/snapshots/ (for theory --over-training)")

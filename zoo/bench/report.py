@@ -95,7 +95,14 @@ def _lowest_peak(results: list[dict]) -> dict:
             "peak_per_run": lowest.get("peak_memory_scope") == "run"}
 
 
-def _plot(rows: list[dict], path: Path) -> None:
+def has_curve(row: dict, metric: str) -> bool:
+    """Whether every seed of a table row recorded `metric` at each of its evaluations."""
+    return bool(row.get("curves")) and all(c and all(metric in e for e in c) for c in row["curves"])
+
+
+def _plot(rows: list[dict], path: Path, metric: str = "dev_accuracy") -> None:
+    """`metric` ("dev_accuracy" or "test_accuracy") against forward passes, one panel per (model, task),
+    over the rows that recorded it at every evaluation; nothing is written when none did."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,8 +110,9 @@ def _plot(rows: list[dict], path: Path) -> None:
 
     groups = defaultdict(list)
     for r in rows:
-        if r.get("curves"):
+        if has_curve(r, metric):
             groups[(r["model"], r["task"])].append(r)
+    path.unlink(missing_ok=True)  # a plot left from an earlier report would show curves no longer in the table
     if not groups:
         return
     fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4), squeeze=False)
@@ -113,7 +121,7 @@ def _plot(rows: list[dict], path: Path) -> None:
             curves = r["curves"]
             n = min(len(c) for c in curves)
             x = [curves[0][i]["forward_passes"] for i in range(n)]
-            ys = [[c[i]["dev_accuracy"] for c in curves] for i in range(n)]
+            ys = [[c[i][metric] for c in curves] for i in range(n)]
             mean = [statistics.fmean(y) for y in ys]
             std = [statistics.stdev(y) if len(y) > 1 else 0.0 for y in ys]
             line, = ax.plot(x, mean, label=f"{r['method']} (lr {r['lr']:g})")
@@ -121,7 +129,7 @@ def _plot(rows: list[dict], path: Path) -> None:
                             color=line.get_color(), alpha=0.15)
         ax.set_title(f"{task} — {model}", fontsize=9)
         ax.set_xlabel("forward passes (first-order: steps)")
-        ax.set_ylabel("dev accuracy (mean ± std over seeds)")
+        ax.set_ylabel(f"{metric.replace('_', ' ')} (mean ± std over seeds)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -368,6 +376,7 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
     results = [json.loads(p.read_text()) for p in sorted((root / "runs").rglob("results.json"))]
     measured = [r.get("measured") for r in results]
     _plot(rows, root / "curves.png")
+    _plot(rows, root / "test_curves.png", "test_accuracy")
     _plot_cost(rows, root / "cost.png")
     mib = 1 / 2**20
     lines = [
@@ -421,7 +430,7 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
                   + (" † The process's peak since it started, which can be an earlier run's in the same process: "
                      "this run was recorded before zoo reset the peak at the start of each run."
                      if any(not r.get("peak_per_run", True) for r in rows) else ""), "",
-                  "![dev accuracy against forward passes](curves.png)", "", "![cost per forward pass](cost.png)", ""]
+                  *_curves_lines(suite, rows), "![cost per forward pass](cost.png)", ""]
     else:
         lines.append("")
     lines += _gradient_section(root)
@@ -433,6 +442,34 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
     (root / "summary.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "curves"} for r in rows],
                                                   indent=1))
     return summary
+
+
+def _curves_lines(suite, rows: list[dict]) -> list[str]:
+    """The accuracy-against-forward-passes plots and what they hold."""
+    curved = [r for r in rows if r.get("curves")]
+    with_test = [r for r in curved if has_curve(r, "test_accuracy")]
+    lines = []
+    if with_test:
+        def named(rs):
+            return ", ".join(f"{r['method']} ({r['task']}, {r['model']})" for r in rs)
+
+        without = [r for r in curved if r not in with_test]
+        first_order = [r for r in without if r["method"] not in available()]
+        pending = [r for r in without if r["method"] in available()]
+        lines += ["Test accuracy at each dev evaluation, mean ± std over seeds (the band), for the table's "
+                  "configurations. Runs finished before the suite scored it during the run have it rebuilt "
+                  "afterwards: replaying a ZO run's logged losses gives its weights at each evaluation bit for bit "
+                  "(zoo/finetune/test_curve.py). "
+                  + (f"First-order runs log no losses to replay, so these rows, finished before, keep their final "
+                     f"point only (the table): {named(first_order)}. " if first_order else "")
+                  + (f"Not rebuilt yet (the next `zoo bench` over this folder does it): {named(pending)}."
+                     if pending else ""), "",
+                  "![test accuracy against forward passes](test_curves.png)", ""]
+    elif suite.test_curves and curved:
+        lines += ["Test-accuracy curves: none of the table's rows has them yet (scored during a run, or rebuilt "
+                  "from a ZO run's logged losses when `zoo bench` passes over the finished run).", ""]
+    return lines + ["Dev accuracy (the split that picks each configuration) at each evaluation:", "",
+                    "![dev accuracy against forward passes](curves.png)", ""]
 
 
 def _budgets(suite) -> str:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..finetune.commands import run_eval, run_finetune
+from ..finetune.commands import prepare_run, run_eval, run_finetune
 from ..finetune.lock import claimed
 from ..finetune.loop import FinetuneConfig
+from ..finetune.test_curve import add_test_curve, can_replay, has_test_curve
 from ..placement import dtype_of
 from ..provenance import machine
 from . import fixtures
@@ -216,15 +217,20 @@ def _shared_parts(suite: Suite, root: Path, progress: bool, only: Selection) -> 
 
 def _runs(suite: Suite, root: Path, progress: bool, only: Selection) -> list[str]:
     mismatches = []
+    at_start = {}  # step-0 test accuracies, shared by the runs that start from the same weights
     specs = [s for s in suite.runs() if only.admits(s.model, s.task, s.estimator, s.seed)]
     for spec in tqdm(specs, desc=f"suite {suite.name}", disable=not progress, unit="run"):
         with claimed(spec.folder(root)) as mine:  # a second `zoo bench` beside this one takes other runs
             if not mine:
                 continue
-            result = run_finetune(_config(suite, spec, root), str(spec.folder(root)), {}, progress=False)
+            cfg = _config(suite, spec, root)
+            result = run_finetune(cfg, str(spec.folder(root)), {}, progress=False, test_curve=suite.test_curves)
             # The suite needs a finished run's metrics, not its weights: 168 SmolLM2 checkpoints would
             # take ~100 GB. A ZO run's weights can still be rebuilt from its results.json (`zoo eval --run`).
             (spec.folder(root) / "checkpoint.pt").unlink(missing_ok=True)
+            if suite.test_curves and not has_test_curve(result) and can_replay(result):
+                # finished before the suite scored test curves: rebuilt from its logged losses
+                result = add_test_curve(spec.folder(root), *prepare_run(cfg, {}), at_start=at_start)
         problem = check_forward_count(spec, result)
         if problem:
             mismatches.append(problem)

@@ -24,6 +24,9 @@ A suite is a JSON file (presets live in benchmarks/suites/). Its keys:
                     as MeZO-SGD (one forward and one backward per step)
     baselines       subset of ["zero-shot", "linear-probe"]
     k, batch_size, test_limit, evals   sampling and evaluation (evals: dev evaluations per run)
+    test_curves     true (default): every dev evaluation also scores the test split, for test accuracy
+                    against forward passes; a ZO run finished without it gets it by replaying its logged
+                    losses (zoo/finetune/test_curve.py), a first-order one keeps its final point only
     gradient        optional {"model": index into models, "task": ..., "batch": 16, "eps": 1e-3,
                     "samples": 8, "n": [...], "sparsity": [...], "rank": [...]}: gradient quality
                     of every estimator against the true gradient on one batch (zoo/bench/gradient.py)
@@ -75,6 +78,7 @@ class Suite:
     batch_size: int = 16
     test_limit: int | None = None
     evals: int = 5
+    test_curves: bool = True
     gradient: dict = field(default_factory=dict)
     memory: dict = field(default_factory=dict)
     cost: dict = field(default_factory=dict)
@@ -182,6 +186,8 @@ def load_suite(spec: str) -> Suite:
                             for i, m in enumerate(suite.models) if "forward_budget" in m)]:
         if not isinstance(budget, int) or isinstance(budget, bool) or budget < 2:
             raise ValueError(f"{path}: {where} must be an integer of at least 2, got {budget!r}")
+    if not isinstance(suite.test_curves, bool):
+        raise ValueError(f"{path}: test_curves must be true or false, got {suite.test_curves!r}")
     for fo in suite.first_order:
         if fo not in ("sgd", "adam"):
             raise ValueError(f"{path}: first_order has {fo!r}; use sgd and/or adam")

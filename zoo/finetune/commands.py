@@ -37,8 +37,8 @@ def sample(task, protocol: str, k: int, seed: int, test_limit: int | None):
     return tasks.few_shot(task, k, seed, test_limit)
 
 
-def run_finetune(cfg: FinetuneConfig, out: str, task_args: dict, progress: bool = True,
-                 snapshot_every: int | None = None) -> dict:
+def prepare_run(cfg: FinetuneConfig, task_args: dict):
+    """(the model and scorer at their initial weights, the splits) of the run `cfg` describes."""
     cfg.validate()  # a bad estimator or objective fails before any model is loaded
     from .build import model_kind
 
@@ -48,7 +48,13 @@ def run_finetune(cfg: FinetuneConfig, out: str, task_args: dict, progress: bool 
     built = load(cfg.model, task, cfg.mode, cfg.tuning, template=cfg.template, max_length=cfg.max_length,
                  seed=cfg.seed, dtype=dtype_of(cfg.dtype))
     built.to(cfg.device)
-    return finetune(cfg, built, splits, out, progress=progress, snapshot_every=snapshot_every)
+    return built, splits
+
+
+def run_finetune(cfg: FinetuneConfig, out: str, task_args: dict, progress: bool = True,
+                 snapshot_every: int | None = None, test_curve: bool = False) -> dict:
+    built, splits = prepare_run(cfg, task_args)
+    return finetune(cfg, built, splits, out, progress=progress, snapshot_every=snapshot_every, test_curve=test_curve)
 
 
 def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int | None = None,

@@ -206,7 +206,7 @@ class Checkpoint:
 
 
 def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path, progress: bool = True,
-             snapshot_every: int | None = None) -> dict:
+             snapshot_every: int | None = None, test_curve: bool = False) -> dict:
     """Train `built.model` on `splits.train`, evaluate on dev along the way and on test at the end.
 
     Writes DIR/checkpoint.pt every `checkpoint_every` steps (and on Ctrl-C),
@@ -218,6 +218,9 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     With `snapshot_every`, the trainable weights are also kept every that many
     steps (and at the end) as DIR/snapshots/step<N>.pt, e.g. for measuring the
     Hessian along the trajectory (`zoo theory effective-rank --run DIR --over-training`).
+    With `test_curve`, every dev evaluation also scores the test split (its accuracy goes into
+    the evaluation's record), for test accuracy against forward passes; it costs a test pass per
+    evaluation and changes nothing the run trains on.
     """
     cfg.validate()
     if snapshot_every is not None and snapshot_every < 1:
@@ -273,10 +276,16 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
         if "step_losses" in history:
             log.save(cfg, step, history, spent, start_fingerprint, model, opt.backend.stream.name)
 
+    scored_test = {}  # step -> test metrics, so that the last evaluation's test pass is not run twice
+
     def dev_eval(step):
         m = evaluate(model, scorer, splits.dev)
-        history["evals"].append({"step": step, "forward_passes": forwards_so_far(step),
-                                 "dev_accuracy": m["accuracy"], "dev_loss": m["loss"]})
+        entry = {"step": step, "forward_passes": forwards_so_far(step), "dev_accuracy": m["accuracy"],
+                 "dev_loss": m["loss"]}
+        if test_curve:
+            scored_test[step] = evaluate(model, scorer, splits.test)
+            entry["test_accuracy"], entry["test_loss"] = scored_test[step]["accuracy"], scored_test[step]["loss"]
+        history["evals"].append(entry)
         return m
 
     # Counts the rows the model itself ran inside training steps, so a benchmark can check each
@@ -349,7 +358,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     finally:
         hook.remove()
     save(cfg.steps)
-    test = evaluate(model, scorer, splits.test, progress="test" if progress else None)
+    test = scored_test.get(cfg.steps) or evaluate(model, scorer, splits.test, progress="test" if progress else None)
     dev = history["evals"][-1]
     result = {
         "config": asdict(cfg),
@@ -374,6 +383,8 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
         "noise_stream": None if first_order else opt.backend.stream.name,
         "history": history,
     }
+    if history["evals"] and all("test_accuracy" in e for e in history["evals"]):
+        result["test_curve"] = {"source": "scored during the run"}
     if "step_losses" in history:  # lets `load_run_weights` rebuild these weights from the log and check them
         result["weights_fingerprint"] = {"start": start_fingerprint, "at_step": weights_fingerprint(model)}
     results_path.write_text(json.dumps(result, indent=1))

@@ -1,4 +1,4 @@
-"""curve.png: training loss and dev accuracy against forward passes."""
+"""curve.png: training loss and dev (and, where scored, test) accuracy against forward passes."""
 
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ def plot_curve(result: dict, path) -> None:
     a.set_ylabel(f"training loss ({c['objective']})")
     a.legend()
     ev = h["evals"]
-    b.plot([e["forward_passes"] for e in ev], [e["dev_accuracy"] for e in ev], "o-")
+    b.plot([e["forward_passes"] for e in ev], [e["dev_accuracy"] for e in ev], "o-", label="dev")
+    if all("test_accuracy" in e for e in ev):
+        b.plot([e["forward_passes"] for e in ev], [e["test_accuracy"] for e in ev], "s-", label="test")
     b.axhline(result["metrics"]["accuracy"], ls="--", c="gray", label=f"test {result['metrics']['accuracy']:.3f}")
     b.set_xlabel("forward passes")
-    b.set_ylabel("dev accuracy")
+    b.set_ylabel("accuracy")
     b.legend()
     for ax in (a, b):
         ax.grid(alpha=0.3)

@@ -56,8 +56,12 @@ class TrajectoryLog:
         check_same_config(self.path, payload["config"], cfg)
         return payload
 
-    def replay(self, payload: dict, model, opt, progress: bool = True) -> None:
-        """Brings `model` and `opt` from the initial weights to the log's step, checking both fingerprints."""
+    def replay(self, payload: dict, model, opt, progress: bool = True, on_step=None) -> None:
+        """Brings `model` and `opt` from the initial weights to the log's step, checking both fingerprints.
+
+        `on_step(step)`, where given, is called after each replayed step with the weights of that step
+        (e.g. to score them); the final fingerprint check still covers every step.
+        """
         if weights_fingerprint(model) != payload["weights"]["start"]:
             raise ValueError(f"{self.path}: the model's initial weights differ from the run's (another model file, "
                              "dtype or adapter initialisation); it cannot be replayed: delete it to start the run over")
@@ -68,8 +72,10 @@ class TrajectoryLog:
                              f"estimator's backend ({opt.backend.name!r}) draws {ours!r}; replay it where that "
                              "stream's backend works (philox: the 'cpu' or 'triton' backend)")
         steps = payload["history"]["step_losses"][:payload["step"]]
-        for losses in tqdm(steps, desc="replaying the log", disable=not progress):
+        for step, losses in enumerate(tqdm(steps, desc="replaying the log", disable=not progress), start=1):
             opt.replay(losses)
+            if on_step is not None:
+                on_step(step)
         if weights_fingerprint(model) != payload["weights"]["at_step"]:
             raise ValueError(f"{self.path}: replaying {len(steps)} steps did not rebuild the saved weights "
                              "(a different torch build or perturbation kernel?); delete it to start the run over")
