@@ -92,3 +92,18 @@ def test_other_starting_weights_are_refused(tmp_path):
     with torch.no_grad():
         next(other.model.parameters()).add_(1e-3)
     _unchanged_on_error(tmp_path / "a" / "run", other, splits, "initial weights differ")
+
+
+def test_cli_finetune_test_curve_matches_the_final_test_score(tmp_path, capsys):
+    from conftest import tiny_model_folder
+    from zoo.cli import main
+
+    folder, data = tiny_model_folder(tmp_path)
+    common = ["finetune", "--model", str(folder), "--task", str(data), "--k", "4", "--quiet", "--steps", "4",
+              "--batch-size", "4", "--lr", "0.01", "--eval-every", "2"]
+    assert main([*common, "--test-curve", "--out", str(tmp_path / "curve")]) == 0
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    curve, plain = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("curve", "plain"))
+    assert [e["step"] for e in curve["history"]["evals"]] == [0, 2, 4] and has_test_curve(curve)
+    assert not has_test_curve(plain) and curve["metrics"] == plain["metrics"]
+    assert curve["history"]["evals"][-1]["test_accuracy"] == curve["metrics"]["accuracy"]
