@@ -54,9 +54,9 @@ def test_bench_runs_skip_a_run_another_process_holds(tmp_path, monkeypatch, othe
     monkeypatch.setattr(runner, "_baseline", lambda *a, **k: None)
     ran = []
 
-    def fake_finetune(cfg, out, overrides, progress):
+    def fake_finetune(cfg, out, overrides, progress, test_curve):
         ran.append(out)
-        return {"model_calls": None}
+        return {"model_calls": None, "history": {"evals": [{"step": 0, "test_accuracy": 0.5}]}}
 
     monkeypatch.setattr(runner, "run_finetune", fake_finetune)
     specs = suite.runs()
