@@ -17,7 +17,7 @@ from .loop import FIRST_ORDER, FinetuneConfig, build_optimizer, load_trainable_s
 from .trajectory import TrajectoryLog
 
 
-def _log(run: Path) -> dict | None:
+def logged_losses(run: Path) -> dict | None:
     """The run's loss log as a replayable payload: finished (results.json) or not (trajectory.json)."""
     results = run / "results.json"
     if results.exists():
@@ -36,7 +36,7 @@ def run_config(run: str | Path) -> dict:
     ckpt = run / "checkpoint.pt"
     if ckpt.exists():
         return torch.load(ckpt, map_location="cpu", weights_only=False)["config"]
-    log = _log(run)
+    log = logged_losses(run)
     if log is None:
         raise ValueError(f"{run}: no checkpoint.pt and no logged losses (is it the --out of `zoo finetune`?)")
     return log["config"]
@@ -50,7 +50,7 @@ def load_run_weights(run: str | Path, model, progress: bool = True) -> int:
         payload = torch.load(ckpt, map_location="cpu", weights_only=False)
         load_trainable_state(model, payload["params"])
         return payload["step"]
-    log = _log(run)
+    log = logged_losses(run)
     cfg = FinetuneConfig(**log["config"])
     if cfg.estimator in FIRST_ORDER:
         raise ValueError(f"{run}: no checkpoint.pt, and a first-order ({cfg.estimator}) run cannot be replayed")

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..provenance import machine
 from .evaluate import evaluate
 from .loop import FIRST_ORDER, FinetuneConfig, build_optimizer, completed_config
+from .runs import logged_losses
 from .trajectory import TrajectoryLog, weights_fingerprint
 
 
@@ -98,10 +99,7 @@ def add_test_curve(out: str | Path, built, splits, progress: bool = False, at_st
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = build_optimizer(cfg, params, model, stream=result.get("noise_stream"))
-    log = {"config": result["config"], "step": len(result["history"]["step_losses"]),
-           "weights": result["weights_fingerprint"], "history": result["history"],
-           "noise_stream": result.get("noise_stream")}
-    TrajectoryLog(Path(out)).replay(log, model, opt, progress=progress, on_step=on_step)
+    TrajectoryLog(Path(out)).replay(logged_losses(Path(out)), model, opt, progress=progress, on_step=on_step)
     for e in evals:
         e["test_accuracy"], e["test_loss"] = scored[e["step"]]
     result["test_curve"] = {"source": "replayed from the logged losses", "measured": machine()}
