@@ -89,6 +89,8 @@ SMALL = {
     "sparse-mezo": {"sparsity": 0.5},
     "lezo": {"active_fraction": 0.5},
     "n-spsa": {"n": 3},
+    "hizoo": {"hessian_smooth": 1e-2},
+    "lozo": {"interval": 2},
 }
 
 

@@ -167,7 +167,7 @@ def test_a_new_estimator_joins_the_suite_without_code_changes(tmp_path, monkeypa
 
 def test_a_wrong_forward_declaration_is_caught(tmp_path, monkeypatch, capsys):
     liar = registry.EstimatorSpec("liar", MeZOSGD, "declares 1 forward per step, runs 2",
-                                  forwards_per_step=lambda **_: 1)
+                                  forwards=lambda step=0, **_: 1)
     monkeypatch.setitem(registry._REGISTRY, "liar", liar)
     path = _suite_file(tmp_path, estimators=["liar"], first_order={}, baselines=[], seeds=[0],
                        grid={"lr": [0.01], "eps": [0.01]}, forward_budget=4, memory={})
@@ -236,8 +236,12 @@ def test_a_model_entry_with_its_own_budget_gets_steps_from_it(tmp_path):
     runs = suite.runs()
     for spec in runs:
         budget = 40 if spec.model is suite.models[1] else 8
-        per_step = 2 if spec.estimator in ("sgd", "adam") else spec.forwards_per_step  # backprop: MeZO's steps
-        assert spec.steps == budget // per_step, spec
+        if spec.estimator in ("sgd", "adam"):  # backprop: MeZO's steps
+            assert spec.steps == budget // 2, spec
+        else:  # the most steps whose declared forwards fit the budget
+            cost = zoo.estimators.spec(spec.estimator)
+            assert cost.forwards_for(spec.steps, **cost.defaults) <= budget < cost.forwards_for(spec.steps + 1,
+                                                                                                 **cost.defaults)
     assert {r.model["tuning"] for r in runs if r.estimator == "n-spsa"} == {"full", "lora"}
     assert _budgets(suite) == "8 forward passes (fixture:tiny-llama (lora): 40)"
     assert _budgets(load_suite(str(_suite_file(tmp_path, models=[model], forward_budget=8)))) == "8 forward passes"
@@ -281,7 +285,7 @@ def test_every_preset_runs_every_estimator_within_its_budget(preset):
             mine = [s for s in specs if s.model is model and s.task == task]
             assert {s.estimator for s in mine} >= names and {s.seed for s in mine} == set(suite.seeds)
             for s in mine:
-                assert s.steps >= 1 and s.steps * s.forwards_per_step <= budget, s
+                assert s.steps >= 1 and s.declared_forwards <= budget, s
 
 
 def test_the_cpu_preset_is_the_issue_s_suite():

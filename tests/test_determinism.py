@@ -106,18 +106,21 @@ def _logged_run(name, steps, perturbation="inplace", nan_at=None):
     start = snapshot(model)
     batch = lm_batch()
     opt = zoo.get(name, model, lr=1e-3, eps=1e-3, seed=0, perturbation=perturbation, **SMALL.get(name, {}))
-    log = []
+    log, opt.expected_records = [], []
+    fail_call = min(2, opt.forwards_at(0))  # the second forward (a one-pass step: its only one)
     for t in range(steps):
-        log.append([])
+        calls = []
 
         def closure():
+            calls.append(1)
             loss = model(**batch).loss
-            if t == nan_at and len(log[-1]) == 1:
-                loss = loss * float("nan")  # the second forward of this step fails: the step is skipped
-            log[-1].append(float(loss))
+            if t == nan_at and len(calls) == fail_call:
+                loss = loss * float("nan")  # this forward fails: the step is skipped
             return loss
 
+        opt.expected_records.append(opt.plan.record_length(t, opt.slots))  # declared before the step
         opt.step(closure)
+        log.append(list(opt.last_record))  # the step's record: what replay takes
     return model, start, log, opt
 
 
@@ -125,7 +128,8 @@ def _logged_run(name, steps, perturbation="inplace", nan_at=None):
 @pytest.mark.parametrize("name", zoo.available())
 def test_replaying_the_logged_losses_rebuilds_the_weights_bit_for_bit(name, perturbation):
     trained, start, log, opt = _logged_run(name, 5, perturbation, nan_at=2)
-    assert len(log[2]) == 2 and opt.zo_state["skipped_steps"] == 1
+    assert opt.zo_state["skipped_steps"] == 1 and log[2][-1] != log[2][-1]  # the skipped step's record ends at NaN
+    assert all(len(log[t]) == opt.expected_records[t] for t in (0, 1, 3, 4))
     model = tiny_llama()
     with torch.no_grad():
         for p, s in zip(model.parameters(), start):

@@ -29,11 +29,16 @@ def test_declared_forward_passes_equal_closure_calls(name):
     model = tiny_llama()
     hyper = SMALL.get(name, {})
     opt = zoo.get(name, model, **hyper)
-    calls = []
-    opt.step(lambda: calls.append(1) or model(**lm_batch()).loss)
     spec = zoo.estimators.spec(name)
-    assert len(calls) == spec.forwards_per_step(**{**spec.defaults, **hyper}) == opt.forwards_per_step
-    assert opt.zo_state["forward_passes"] == len(calls)
+    runs = []
+    model.register_forward_pre_hook(lambda *_: runs.append(1))
+    for t in range(4):  # MeZO-SVRG alternates its cost: every step is checked
+        calls, before = [], len(runs)
+        declared = opt.forwards_at()
+        opt.step(lambda: calls.append(1) or model(**lm_batch()).loss)
+        assert len(calls) == len(runs) - before == declared == spec.forwards(t, **{**spec.defaults, **hyper})
+    assert opt.zo_state["forward_passes"] == spec.forwards_for(4, **{**spec.defaults, **hyper}) == len(runs)
+    assert spec.forwards_per_step(**{**spec.defaults, **hyper}) == zoo.get(name, model, **hyper).forwards_per_step
 
 
 def test_aliases_and_normalisation():

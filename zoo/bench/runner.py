@@ -31,11 +31,11 @@ def _config(suite: Suite, spec: RunSpec, root: Path) -> FinetuneConfig:
 
 def check_forward_count(spec: RunSpec, result: dict) -> str | None:
     """None when the model ran exactly the forwards the estimator declares; else what differs."""
-    expected = spec.forwards_per_step * spec.steps
+    expected = spec.declared_forwards
     counted = result.get("model_calls")
     if counted is None or counted == expected:
         return None
-    return (f"{spec.estimator} (lr {spec.lr:g}, seed {spec.seed}): declared {spec.forwards_per_step} forwards x "
+    return (f"{spec.estimator} (lr {spec.lr:g}, seed {spec.seed}): declared {spec.forwards_per_step:g} forwards x "
             f"{spec.steps} steps = {expected}, the model ran {counted}")
 
 

@@ -106,10 +106,12 @@ class Suite:
         for seed, model, task in itertools.product(self.seeds, self.models, self.tasks):
             for name in self.estimator_names():
                 grid = self.grid_for(model, name)
-                per_step = estimators.spec(name).forwards_per_step(**estimators.spec(name).defaults)
+                spec = estimators.spec(name)
+                steps = spec.steps_within(self.budget_for(model), **spec.defaults)
+                per_step = spec.forwards_for(steps, **spec.defaults) / steps
+                per_step = int(per_step) if per_step == int(per_step) else per_step
                 for lr, eps in itertools.product(grid["lr"], grid["eps"]):
-                    out.append(RunSpec(model, task, seed, name, lr, eps, max(self.budget_for(model) // per_step, 1),
-                                       per_step))
+                    out.append(RunSpec(model, task, seed, name, lr, eps, steps, per_step))
             steps = max(self.budget_for(model) // 2, 1)  # MeZO-SGD's steps: one backward per MeZO step
             for name, g in model.get("first_order", self.first_order).items():
                 for lr in g["lr"]:
@@ -126,7 +128,13 @@ class RunSpec:
     lr: float
     eps: float
     steps: int
-    forwards_per_step: int
+    #: the estimator's declared forwards per step, averaged over the run's steps (MeZO-SVRG alternates)
+    forwards_per_step: float
+
+    @property
+    def declared_forwards(self) -> int:
+        """The forward passes the run's estimator declares for its steps."""
+        return round(self.forwards_per_step * self.steps)
 
     def folder(self, root: Path) -> Path:
         return (root / "runs" / model_label(self.model) / task_label(self.task) / self.estimator

@@ -7,13 +7,42 @@
 
 from . import _registry  # noqa: F401  (performs the built-in registrations)
 from .base import ZOOptimizer
+from .forward_grad import ForwardGrad
+from .hizoo import HiZOO
 from .mezo import MeZOAdam, MeZOSGD
+from .mezo_svrg import MeZOSVRG
+from .plans import BlockPlan, ConservativePlan, Estimate, HessianPlan, JvpPlan, OneSidedPlan, Query, QueryPlan, TwoPointPlan
 from .registry import EstimatorSpec, aliases, available, get, register, spec
-from .rules import AdamRule, SGDRule, UpdateRule
-from .variants import LeZO, SparseMeZO, SubZero
+from .rules import AdamRule, HessianRule, MomentumRule, SGDRule, UpdateRule
+from .schedule import QuerySchedule
+from .svrg import SVRGPlan
+from .variants import LOZO, LeZO, SparseMeZO, SubZero
+from .zobench import BlockZO, OneSided, ZOConservative, ZOMomentum, ZOSign
 
 __all__ = [
     "AdamRule",
+    "BlockPlan",
+    "BlockZO",
+    "ConservativePlan",
+    "Estimate",
+    "ForwardGrad",
+    "HessianPlan",
+    "HessianRule",
+    "HiZOO",
+    "JvpPlan",
+    "LOZO",
+    "MeZOSVRG",
+    "MomentumRule",
+    "OneSided",
+    "OneSidedPlan",
+    "Query",
+    "QueryPlan",
+    "QuerySchedule",
+    "SVRGPlan",
+    "TwoPointPlan",
+    "ZOConservative",
+    "ZOMomentum",
+    "ZOSign",
     "EstimatorSpec",
     "LeZO",
     "MeZOAdam",

@@ -35,7 +35,9 @@ from ..perturb import (
     measure_sphere_scale,
     step_seed,
 )
-from .rules import UpdateRule, gradient_coefficients
+from .plans import Query, QueryPlan, TwoPointPlan
+from .rules import UpdateRule
+from .schedule import QuerySchedule
 
 logger = logging.getLogger("zoo")
 
@@ -84,6 +86,19 @@ def saved_stream(state_dict: dict) -> str:
     return state_dict["zo"].get("stream", "torch-generator")
 
 
+class _ClosureModule(nn.Module):
+    """Wraps a zero-argument closure as a module over `model`, so that torch.func.functional_call
+    can hand it other parameter tensors (the forward-mode duals of a jvp) while it runs."""
+
+    def __init__(self, model: nn.Module, closure: Callable):
+        super().__init__()
+        self.model = model
+        self._closure = closure
+
+    def forward(self):
+        return self._closure()
+
+
 class ZOOptimizer(Optimizer):
     """Base class of zoo's zeroth-order estimators (a torch.optim.Optimizer).
 
@@ -92,7 +107,12 @@ class ZOOptimizer(Optimizer):
             an iterable of tensors, or an iterable of param-group dicts.
         defaults: per-group hyper-parameters (lr, eps, weight_decay, ...).
         rule: the update rule.
-        n: directions per step (n-SPSA); 2n forward passes per step.
+        n: directions per step (n-SPSA): 2n forward passes per step with the
+            two-point plan.
+        plan: the query plan (plans.py): a QueryPlan, or a callable that builds
+            one from n (or the query schedule); default MeZO's TwoPointPlan.
+        query_schedule: AdaZeta's n(step) (a QuerySchedule or a dict of its
+            arguments) instead of a fixed n, for plans with n directions.
         seed: base seed; with it, the whole trajectory is reproducible.
         sampler: `gaussian` (default), `rademacher` or `sphere`.
         perturbation: `inplace` or `exact` (needs the module); by default
@@ -122,6 +142,8 @@ class ZOOptimizer(Optimizer):
         *,
         rule: UpdateRule,
         n: int = 1,
+        plan=TwoPointPlan,
+        query_schedule=None,
         seed: int = 0,
         sampler="gaussian",
         perturbation: str | None = None,
@@ -150,14 +172,24 @@ class ZOOptimizer(Optimizer):
                 "(or module=model with param groups), not a parameter list"
             )
         self._ready = False
+        schedule = QuerySchedule.coerce(query_schedule)
+        if isinstance(plan, QueryPlan):
+            if schedule is not None or n != 1:
+                raise ValueError(f"n, query_schedule: the {plan.name} plan fixes its own directions per step")
+        else:
+            plan = plan(schedule if schedule is not None else n)
+        self.plan = plan
+        self._replaying = False
+        self.last_record: list[float] = []
         super().__init__(params, defaults)
         self.module = module
-        self.n = n
+        self.n = plan.n
         self.rule = rule
         device = next((p.device for g in self.param_groups for p in g["params"]), None)
         self.backend = make_backend(backend, device=device, chunk_size=chunk_size, threads=threads)
         self.field = DirectionField(
-            sampler, layers=layers, magnitude=magnitude, subspace=subspace, stream=self.backend.stream
+            sampler, layers=layers, magnitude=magnitude, subspace=subspace, stream=self.backend.stream,
+            preconditioner=rule.make_preconditioner(self),
         )
         self.zo_state = {"seed": seed, "step": 0, "skipped_steps": 0, "forward_passes": 0}
         self._build_slots()
@@ -174,6 +206,7 @@ class ZOOptimizer(Optimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         _check_hyper(group)
+        self.plan.check_group(group)
         for p in group["params"]:
             if not p.is_floating_point():
                 raise ValueError(f"params: ZO estimators need floating-point parameters, got {p.dtype}")
@@ -202,11 +235,15 @@ class ZOOptimizer(Optimizer):
     def _call(self, closure: Callable) -> float:
         loss = closure()
         self.zo_state["forward_passes"] += 1
+        return self._scalar(loss)
+
+    @staticmethod
+    def _scalar(loss) -> float:
         if torch.is_tensor(loss):
             if loss.numel() != 1:
                 raise ValueError(f"closure: must return a scalar loss, got a tensor of shape {tuple(loss.shape)}")
             return float(loss.detach().reshape(()).item())
-        if isinstance(loss, (int, float)):
+        if isinstance(loss, (int, float)) and not isinstance(loss, bool):
             return float(loss)
         raise ValueError(f"closure: must return a scalar loss tensor or float, got {type(loss).__name__}")
 
@@ -220,37 +257,87 @@ class ZOOptimizer(Optimizer):
             step_seed=seed,
             cache_masks=self.perturbation.name == "inplace",
         )
-        return self.field.active_slots(self._slots), [DirectionKey(seed, j) for j in range(self.n)]
+        slots = self.field.active_slots(self._slots)
+        if self.field.preconditioner is not None:
+            self.field.preconditioner.prepare(self._slots)
+        return slots, self.plan.keys(seed, zs["step"], slots)
 
-    def _probe(self, closure, slots, keys) -> tuple[list[float], list[float]]:
-        """Evaluates L(theta +- eps z_j); stops at the first non-finite loss."""
-        diffs, losses = [], []
-        for key in keys:
-            if self.field.needs_norm and not self.field.has_scale(key):
+    def _measure_scales(self, query: Query, slots) -> None:
+        if not self.field.needs_norm:
+            return
+        for key, _ in query.terms:
+            if not self.field.has_scale(key):
                 self.field.set_scale(
                     key,
                     measure_sphere_scale(self.backend, self.field, slots, key, at_theta=self.perturbation.at_theta),
                 )
-            plus = self._call(lambda: self.perturbation.evaluate(closure, key, +1.0, slots))
-            losses.append(plus)
-            if not math.isfinite(plus):
-                break
-            minus = self._call(lambda: self.perturbation.evaluate(closure, key, -1.0, slots))
-            losses.append(minus)
-            if not math.isfinite(minus):
-                break
-            diffs.append((plus - minus) / 2.0)
-        return diffs, losses
+
+    def _move_to(self, base: str, slots) -> None:
+        """Makes `base` ("theta" or "anchor") the live weights (the plan swaps them with its anchor)."""
+        if base != self._base:
+            self.perturbation.restore()
+            self.plan.swap(self, slots)
+            self._base = base
+
+    def _jvp(self, closure: Callable, query: Query, slots) -> tuple[float, float]:
+        """(L(theta), grad L . z) by one forward-mode pass; the tangent is z of the query's key."""
+        if self._replaying:  # the step's record holds both floats (only the loss where it is non-finite)
+            loss = self._scalar(closure())
+            return (loss, self._scalar(closure())) if math.isfinite(loss) else (loss, math.nan)
+        if self.module is None:
+            raise ValueError("forward gradients need the model: pass the nn.Module as model_or_params")
+        from torch.autograd import forward_ad
+
+        key = query.terms[0][0]
+        names = {id(p): n for n, p in self.module.named_parameters()}
+        with forward_ad.dual_level():
+            duals = {names[id(s.param)]: forward_ad.make_dual(
+                s.param.detach(), self.field.materialize(s, key).to(s.param.dtype)) for s in slots}
+            loss = torch.func.functional_call(_ClosureModule(self.module, closure),
+                                              {f"model.{n}": t for n, t in duals.items()}, ())
+            if not torch.is_tensor(loss):
+                raise ValueError("closure: forward gradients need the closure to return the loss as a tensor")
+            primal, tangent = forward_ad.unpack_dual(loss)
+            # no tangent: the loss does not depend on the trained parameters, so its derivative is 0
+            return self._scalar(primal), 0.0 if tangent is None else self._scalar(tangent)
+
+    def _run(self, queries, closure, full_closure, slots, record, losses) -> list[float] | None:
+        """Evaluates the queries in order; their values, or None at the first non-finite one."""
+        values = []
+        for query in queries:
+            fn = full_closure if query.batch == "full" else closure
+            self._measure_scales(query, slots)
+            self._move_to(query.base, slots)
+            if query.kind == "jvp":
+                loss, derivative = self._jvp(fn, query, slots)
+                self.zo_state["forward_passes"] += 1
+                record += [loss, derivative] if math.isfinite(loss) else [loss]
+                losses.append(loss)
+                value = derivative if math.isfinite(loss) else loss
+            else:
+                value = self._call(lambda: self.perturbation.evaluate(fn, query.terms, slots))
+                record.append(value)
+                losses.append(value)
+            if not math.isfinite(value):
+                return None
+            values.append(value)
+        self._move_to("theta", slots)
+        return values
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor | float]) -> torch.Tensor:
+    def step(self, closure: Callable[[], torch.Tensor | float], full_closure: Callable | None = None) -> torch.Tensor:
         """Performs one ZO step.
 
         Args:
             closure: computes the loss with forward passes only (no backward)
-                and returns it as a scalar tensor or float. It is called 2n
-                times, under torch.no_grad(), each time at different weights.
-                It should evaluate the same minibatch every time within a step.
+                and returns it as a scalar tensor or float. It is called once per
+                query of the step's plan (2n times for MeZO's two-point plan),
+                under torch.no_grad(), each time at different weights. It should
+                evaluate the same minibatch every time within a step.
+            full_closure: the loss on a larger batch, for plans that evaluate one
+                (MeZO-SVRG's full-batch anchor steps). With none given, `closure`
+                serves for both: the "full batch" is then the step's minibatch,
+                so SVRG's anchor gradient is a minibatch estimate.
 
         Returns:
             The mean of the losses the step evaluated (float64 scalar tensor),
@@ -258,16 +345,33 @@ class ZOOptimizer(Optimizer):
 
         A non-finite loss skips the step: the weights go back to where they
         were, `zo_state['skipped_steps']` goes up and a warning is logged. If
-        the closure raises, the weights are restored before the exception
-        propagates.
+        the closure raises (or the step is interrupted), the weights are
+        restored and the step counter is left where it was, so the step can be
+        run again; then the exception propagates.
         """
         if closure is None or not callable(closure):
             raise ValueError("closure: ZO estimators need a closure that returns the loss")
+        if full_closure is not None and not callable(full_closure):
+            raise ValueError("full_closure: must be callable (or None: the closure serves for both batches)")
+        full_closure = full_closure or closure
+        counters = dict(self.zo_state)
         slots, keys = self._begin()
+        record, losses = [], []
+        self._base = "theta"
         try:
-            diffs, losses = self._probe(closure, slots, keys)
-            if len(diffs) < len(keys):
+            values = self._run(self.plan.queries(self, slots, keys), closure, full_closure, slots, record, losses)
+            estimate = None
+            if values is not None:
+                estimate = self.plan.estimate(self, slots, keys, values)
+                candidates = self.plan.candidates(self, slots, estimate)
+                if candidates:
+                    more = self._run(candidates, closure, full_closure, slots, record, losses)
+                    estimate = None if more is None else self.plan.choose(self, slots, estimate, values, more)
+            self.last_record = record
+            if estimate is None:
                 self.perturbation.restore()
+                self._move_to("theta", slots)
+                self.plan.skipped(self, slots, keys)
                 self.zo_state["skipped_steps"] += 1
                 logger.warning(
                     "zoo: step %d skipped: the closure returned a non-finite loss (%s); weights restored",
@@ -275,35 +379,43 @@ class ZOOptimizer(Optimizer):
                     losses[-1],
                 )
                 return torch.tensor(float("nan"), dtype=torch.float64)
+            self.plan.before_update(self, slots, estimate)
             if slots:
-                self.rule.apply(
-                    self, slots, keys, diffs, self.perturbation.restore_terms(), self.perturbation.at_theta
-                )
+                self.rule.apply(self, slots, estimate, self.perturbation.restore_terms(), self.perturbation.at_theta)
             self.perturbation.mark_restored()
+            self.plan.after_update(self, slots, keys, estimate)
             return torch.tensor(math.fsum(losses) / len(losses), dtype=torch.float64)
         except BaseException:
             self.perturbation.restore()
+            if self._base != "theta":
+                self.plan.swap(self, slots)
+                self._base = "theta"
+            self.zo_state.update(counters)
+            counters = None
             raise
         finally:
             self.field.end_step()
-            self.zo_state["step"] += 1
+            if counters is not None:
+                self.zo_state["step"] += 1
 
     @torch.no_grad()
     def replay(self, losses: Sequence[float]) -> torch.Tensor:
         """Re-applies a step from the losses its closure returned, with no forward pass.
 
-        A ZO step is a function of the weights, the step's seed and the 2n
-        losses alone, so feeding the recorded losses back through `step`
-        repeats every sweep (perturbation, way back, update, rule state such
-        as Adam's moments) and leaves the weights bit-identical to the
-        original step. A run is thereby stored as its initial weights plus
-        2n floats per step (MeZO, Malladi et al. 2023, Appendix on storage
-        efficiency), and resumes from that log wherever the initial weights
-        can be rebuilt.
+        A ZO step is a function of the weights, the step's seed and the
+        losses of its queries alone, so feeding the recorded losses back
+        through `step` repeats every sweep (perturbation, way back, update,
+        rule state such as Adam's moments) and leaves the weights
+        bit-identical to the original step. A run is thereby stored as its
+        initial weights plus a few floats per step (MeZO, Malladi et al.
+        2023, Appendix on storage efficiency), and resumes from that log
+        wherever the initial weights can be rebuilt.
 
         Args:
-            losses: the floats the closure returned in this step, in order
-                (a skipped step's list ends at its non-finite loss).
+            losses: the step's record (`last_record` after the step): the
+                floats its queries returned, in order, on both batches (for a
+                jvp query, the loss and the directional derivative); a skipped
+                step's list ends at its non-finite value.
 
         Raises:
             ValueError: when `losses` is not as long as the step needs; the
@@ -311,43 +423,56 @@ class ZOOptimizer(Optimizer):
         """
         recorded = [float(v) for v in losses]
         finite = [math.isfinite(v) for v in recorded]
-        complete = len(recorded) == 2 * self.n and all(finite[:-1])
-        cut_short = 0 < len(recorded) < 2 * self.n and all(finite[:-1]) and not finite[-1]
+        need = self.plan.record_length(self.zo_state["step"], self.field.active_slots(self._slots))
+        complete = len(recorded) == need and all(finite[:-1])
+        cut_short = 0 < len(recorded) < need and all(finite[:-1]) and not finite[-1]
         if not (complete or cut_short):
             raise ValueError(
-                f"replay: step {self.zo_state['step']} takes {2 * self.n} losses (fewer only when the last is "
+                f"replay: step {self.zo_state['step']} takes {need} losses (fewer only when the last is "
                 f"non-finite), got {len(recorded)}; the log belongs to an estimator with other settings"
             )
         pending = iter(recorded)
-        return self.step(lambda: next(pending))
+        self._replaying = True
+        try:
+            return self.step(lambda: next(pending))
+        finally:
+            self._replaying = False
 
     @torch.no_grad()
-    def estimate(self, closure: Callable) -> list[torch.Tensor]:
+    def estimate(self, closure: Callable, full_closure: Callable | None = None) -> list[torch.Tensor]:
         """The gradient estimate g_hat of the next step, materialised, without updating.
 
         For analysis (gradient cosines, second moments): it allocates one
-        tensor per parameter. The weights are restored (exactly with
-        perturbation='exact', up to rounding with 'inplace'); the step counter
-        advances so that the next call draws new directions.
+        tensor per parameter. g_hat is the plan's estimate (before any
+        candidate phase) along the directions as the field draws them (for
+        HiZOO, z / sqrt(H) with the current H). The weights are restored
+        (exactly with perturbation='exact', up to rounding with 'inplace');
+        the step counter advances so that the next call draws new directions.
         """
+        full_closure = full_closure or closure
         slots, keys = self._begin()
+        self._base = "theta"
         try:
-            diffs, losses = self._probe(closure, slots, keys)
-            if len(diffs) < len(keys):
+            record, losses = [], []
+            values = self._run(self.plan.queries(self, slots, keys), closure, full_closure, slots, record, losses)
+            if values is None:
                 raise FloatingPointError(f"estimate: the closure returned a non-finite loss ({losses[-1]})")
+            terms = self.plan.estimate(self, slots, keys, values).terms
             at_theta = self.perturbation.at_theta
-            active = {s.uid for s in slots}
             out = []
             for s in self._slots:
                 dtype = torch.float64 if s.param.dtype == torch.float64 else torch.float32
                 g = torch.zeros(s.param.shape, dtype=dtype, device=s.param.device)
-                if s.uid in active:
-                    for key, coefs in gradient_coefficients(slots, keys, diffs):
+                for key, coefs in terms:
+                    if coefs.get(s.uid, 0.0):
                         g.add_(self.field.materialize(s, key, at_theta=at_theta).to(dtype), alpha=coefs[s.uid])
                 out.append(g)
             return out
         finally:
             self.perturbation.restore()
+            if self._base != "theta":
+                self.plan.swap(self, slots)
+                self._base = "theta"
             self.field.end_step()
             self.zo_state["step"] += 1
 
@@ -358,6 +483,8 @@ class ZOOptimizer(Optimizer):
         sd["zo"] = {
             **self.zo_state,
             "n": self.n,
+            "plan": self.plan.name,
+            "plan_state": self.plan.state_dict(),
             "sampler": self.field.sampler.name,
             "perturbation": self.perturbation.name,
             "backend": self.backend.name,
@@ -372,8 +499,9 @@ class ZOOptimizer(Optimizer):
         zo = state_dict.pop("zo", None)
         if zo is None:
             raise ValueError("state_dict: no 'zo' entry; it was not saved by a zoo estimator")
-        for field, mine in (("rule", self.rule.name), ("sampler", self.field.sampler.name), ("n", self.n)):
-            if zo[field] != mine:
+        for field, mine in (("rule", self.rule.name), ("sampler", self.field.sampler.name), ("n", self.n),
+                            ("plan", self.plan.name)):
+            if zo.get(field, "two-point" if field == "plan" else None) != mine:
                 raise ValueError(f"state_dict: saved with {field}={zo[field]!r}, this estimator has {mine!r}")
         stream = saved_stream({"zo": zo})
         if stream != self.backend.stream.name:
@@ -385,14 +513,29 @@ class ZOOptimizer(Optimizer):
         super().load_state_dict(state_dict)
         for k in ("seed", "step", "skipped_steps", "forward_passes"):
             self.zo_state[k] = zo[k]
+        self.plan.load_state_dict(zo.get("plan_state", {}))
         if self.field.magnitude is not None and zo.get("magnitude"):
             self.field.magnitude.load_state_dict(zo["magnitude"])
         self._build_slots()
 
     # -- accounting -------------------------------------------------------------
+    def forwards_at(self, step: int | None = None) -> int:
+        """Forward passes the plan spends at `step` (default: the next step); a jvp pass counts one."""
+        step = self.zo_state["step"] if step is None else step
+        return self.plan.forwards_at(step, self._plan_slots(step))
+
+    def _plan_slots(self, step: int) -> list[ParamSlot]:
+        # a plan's cost reads the slots only for their blocks (block-wise ZO), never a step's layer subset
+        return list(self._slots)
+
     @property
-    def forwards_per_step(self) -> int:
-        return 2 * self.n
+    def forwards_per_step(self) -> float:
+        """Forward passes per step: the plan's cost at the next step where it is fixed, else its
+        mean over the plan's period (MeZO-SVRG alternates 2 and 4)."""
+        period = getattr(self.plan, "q", 1)
+        costs = [self.forwards_at(self.zo_state["step"] + i) for i in range(period)]
+        mean = sum(costs) / len(costs)
+        return int(mean) if mean == int(mean) else mean
 
     def extra_state_bytes(self) -> int:
         """Bytes of parameter-sized state (moments, subspace factors); scratch excluded."""

@@ -10,9 +10,17 @@ from typing import Callable
 _NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
-def two_per_direction(**hyper) -> int:
-    """The forward passes of a two-point estimator: 2 per direction, n directions."""
-    return 2 * hyper.get("n", 1)
+def directions(step: int = 0, **hyper) -> int:
+    """Directions at `step`: the hyper-parameters' n, or their AdaZeta query schedule's n(step)."""
+    from .schedule import QuerySchedule
+
+    schedule = QuerySchedule.coerce(hyper.get("query_schedule"))
+    return schedule(step) if schedule is not None else hyper.get("n", 1)
+
+
+def two_per_direction(step: int = 0, **hyper) -> int:
+    """The forward passes of a two-point estimator at `step`: 2 per direction."""
+    return 2 * directions(step, **hyper)
 
 
 @dataclass(frozen=True)
@@ -24,18 +32,40 @@ class EstimatorSpec:
         factory: callable(model_or_params, **hyper) -> torch.optim.Optimizer.
         description: one line.
         defaults: hyper-parameters the factory is called with unless overridden.
-        forwards_per_step: callable(**hyper) -> forward passes per step.
+        forwards: callable(step, **hyper) -> forward passes at that step (a jvp pass counts one).
         extra_state: parameter-sized state kept besides the weights.
         paper: citation.
+        cost: the forwards per step as a formula for tables ("2n", "n + 1", ...).
+        period: callable(**hyper) -> steps after which the cost repeats (MeZO-SVRG: q).
     """
 
     name: str
     factory: Callable
     description: str
     defaults: dict = field(default_factory=dict)
-    forwards_per_step: Callable[..., int] = two_per_direction
+    forwards: Callable[..., int] = two_per_direction
     extra_state: str = "none"
     paper: str = ""
+    cost: str = "2n"
+    period: Callable[..., int] = lambda **hyper: 1
+
+    def forwards_per_step(self, **hyper) -> float:
+        """Forward passes per step, averaged over one period of the plan (an int where it is fixed)."""
+        period = self.period(**hyper)
+        mean = sum(self.forwards(t, **hyper) for t in range(period)) / period
+        return int(mean) if mean == int(mean) else mean
+
+    def forwards_for(self, steps: int, **hyper) -> int:
+        """Forward passes of the first `steps` steps."""
+        return sum(self.forwards(t, **hyper) for t in range(steps))
+
+    def steps_within(self, budget: int, **hyper) -> int:
+        """The most steps whose forward passes fit in `budget` (at least 1)."""
+        steps, spent = 0, 0
+        while spent + self.forwards(steps, **hyper) <= budget:
+            spent += self.forwards(steps, **hyper)
+            steps += 1
+        return max(steps, 1)
 
 
 _REGISTRY: dict[str, EstimatorSpec] = {}
@@ -43,9 +73,16 @@ _ALIASES: dict[str, str] = {}
 
 
 def register(name: str, factory: Callable, *, description: str, defaults: dict | None = None,
-             forwards_per_step: Callable[..., int] | None = None, extra_state: str = "none", paper: str = "",
+             forwards: Callable[..., int] | None = None, extra_state: str = "none", paper: str = "",
+             cost: str = "2n", period: Callable[..., int] | None = None,
              aliases: tuple[str, ...] = (), overwrite: bool = False) -> EstimatorSpec:
     """Registers an estimator under a kebab-case name.
+
+    Args:
+        forwards: callable(step, **hyper) -> forward passes at that step; default 2n (n(step)
+            under a query schedule).
+        cost: the same as a formula, for tables.
+        period: callable(**hyper) -> the steps after which `forwards` repeats (default 1).
 
     Raises:
         ValueError: the name is not kebab-case, or is taken and overwrite is False.
@@ -56,7 +93,8 @@ def register(name: str, factory: Callable, *, description: str, defaults: dict |
         if not overwrite and (n in _REGISTRY or n in _ALIASES):
             raise ValueError(f"name: {n!r} is already registered; pass overwrite=True to replace it")
     entry = EstimatorSpec(
-        name, factory, description, dict(defaults or {}), forwards_per_step or two_per_direction, extra_state, paper
+        name, factory, description, dict(defaults or {}), forwards or two_per_direction, extra_state, paper, cost,
+        period or (lambda **hyper: 1),
     )
     _REGISTRY[name] = entry
     for alias in aliases:

@@ -1,14 +1,11 @@
-"""Update rules: how a step turns the projected gradients into new weights.
+"""Update rules: how a step turns the gradient estimate into new weights.
 
-A rule receives, for each direction z_j of the step, the finite difference
-d_j = (L(theta + eps z_j) - L(theta - eps z_j)) / 2, and the terms that bring
-the weights back to theta. For a parameter in a group with scale eps the
-gradient estimate is
-
-    g_hat = (1/n) sum_j (d_j / eps) z_j
-
-(Malladi et al. 2023, Definition 1 / Algorithm 2). Rules fuse the restore
-with the update, so the update is the step's last sweep.
+A rule receives the step's estimate from its query plan (plans.py), the terms
+of g_hat = sum_k c_k z_k (for MeZO's two-point plan c_j = d_j / (n eps) with
+d_j = (L(theta + eps z_j) - L(theta - eps z_j)) / 2; Malladi et al. 2023,
+Definition 1 / Algorithm 2), and the terms that bring the weights back to
+theta. Rules fuse the restore with the update, so the update is the step's
+last sweep.
 """
 
 from __future__ import annotations
@@ -22,20 +19,23 @@ from ..perturb import DirectionKey, ParamSlot, apply_, direction_chunk
 from ..perturb.sweeps import Term
 
 
-def gradient_coefficients(slots: Sequence[ParamSlot], keys: Sequence[DirectionKey], diffs: Sequence[float]):
-    """Coefficient of z_j in g_hat for every parameter: d_j / (n eps_group)."""
-    n = len(keys)
-    return [(key, {s.uid: d / (n * s.group["eps"]) for s in slots}) for key, d in zip(keys, diffs)]
-
-
 class UpdateRule:
     """Base class. `extra_state` names the parameter-sized state the rule keeps."""
 
     name = "base"
     extra_state = "none"
 
-    def apply(self, opt, slots, keys, diffs, restore_terms: list[Term], at_theta: bool) -> None:
+    def apply(self, opt, slots, estimate, restore_terms: list[Term], at_theta: bool) -> None:
+        """Moves the weights from where they are (theta plus `restore_terms` away) by the estimate.
+
+        Args:
+            estimate: the plan's Estimate; `estimate.terms` are the coefficients of g_hat.
+        """
         raise NotImplementedError
+
+    def make_preconditioner(self, opt):
+        """The field's preconditioner this rule's state provides (HiZOO's 1/sqrt(H)), or None."""
+        return None
 
 
 class SGDRule(UpdateRule):
@@ -50,15 +50,16 @@ class SGDRule(UpdateRule):
 
     name = "sgd"
 
-    def apply(self, opt, slots, keys, diffs, restore_terms, at_theta):
+    def apply(self, opt, slots, estimate, restore_terms, at_theta):
         decay = {s.uid: 1.0 - s.group["lr"] * s.group["weight_decay"] for s in slots}
+        lr = {s.uid: s.group["lr"] for s in slots}
         merged: dict[DirectionKey, dict[int, float]] = defaultdict(lambda: defaultdict(float))
         for key, coefs in restore_terms:
             for uid, c in coefs.items():
                 merged[key][uid] += c * decay[uid]
-        for key, coefs in gradient_coefficients(slots, keys, diffs):
-            for s in slots:
-                merged[key][s.uid] -= s.group["lr"] * coefs[s.uid]
+        for key, coefs in estimate.terms:
+            for uid, c in coefs.items():
+                merged[key][uid] -= lr[uid] * c
         apply_(opt.backend, opt.field, slots, list(merged.items()), at_theta=at_theta, decay=decay)
 
 
@@ -77,9 +78,9 @@ class AdamRule(UpdateRule):
     name = "adam"
     extra_state = "2x parameters"
 
-    def apply(self, opt, slots, keys, diffs, restore_terms, at_theta):
+    def apply(self, opt, slots, estimate, restore_terms, at_theta):
         restore = dict(restore_terms)
-        grads = dict(gradient_coefficients(slots, keys, diffs))
+        grads = dict(estimate.terms)
         all_keys = list(dict.fromkeys([*restore, *grads]))
         steps = {}
         for s in slots:
@@ -122,5 +123,160 @@ class AdamRule(UpdateRule):
             theta = off.add_(p).mul_(1.0 - group["lr"] * group["weight_decay"])
             theta.add_(step, alpha=-group["lr"] / (1 - beta1**t))
             p.copy_(theta)
+
+        opt.backend.map(slots, fn)
+
+
+def _accumulate(opt, slot, start, stop, ws, at_theta, restore, grads, dtype, precondition=True):
+    """(offset back to theta, g_hat) on elements [start, stop) of `slot`, in `dtype` workspace buffers."""
+    dev, n = slot.param.device, stop - start
+    off = ws.buffer("off", n, dev, dtype).zero_()
+    g = ws.buffer("g", n, dev, dtype).zero_()
+    for key in dict.fromkeys([*restore, *grads]):
+        r = restore.get(key, {}).get(slot.uid, 0.0)
+        c = grads.get(key, {}).get(slot.uid, 0.0)
+        if r == 0.0 and c == 0.0:
+            continue
+        z = direction_chunk(opt.field, slot, key, start, stop, ws, at_theta=at_theta, precondition=precondition)
+        if r:
+            off.add_(z, alpha=r)
+        if c:
+            g.add_(z, alpha=c)
+    return off, g
+
+
+class MomentumRule(UpdateRule):
+    """ZO-SGD with heavy-ball momentum (ZO-Bench's ZO-SGD-MMT, Zhang et al. 2024,
+    arXiv 2402.11592), with torch.optim.SGD's convention:
+
+        g <- g_hat + weight_decay * theta
+        b <- g                           at the first step,
+        b <- momentum * b + (1 - dampening) * g   after,
+        theta <- theta - lr * b.
+
+    The buffer b is kept in the parameter's dtype, as torch.optim.SGD does: 1x the
+    parameter bytes.
+    """
+
+    name = "momentum"
+    extra_state = "1x parameters"
+
+    def apply(self, opt, slots, estimate, restore_terms, at_theta):
+        restore, grads = dict(restore_terms), dict(estimate.terms)
+        first = {}
+        for s in slots:
+            st = opt.state[s.param]
+            first[s.uid] = "momentum_buffer" not in st
+            if first[s.uid]:
+                st["momentum_buffer"] = torch.zeros_like(s.param, memory_format=torch.contiguous_format)
+
+        def fn(slot, start, stop, ws):
+            group = slot.group
+            dtype = torch.float64 if slot.param.dtype == torch.float64 else torch.float32
+            off, g = _accumulate(opt, slot, start, stop, ws, at_theta, restore, grads, dtype)
+            p = slot.flat()[start:stop]
+            store = opt.state[slot.param]["momentum_buffer"].view(-1)[start:stop]
+            theta = off.add_(p)
+            if group["weight_decay"]:
+                g.add_(theta, alpha=group["weight_decay"])
+            b = ws.buffer("b", stop - start, p.device, dtype)
+            if first[slot.uid]:
+                b.copy_(g)
+            else:
+                b.copy_(store).mul_(group["momentum"]).add_(g, alpha=1 - group["dampening"])
+            store.copy_(b)
+            p.copy_(theta.add_(b, alpha=-group["lr"]))
+
+        opt.backend.map(slots, fn)
+
+
+class HessianPreconditioner:
+    """Scales z by 1/sqrt(H) with H the diagonal Hessian estimate of each parameter (HiZOO).
+
+    H lives in the optimizer's state (`state[param]["hessian"]`, float32, created as ones), so
+    it is saved and resumed with the state_dict like Adam's moments.
+    """
+
+    def __init__(self, opt):
+        self._opt = opt
+
+    def prepare(self, slots) -> None:
+        """Creates H = 1 for parameters without one, in slot order (before the sweeps' threads read it)."""
+        for slot in slots:
+            st = self._opt.state[slot.param]
+            if "hessian" not in st:
+                st["hessian"] = torch.ones(slot.param.shape, dtype=torch.float32, device=slot.param.device)
+
+    def hessian(self, slot: ParamSlot) -> torch.Tensor:
+        return self._opt.state[slot.param]["hessian"]
+
+    def scale_(self, out: torch.Tensor, slot: ParamSlot, start: int) -> torch.Tensor:
+        h = self.hessian(slot).view(-1)[start : start + out.numel()]
+        return out.mul_(h.rsqrt().to(out.dtype))
+
+
+class HessianRule(UpdateRule):
+    """HiZOO's update (Zhao et al., "Second-Order Fine-Tuning without Pain for LLMs: A Hessian
+    Informed Zeroth-Order Optimizer", ICLR 2025, arXiv 2402.15173). With u = z / sqrt(H) the
+    direction the step was evaluated along, d = (L+ - L-)/2 and
+    kappa = (L+ + L- - 2 L0) / (2 eps^2) from the plan's three points:
+
+        H' = (1 - alpha) H + alpha |kappa| H z^2          (curvature="hizoo", the paper's)
+        H' = (1 - alpha) H + alpha kappa H (z^2 - 1)      (curvature="unbiased")
+        H' <- max(H', hessian_min)
+        theta <- theta (1 - lr wd) - lr (d / eps) z / sqrt(H')
+
+    The step uses the updated H', the perturbation the old H, as the paper does. On a quadratic
+    with diagonal Hessian D in dimension d, kappa = sum_k D_k z_k^2 / (2 H_k): the unbiased form
+    is E[...] = D (E[z_i^2 (z_i^2 - 1)] = 2), so H converges to D; the paper's form converges
+    to D (d + 2) / 2, proportional to D (tests/test_plans.py measures both). H is float32
+    whatever the parameter dtype, and bounded below by `hessian_min`.
+    """
+
+    name = "hessian"
+    extra_state = "1x parameters (float32 diagonal Hessian)"
+    CURVATURES = ("hizoo", "unbiased")
+
+    def __init__(self, curvature: str = "hizoo"):
+        if curvature not in self.CURVATURES:
+            raise ValueError(f"curvature: must be one of {self.CURVATURES}, got {curvature!r}")
+        self.curvature = curvature
+
+    def make_preconditioner(self, opt):
+        return HessianPreconditioner(opt)
+
+    def apply(self, opt, slots, estimate, restore_terms, at_theta):
+        restore, grads = dict(restore_terms), dict(estimate.terms)
+        signed = estimate.extra["curvature_signed"]
+        pre = opt.field.preconditioner
+
+        def fn(slot, start, stop, ws):
+            group = slot.group
+            dtype = torch.float64 if slot.param.dtype == torch.float64 else torch.float32
+            dev, n = slot.param.device, stop - start
+            h_store = pre.hessian(slot).view(-1)[start:stop]
+            h = ws.buffer("h", n, dev, dtype).copy_(h_store)
+            off = ws.buffer("off", n, dev, dtype).zero_()
+            step = ws.buffer("g", n, dev, dtype).zero_()
+            z2 = ws.buffer("z2", n, dev, dtype).zero_()
+            for key in dict.fromkeys([*restore, *grads]):
+                z = direction_chunk(opt.field, slot, key, start, stop, ws, at_theta=at_theta, precondition=False)
+                r = restore.get(key, {}).get(slot.uid, 0.0)
+                c = grads.get(key, {}).get(slot.uid, 0.0)
+                if r:
+                    off.addcmul_(z, h.rsqrt(), value=r)
+                if c:
+                    step.add_(z, alpha=c)
+                    z2.addcmul_(z, z)
+            alpha, kappa = group["hessian_smooth"], signed[slot.uid]
+            if self.curvature == "hizoo":
+                sample = z2.mul_(h).mul_(abs(kappa))
+            else:
+                sample = z2.sub_(1.0).mul_(h).mul_(kappa)
+            h.mul_(1.0 - alpha).add_(sample, alpha=alpha).clamp_(min=group["hessian_min"])
+            h_store.copy_(h)
+            p = slot.flat()[start:stop]
+            theta = off.add_(p).mul_(1.0 - group["lr"] * group["weight_decay"])
+            p.copy_(theta.addcdiv_(step, h.sqrt_(), value=-group["lr"]))
 
         opt.backend.map(slots, fn)

@@ -6,7 +6,7 @@ update rule are MeZO-SGD's.
 
 from __future__ import annotations
 
-from ..perturb import LayerSubset, LowRankSubspace, MagnitudeMask
+from ..perturb import LayerSubset, LowRankProduct, LowRankSubspace, MagnitudeMask
 from .mezo import MeZOSGD
 
 
@@ -86,3 +86,23 @@ class SubZero(MeZOSGD):
     def __init__(self, model_or_params, lr: float = 1e-6, eps: float = 1e-3, weight_decay: float = 0.0, *,
                  rank: int = 16, refresh: int = 1000, **options):
         super().__init__(model_or_params, lr, eps, weight_decay, subspace=LowRankSubspace(rank, refresh), **options)
+
+
+class LOZO(MeZOSGD):
+    """LOZO: low-rank ZO (Chen et al., "Enhancing Zeroth-Order Fine-Tuning for Language
+    Models with Low-Rank Structures", ICLR 2025, arXiv 2410.07698).
+
+    For a matrix W (m x n): z_W = U V^T with U (m x r) Gaussian drawn per direction and V
+    (n x r) Gaussian redrawn every `interval` steps; other parameters get ordinary z. Then
+    theta <- theta - lr ((d / eps) z + wd theta), as MeZO. 2n forwards. Extra state: none
+    saved (V, n r floats per matrix, is rebuilt from the seed).
+
+    Args:
+        rank: r (LOZO's scripts: 1).
+        interval: steps between redraws of V (LOZO's scripts: 100).
+        Other arguments as in MeZOSGD.
+    """
+
+    def __init__(self, model_or_params, lr: float = 1e-6, eps: float = 1e-3, weight_decay: float = 0.0, *,
+                 rank: int = 1, interval: int = 100, **options):
+        super().__init__(model_or_params, lr, eps, weight_decay, subspace=LowRankProduct(rank, interval), **options)

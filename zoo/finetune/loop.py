@@ -336,6 +336,7 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
             else:
                 with torch.no_grad():
                     loss = opt.step(closure)
+                losses = list(opt.last_record)  # what `replay` takes (a jvp step records L and grad L . z)
             history["step_seconds"].append(time.perf_counter() - step_start)
             passes = (rows_run[0] - before) / enc.input_ids.shape[0]  # full passes over the batch
             history["model_calls"] += int(passes) if passes.is_integer() else passes

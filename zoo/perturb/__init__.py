@@ -24,7 +24,7 @@ from .modes import ExactPerturbation, InplacePerturbation, default_perturbation
 from .samplers import Gaussian, Rademacher, Sampler, Sphere, make_sampler
 from .slots import ParamSlot
 from .streams import GeneratorStream, PhiloxStream
-from .subspace import LowRankSubspace
+from .subspace import LowRankProduct, LowRankSubspace
 from .sweeps import apply_, direction_chunk, measure_sphere_scale, perturbed_copy
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "InplacePerturbation",
     "default_perturbation",
     "LayerSubset",
+    "LowRankProduct",
     "LowRankSubspace",
     "MagnitudeMask",
     "ParamSlot",

@@ -27,7 +27,10 @@ class DirectionField:
         sampler: the distribution of z (`gaussian`, `rademacher`, `sphere`).
         layers: optional LayerSubset (parameter-level mask, LeZO).
         magnitude: optional MagnitudeMask (element-level mask, Sparse MeZO).
-        subspace: optional LowRankSubspace (SubZero directions for matrices).
+        subspace: optional LowRankSubspace (SubZero directions for matrices), or
+            another map with its interface (LOZO's LowRankProduct).
+        preconditioner: optional elementwise scale read from stored state
+            (`scale_(out, slot, start)`; HiZOO's z / sqrt(H)).
         stream: where the raw draws come from (the backend's `stream`; default
             torch's per-block generators).
     """
@@ -39,6 +42,7 @@ class DirectionField:
         layers: LayerSubset | None = None,
         magnitude: MagnitudeMask | None = None,
         subspace: LowRankSubspace | None = None,
+        preconditioner=None,
         stream=None,
     ):
         self.sampler = make_sampler(sampler)
@@ -46,6 +50,7 @@ class DirectionField:
         self.layers = layers
         self.magnitude = magnitude
         self.subspace = subspace
+        self.preconditioner = preconditioner
         self._scales: dict[DirectionKey, float] = {}
 
     # -- per-step configuration -------------------------------------------------
@@ -91,6 +96,7 @@ class DirectionField:
         theta: torch.Tensor | None = None,
         at_theta: bool = True,
         normalize: bool = True,
+        precondition: bool = True,
     ) -> torch.Tensor:
         """Writes z on elements [start, start + len(out)) of `slot` into `out`.
 
@@ -101,6 +107,7 @@ class DirectionField:
             theta: the parameter's current values on the range (needed by masks).
             at_theta: whether the weights are unperturbed right now.
             normalize: apply the sphere normalisation (False when measuring it).
+            precondition: apply the preconditioner, if any (False: the raw z).
         """
         if start % BLOCK_SIZE:
             raise ValueError(f"start must be a multiple of BLOCK_SIZE={BLOCK_SIZE}, got {start}")
@@ -117,9 +124,12 @@ class DirectionField:
             out.mul_(self.magnitude.mask(slot, start, theta, at_theta))
         if normalize and self.sampler.normalized:
             out.mul_(self._scales[key])
+        if precondition and self.preconditioner is not None:
+            self.preconditioner.scale_(out, slot, start)
         return out
 
-    def materialize(self, slot: ParamSlot, key: DirectionKey, at_theta: bool = True) -> torch.Tensor:
+    def materialize(self, slot: ParamSlot, key: DirectionKey, at_theta: bool = True,
+                    precondition: bool = True) -> torch.Tensor:
         """The whole z of one parameter as a new float32 tensor shaped like it.
 
         For tests, references and analysis only: estimators never call it.
@@ -127,7 +137,7 @@ class DirectionField:
         out = torch.zeros(slot.numel, dtype=torch.float32, device=slot.param.device)
         if self.layers is not None and not self.layers.active(slot):
             return out.view_as(slot.param)
-        self.fill_(out, slot, key, 0, Workspace(), theta=slot.flat(), at_theta=at_theta)
+        self.fill_(out, slot, key, 0, Workspace(), theta=slot.flat(), at_theta=at_theta, precondition=precondition)
         return out.view_as(slot.param)
 
     def fused_combine_(
@@ -140,6 +150,8 @@ class DirectionField:
         where the stream has no fused kernel for this case.
         """
         if self.subspace is not None and self.subspace.applies(slot):
+            return False
+        if self.preconditioner is not None:
             return False
         if self.sampler.normalized:
             terms = [(key, c * self._scales[key]) for key, c in terms]

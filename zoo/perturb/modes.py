@@ -33,7 +33,7 @@ from .blocked import DEFAULT_BLOCK_ELEMENTS, StreamedModule, block_rows, streama
 from .field import DirectionField
 from .keys import DirectionKey
 from .slots import ParamSlot
-from .sweeps import Term, apply_, perturbed_copy
+from .sweeps import Term, apply_, perturbed_combination
 
 logger = logging.getLogger("zoo")
 
@@ -65,8 +65,13 @@ def default_perturbation(params: Sequence[torch.Tensor], module: nn.Module | Non
     return "inplace"
 
 
-def _coefs(slots: Sequence[ParamSlot], scale: float) -> dict[int, float]:
-    return {s.uid: scale * s.group["eps"] for s in slots}
+def _negated(terms: Sequence[Term]) -> list[Term]:
+    return [(key, {uid: -c for uid, c in coefs.items()}) for key, coefs in terms]
+
+
+def _slots_of(terms: Sequence[Term], slots: Sequence[ParamSlot]) -> list[ParamSlot]:
+    touched = {uid for _, coefs in terms for uid, c in coefs.items() if c != 0.0}
+    return [s for s in slots if s.uid in touched]
 
 
 class InplacePerturbation:
@@ -77,39 +82,45 @@ class InplacePerturbation:
     def __init__(self, backend: TorchBackend, field: DirectionField):
         self.backend = backend
         self.field = field
-        self._applied: list[tuple[DirectionKey, float, list[ParamSlot]]] = []
+        self._applied: list[Term] = []
+        self._applied_slots: list[ParamSlot] = []
 
     @property
     def at_theta(self) -> bool:
         return not self._applied
 
-    def evaluate(self, closure: Callable, key: DirectionKey, sign: float, slots: Sequence[ParamSlot]):
-        """Moves the weights to theta + sign*eps*z(key), in one sweep, and calls the closure."""
-        terms = self.restore_terms()
-        merged = {k: dict(c) for k, c in terms}
-        target = _coefs(slots, sign)
-        if key in merged:
-            for uid, c in target.items():
-                merged[key][uid] = merged[key].get(uid, 0.0) + c
-        else:
-            merged[key] = target
-        apply_(self.backend, self.field, slots, list(merged.items()), at_theta=self.at_theta)
-        self._applied = [(key, sign, list(slots))]
+    def evaluate(self, closure: Callable, terms: Sequence[Term], slots: Sequence[ParamSlot]):
+        """Moves the weights to theta + sum_k c_k z_k (`terms`), in one sweep, and calls the closure.
+
+        Args:
+            terms: the point as an offset from theta (no terms: theta itself).
+            slots: every parameter the step may touch (a superset of those the terms and the
+                current offset name), so that one sweep moves them all.
+        """
+        merged = {k: dict(c) for k, c in self.restore_terms()}
+        for key, coefs in terms:
+            target = merged.setdefault(key, {})
+            for uid, c in coefs.items():
+                target[uid] = target[uid] + c if uid in target else c
+        if any(c != 0.0 for _, coefs in merged.items() for c in coefs.values()):
+            apply_(self.backend, self.field, slots, list(merged.items()), at_theta=self.at_theta)
+        self._applied = [(key, dict(coefs)) for key, coefs in terms]
+        self._applied_slots = list(slots) if self._applied else []
         return closure()
 
     def restore_terms(self) -> list[Term]:
         """Terms that bring the weights back to theta (up to rounding)."""
-        return [(key, _coefs(slots, -sign)) for key, sign, slots in self._applied]
+        return _negated(self._applied)
 
     def restore(self) -> None:
         if self._applied:
-            slots = self._applied[0][2]
-            apply_(self.backend, self.field, slots, self.restore_terms(), at_theta=False)
-            self._applied = []
+            apply_(self.backend, self.field, self._applied_slots, self.restore_terms(), at_theta=False)
+        self.mark_restored()
 
     def mark_restored(self) -> None:
         """Called after an update sweep that folded in `restore_terms()`."""
         self._applied = []
+        self._applied_slots = []
 
 
 class ExactPerturbation:
@@ -178,7 +189,17 @@ class ExactPerturbation:
             return None
         return StreamedModule(mod, weight, [s for s in own if s is not weight], rows)
 
-    def evaluate(self, closure: Callable, key: DirectionKey, sign: float, slots: Sequence[ParamSlot]):
+    def evaluate(self, closure: Callable, terms: Sequence[Term], slots: Sequence[ParamSlot]):
+        """Calls the closure with every module's own parameters at theta + sum_k c_k z_k while it runs.
+
+        Args:
+            terms: the point as an offset from theta (no terms: theta, and no hook is installed).
+            slots: the parameters the step may touch.
+        """
+        terms = [(key, coefs) for key, coefs in terms if any(c != 0.0 for c in coefs.values())]
+        if not terms:
+            return closure()
+        slots = _slots_of(terms, slots)
         active = {s.uid for s in slots}
         saved: dict[int, torch.Tensor] = {}
         depth: dict[int, int] = {}
@@ -199,7 +220,7 @@ class ExactPerturbation:
                 saved[s.uid] = s.param.detach().clone()
             note_held(0)
             if enter:
-                apply_(self.backend, self.field, enter, [(key, _coefs(enter, sign))], at_theta=True)
+                apply_(self.backend, self.field, enter, terms, at_theta=True)
                 touched.update(s.uid for s in enter)
 
         def post_hook(mod, own):
@@ -217,7 +238,8 @@ class ExactPerturbation:
             if not live(s):
                 return s.flat()[start:stop]
             touched.add(s.uid)
-            return perturbed_copy(self.backend, self.field, s, start, stop, key, sign * s.group["eps"], out)
+            live_terms = [(key, coefs[s.uid]) for key, coefs in terms if coefs.get(s.uid, 0.0) != 0.0]
+            return perturbed_combination(self.backend, self.field, s, start, stop, live_terms, out)
 
         def streamed(spec: StreamedModule):
             blocked = streamed_forward(spec, perturbed, note_held)

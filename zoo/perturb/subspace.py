@@ -82,3 +82,64 @@ class LowRankSubspace:
 
     def extra_state_numel(self, slots: list[ParamSlot]) -> int:
         return sum(sum(slot.param.shape) * self.rank for slot in slots if self.applies(slot))
+
+
+_LOZO_TAG = 0x1020
+
+
+class LowRankProduct:
+    """LOZO's low-rank directions (Chen et al., "Enhancing Zeroth-Order Fine-Tuning for
+    Language Models with Low-Rank Structures", ICLR 2025, arXiv 2410.07698).
+
+    Each 2-D weight W (m x n) is perturbed along
+
+        Z = U V^T,   U ~ N(0, 1)^{m x r} drawn afresh for every direction,
+                     V ~ N(0, 1)^{n x r} redrawn every `interval` steps,
+
+    with no normalising factor (as LOZO; E Z_ij^2 = r). Other parameters get ordinary z. V is a
+    pure function of (optimizer seed, parameter uid, interval index) and U of the direction's key,
+    so neither is saved: a resumed run rebuilds both.
+
+    Args:
+        rank: r.
+        interval: steps between redraws of V (LOZO's `step_interval`).
+    """
+
+    def __init__(self, rank: int = 1, interval: int = 100):
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise ValueError(f"rank must be an integer >= 1, got {rank!r}")
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
+            raise ValueError(f"interval must be an integer >= 1, got {interval!r}")
+        self.rank = rank
+        self.interval = interval
+        self._v: dict[int, tuple[int, torch.Tensor]] = {}
+
+    def applies(self, slot: ParamSlot) -> bool:
+        return slot.param.dim() == 2 and min(slot.param.shape) > self.rank
+
+    def begin_step(self, slots: list[ParamSlot], base_seed: int, step: int) -> None:
+        epoch = step // self.interval
+        for slot in slots:
+            if self.applies(slot):
+                cached = self._v.get(slot.uid)
+                if cached is None or cached[0] != epoch:
+                    gen = torch.Generator(device=slot.param.device).manual_seed(
+                        mix(base_seed, slot.uid, epoch, _LOZO_TAG))
+                    v = torch.randn(slot.param.shape[1], self.rank, generator=gen, device=slot.param.device)
+                    self._v[slot.uid] = (epoch, v.T.contiguous())
+
+    def core(self, slot: ParamSlot, key: DirectionKey, sampler) -> torch.Tensor:
+        """U, the m x r factor of this direction."""
+        gen = torch.Generator(device=slot.param.device).manual_seed(key.tagged_seed(slot.uid, 1))
+        return sampler.fill_(torch.empty(slot.param.shape[0], self.rank, device=slot.param.device), gen)
+
+    def fill_(self, out: torch.Tensor, slot: ParamSlot, start: int, core: torch.Tensor) -> torch.Tensor:
+        """Writes elements [start, start + len(out)) of the flattened U V^T."""
+        n = slot.param.shape[1]
+        stop = start + out.numel()
+        r0, r1 = start // n, (stop - 1) // n + 1
+        rows = (core[r0:r1] @ self._v[slot.uid][1]).view(-1)
+        return out.copy_(rows[start - r0 * n : stop - r0 * n])
+
+    def extra_state_numel(self, slots: list[ParamSlot]) -> int:
+        return sum(slot.param.shape[1] * self.rank for slot in slots if self.applies(slot))

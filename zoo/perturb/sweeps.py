@@ -38,12 +38,17 @@ def direction_chunk(
     at_theta: bool,
     buffer: str = "z",
     normalize: bool = True,
+    precondition: bool = True,
 ) -> torch.Tensor:
-    """z of `slot` on [start, stop) in a reusable float32 workspace buffer."""
+    """z of `slot` on [start, stop) in a reusable float32 workspace buffer.
+
+    precondition=False gives the raw direction where the field scales it by stored state (HiZOO).
+    """
     device = slot.param.device
     out = ws.buffer(buffer, stop - start, device)
     theta = slot.flat()[start:stop] if field.magnitude is not None else None
-    return field.fill_(out, slot, key, start, ws, theta=theta, at_theta=at_theta, normalize=normalize)
+    return field.fill_(out, slot, key, start, ws, theta=theta, at_theta=at_theta, normalize=normalize,
+                       precondition=precondition)
 
 
 def _compute_dtype(param: torch.Tensor) -> torch.dtype:
@@ -123,12 +128,30 @@ def perturbed_copy(
     The parameter is not written. The values are bit for bit those `apply_` would write in
     place, since the same chunk code computes them. `start` is a multiple of BLOCK_SIZE.
     """
+    return perturbed_combination(backend, field, slot, start, stop, [(key, coef)], out)
+
+
+def perturbed_combination(
+    backend: TorchBackend,
+    field: DirectionField,
+    slot: ParamSlot,
+    start: int,
+    stop: int,
+    live: Sequence[tuple[DirectionKey, float]],
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Elements [start, stop) of `slot` at theta + sum_k c_k z_k, as a new flat tensor (or in `out`).
+
+    `perturbed_copy` for an offset of several terms (a query point such as an SVRG anchor or a
+    candidate after the update); the same chunk code as `apply_`, so the same bits.
+    """
     src = slot.flat()[start:stop]
     out = torch.empty_like(src) if out is None else out[: stop - start]
     out.copy_(src)
-    if coef != 0.0:
+    live = [(key, c) for key, c in live if c != 0.0]
+    if live:
         def fn(s: ParamSlot, a: int, b: int, ws: Workspace) -> None:
-            combine_chunk_(field, s, out[a - start : b - start], a, [(key, coef)], 1.0, ws, at_theta=True)
+            combine_chunk_(field, s, out[a - start : b - start], a, live, 1.0, ws, at_theta=True)
 
         backend.run(backend.ranges(slot, start, stop), fn)
     return out
