@@ -83,6 +83,13 @@ def bits_equal(a, b):
     return len(a) == len(b) and all(x.dtype == y.dtype and torch.equal(as_bits(x), as_bits(y)) for x, y in zip(a, b))
 
 
+def perturbing_estimators():
+    """The registered estimators that move the weights to evaluate their points (all but forward-grad)."""
+    import zoo
+
+    return [n for n in zoo.available() if zoo.estimators.spec(n).factory.perturbs_weights]
+
+
 #: Small hyper-parameters that make each registered estimator work on tiny models.
 SMALL = {
     "subzero": {"rank": 4, "refresh": 2},

@@ -113,6 +113,9 @@ class Reference:
         self.m = {n: torch.zeros_like(v) for n, v in self.theta.items()}
         self.v = {n: torch.zeros_like(v) for n, v in self.theta.items()}
         self.adam_t = 0
+        self.buf = {}
+        self.hessian = {n: torch.ones_like(v) for n, v in self.theta.items()}
+        self.given = None
         self.tau = {}
         if name == "sparse-mezo":
             q = 1 - self.h.get("sparsity", 0.75)
@@ -155,7 +158,18 @@ class Reference:
                 core = torch.empty(r, r).normal_(generator=gz).double()
                 zs[n] = math.sqrt(m_ * n_) / r * (u @ core @ v)
                 continue
+            if self.name == "lozo" and th.dim() == 2 and min(th.shape) > self.h.get("rank", 1):
+                r = self.h.get("rank", 1)
+                epoch = step // self.h.get("interval", 100)
+                gv = torch.Generator().manual_seed(mix(self.seed, uid, epoch, 0x1020))
+                v = torch.randn(th.shape[1], r, generator=gv)
+                gu = torch.Generator().manual_seed(key.tagged_seed(uid, 1))
+                u = torch.empty(th.shape[0], r).normal_(generator=gu)
+                zs[n] = (u @ v.T).double()  # LOZO's z is the float32 product, as zoo defines it
+                continue
             z = stream(uid, th.numel(), key, self.h.get("sampler", "gaussian"), self.stream).view_as(th)
+            if self.name == "hizoo":
+                z = z / self.hessian[n].sqrt()
             if self.name == "sparse-mezo":
                 z = z * (th.abs() < self.tau[n])
             zs[n] = z
@@ -164,29 +178,137 @@ class Reference:
     def loss(self, params, x, y):
         return torch.nn.functional.mse_loss(functional_call(self.model, params, (x,)), y).item()
 
-    def step(self, x, y):
+    def blocks(self):
+        """block-zo's blocks: the parameters outside the layers, then each layer, grouped into K contiguous blocks."""
+        layer_of = self._layer_of()
+        units = [[n for n in self.names if n not in layer_of]]
+        units += [[n for n in self.names if layer_of.get(n) == i] for i in range(len(self.model.blocks))]
+        k = self.h.get("blocks")
+        if k is None or k >= len(units):
+            return units
+        bounds = [round(i * len(units) / k) for i in range(k + 1)]
+        return [[n for u in units[a:b] for n in u] for a, b in zip(bounds, bounds[1:])]
+
+    def evaluate(self, params, x, y):
+        """L at `params`, or the next of the given losses (a test of the update for fixed losses)."""
+        if self.given is not None:
+            return self.given.pop(0)
+        return self.loss(params, x, y)
+
+    def at(self, offsets, base=None):
+        base = self.theta if base is None else base
+        return {k: base[k] + offsets.get(k, 0.0) for k in self.names}
+
+    def sgd(self, ghat):
+        lr, wd = self.h["lr"], self.h.get("weight_decay", 0.0)
+        for k in self.names:
+            if k in self.active:  # LeZO leaves inactive layers untouched, weight decay included
+                self.theta[k] = self.theta[k] - lr * (ghat[k] + wd * self.theta[k])
+
+    def step(self, x, y, losses=None):
+        """One step of the estimator in float64; `losses` (a list) replaces the forward passes."""
+        self.given = None if losses is None else list(losses)
         n = self.h.get("n", 1)
         lr, eps, wd = self.h["lr"], self.h["eps"], self.h.get("weight_decay", 0.0)
         sseed = step_seed(self.seed, self.t)
         ghat = {k: torch.zeros_like(v) for k, v in self.theta.items()}
-        for j in range(n):
-            z = self.direction(DirectionKey(sseed, j), self.t)
-            plus = self.loss({k: self.theta[k] + eps * z[k] for k in self.names}, x, y)
-            minus = self.loss({k: self.theta[k] - eps * z[k] for k in self.names}, x, y)
-            d = (plus - minus) / 2
+        name = self.name
+        if name == "hizoo" and not hasattr(self, "hessian_ready"):
+            self.hessian_ready = True
+        if name == "block-zo":
+            self.active = set(self.names)
+            for b, block in enumerate(self.blocks()):
+                z = self.direction(DirectionKey(sseed, b), self.t)
+                plus = self.evaluate(self.at({k: eps * z[k] for k in block}), x, y)
+                minus = self.evaluate(self.at({k: -eps * z[k] for k in block}), x, y)
+                for k in block:
+                    ghat[k] += (plus - minus) / (2 * eps) * z[k]
+            self.sgd(ghat)
+        elif name == "hizoo":
+            key = DirectionKey(sseed, 0)
+            u = self.direction(key, self.t)
+            raw = {k: u[k] * self.hessian[k].sqrt() for k in self.names}
+            base = self.evaluate(self.theta, x, y)
+            plus = self.evaluate(self.at({k: eps * u[k] for k in self.names}), x, y)
+            minus = self.evaluate(self.at({k: -eps * u[k] for k in self.names}), x, y)
+            kappa = (plus + minus - 2 * base) / (2 * eps**2)
+            alpha, floor = self.h["hessian_smooth"], self.h.get("hessian_min", 1e-6)
             for k in self.names:
-                ghat[k] += d / (n * eps) * z[k]
-        if self.name == "mezo-adam":
-            b1, b2 = self.h.get("betas", (0.9, 0.999))
-            self.adam_t += 1
-            for k in self.names:
-                self.m[k] = b1 * self.m[k] + (1 - b1) * ghat[k]
-                self.v[k] = b2 * self.v[k] + (1 - b2) * ghat[k] ** 2
-                mhat = self.m[k] / (1 - b1**self.adam_t)
-                vhat = self.v[k] / (1 - b2**self.adam_t)
-                self.theta[k] = self.theta[k] * (1 - lr * wd) - lr * mhat / (vhat.sqrt() + self.h.get("adam_eps", 1e-8))
+                h = self.hessian[k]
+                if self.h.get("curvature", "hizoo") == "hizoo":
+                    sample = abs(kappa) * h * raw[k] ** 2
+                else:
+                    sample = kappa * h * (raw[k] ** 2 - 1)
+                h_new = ((1 - alpha) * h + alpha * sample).clamp(min=floor)
+                self.theta[k] = self.theta[k] * (1 - lr * wd) - lr * (plus - minus) / (2 * eps) * raw[k] / h_new.sqrt()
+                self.hessian[k] = h_new.float().double()  # zoo stores H in float32
+        elif name == "mezo-svrg":
+            q, scale = self.h.get("q", 2), self.h.get("anchor_lr_scale", 10.0)
+            key = DirectionKey(sseed, 0)
+            z = self.direction(key, self.t)
+            if self.t % q == 0:
+                self.anchor = {k: v.clone() for k, v in self.theta.items()}
+                plus = self.evaluate(self.at({k: eps * z[k] for k in self.names}), x, y)
+                minus = self.evaluate(self.at({k: -eps * z[k] for k in self.names}), x, y)
+                self.g = {k: (plus - minus) / (2 * eps) * z[k] for k in self.names}
+                ghat = {k: scale * self.g[k] for k in self.names}
+            else:
+                d = []
+                for base in (self.theta, self.anchor):
+                    plus = self.evaluate(self.at({k: eps * z[k] for k in self.names}, base), x, y)
+                    minus = self.evaluate(self.at({k: -eps * z[k] for k in self.names}, base), x, y)
+                    d.append((plus - minus) / (2 * eps))
+                ghat = {k: (d[0] - d[1]) * z[k] + self.g[k] for k in self.names}
+            self.sgd(ghat)
+        elif name == "forward-grad":
+            for j in range(n):
+                z = self.direction(DirectionKey(sseed, j), self.t)
+                if self.given is not None:
+                    self.given.pop(0)
+                    dd = self.given.pop(0)
+                else:
+                    params = {k: v.clone().requires_grad_(True) for k, v in self.theta.items()}
+                    with torch.enable_grad():
+                        out = torch.nn.functional.mse_loss(functional_call(self.model, params, (x,)), y)
+                        grads = torch.autograd.grad(out, [params[k] for k in self.names])
+                    dd = sum((g * z[k]).sum() for g, k in zip(grads, self.names)).item()
+                for k in self.names:
+                    ghat[k] += dd / n * z[k]
+            self.sgd(ghat)
         else:
-            for k in self.names:
-                if k in self.active:  # LeZO leaves inactive layers untouched, weight decay included
-                    self.theta[k] = self.theta[k] - lr * (ghat[k] + wd * self.theta[k])
+            base = self.evaluate(self.theta, x, y) if name in ("one-sided", "zo-cons") else None
+            for j in range(n):
+                z = self.direction(DirectionKey(sseed, j), self.t)
+                plus = self.evaluate(self.at({k: eps * z[k] for k in self.names}), x, y)
+                if name == "one-sided":
+                    c = (plus - base) / (n * eps)
+                else:
+                    minus = self.evaluate(self.at({k: -eps * z[k] for k in self.names}), x, y)
+                    d = (plus - minus) / 2
+                    c = math.copysign(1.0, d) / n if name == "zo-sign" else d / (n * eps)
+                for k in self.names:
+                    ghat[k] += c * z[k]
+            if name == "mezo-adam":
+                b1, b2 = self.h.get("betas", (0.9, 0.999))
+                self.adam_t += 1
+                for k in self.names:
+                    self.m[k] = b1 * self.m[k] + (1 - b1) * ghat[k]
+                    self.v[k] = b2 * self.v[k] + (1 - b2) * ghat[k] ** 2
+                    mhat = self.m[k] / (1 - b1**self.adam_t)
+                    vhat = self.v[k] / (1 - b2**self.adam_t)
+                    self.theta[k] = self.theta[k] * (1 - lr * wd) - lr * mhat / (vhat.sqrt() + self.h.get("adam_eps", 1e-8))
+            elif name == "zo-momentum":
+                mu, damp = self.h.get("momentum", 0.9), self.h.get("dampening", 0.0)
+                for k in self.names:
+                    g = ghat[k] + wd * self.theta[k]
+                    self.buf[k] = g if self.t == 0 else mu * self.buf[k] + (1 - damp) * g
+                    self.theta[k] = self.theta[k] - lr * self.buf[k]
+            elif name == "zo-cons":
+                cands = [self.evaluate(self.at({k: sign * lr * ghat[k] for k in self.names}), x, y)
+                         for sign in (-1.0, 1.0)]
+                best = min(range(3), key=lambda i: ([base, *cands][i], i))
+                for k in self.names:
+                    self.theta[k] = self.theta[k] + (0.0, -lr, lr)[best] * ghat[k]
+            else:
+                self.sgd(ghat)
         self.t += 1

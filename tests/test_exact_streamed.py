@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import zoo
-from conftest import SMALL, bits_equal, lm_batch, snapshot, tiny_llama
+from conftest import SMALL, bits_equal, lm_batch, perturbing_estimators, snapshot, tiny_llama
 from zoo.perturb import BLOCK_SIZE, DirectionField, DirectionKey, ParamSlot, apply_, make_backend, perturbed_copy
 from zoo.perturb.blocked import block_rows, streamable
 
@@ -39,7 +39,7 @@ def test_a_perturbed_copy_holds_the_bits_the_inplace_sweep_writes(backend, dtype
     assert not bits_equal([param], [moved.param])  # the copy was perturbed, the parameter was not
 
 
-@pytest.mark.parametrize("name", zoo.available())
+@pytest.mark.parametrize("name", perturbing_estimators())
 def test_streamed_exact_steps_equal_held_exact_steps(name):
     """float64, lr > 0: the estimates and the trained weights agree with the held-whole mode."""
     kw = dict(lr=1e-2, eps=1e-3, perturbation="exact", seed=4, **SMALL.get(name, {}))
@@ -60,7 +60,7 @@ def test_streamed_exact_steps_equal_held_exact_steps(name):
     assert oa.perturbation.peak_saved_bytes < ob.perturbation.peak_saved_bytes
 
 
-@pytest.mark.parametrize("name", zoo.available())
+@pytest.mark.parametrize("name", perturbing_estimators())
 def test_streamed_exact_restores_half_precision_weights_bit_for_bit(name):
     model = tiny_llama(torch.bfloat16, vocab=VOCAB)
     batch = lm_batch(vocab=VOCAB)

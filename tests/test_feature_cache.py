@@ -139,7 +139,9 @@ def test_a_head_run_pools_each_example_once_and_trains_as_without_the_cache(tmp_
     cfg, plain, splits = _head_run(tmp_path / "plain", scorer=HeadScorer, estimator=estimator)
     uncached = finetune(cfg, plain, splits, tmp_path / "plain" / "run", progress=False)
     assert cached["history"]["loss"] == pytest.approx(uncached["history"]["loss"], rel=1e-4)
-    torch.testing.assert_close(built.model.head.weight, plain.model.head.weight, rtol=1e-4, atol=1e-5)
+    # the two scorers' losses differ by ~1e-6 (float32 padding vs none); each step scales a loss difference
+    # by lr / eps = 50, so after 8 steps the weights agree to ~1e-4, not 1e-5 (failed here at 2.8e-5 on 8636c84)
+    torch.testing.assert_close(built.model.head.weight, plain.model.head.weight, rtol=1e-4, atol=1e-4)
     assert not torch.equal(built.model.head.weight, _built(tmp_path / "start")[0].model.head.weight)  # it trained
 
 

@@ -18,6 +18,12 @@ def z_tolerance(opt) -> float:
     return 1e-6 if opt.backend.name == "triton" else 1e-9
 
 HYPER = {"lr": 1e-3, "eps": 1e-3, "weight_decay": 0.1}
+#: Hyper-parameters of single estimators in these tests.
+OWN = {"mezo-adam": {"lr": 1e-4}, "zo-cons": {"weight_decay": 0.0, "lr": 1e-2}, "hizoo": {"hessian_smooth": 0.1}}
+#: Where zoo computes part of a step in float32 against the reference's float64: SubZero's bases
+#: (a float32 QR); HiZOO's u = z / sqrt(H) (float32 z times
+#: the float32 H's rsqrt), which the losses see.
+LOOSER = {"subzero": 1e-5, "hizoo": 1e-6}
 
 
 @pytest.mark.parametrize("perturbation", ["inplace", "exact"])
@@ -25,9 +31,7 @@ HYPER = {"lr": 1e-3, "eps": 1e-3, "weight_decay": 0.1}
 def test_matches_float64_reference(name, perturbation):
     model = BlockMLP()
     x, y = regression_data()
-    hyper = {**HYPER, **SMALL.get(name, {}), **zoo.estimators.spec(name).defaults}
-    if name == "mezo-adam":
-        hyper["lr"] = 1e-4
+    hyper = {**HYPER, **SMALL.get(name, {}), **zoo.estimators.spec(name).defaults, **OWN.get(name, {})}
     opt = zoo.get(name, model, seed=7, perturbation=perturbation, **hyper)
     ref = Reference(model, name, hyper, seed=7, stream=opt.backend.stream.name)
     theta0 = {k: v.clone() for k, v in ref.theta.items()}
@@ -39,8 +43,7 @@ def test_matches_float64_reference(name, perturbation):
     moved = max((ref.theta[k] - theta0[k]).abs().max().item() for k in ref.names)
     err = max((got[k].detach() - ref.theta[k]).abs().max().item() for k in ref.names)
     assert moved > 1e-6, "the reference did not move: the test would be vacuous"
-    # SubZero's bases come from a float32 QR in zoo, float64 in the reference.
-    tol = 1e-5 if name == "subzero" else z_tolerance(opt)
+    tol = max(LOOSER.get(name, 0.0), z_tolerance(opt))
     assert err <= tol * moved, f"{name}/{perturbation}: max error {err:.3g} vs movement {moved:.3g}"
 
 

@@ -93,7 +93,7 @@ class _ClosureModule(nn.Module):
     def __init__(self, model: nn.Module, closure: Callable):
         super().__init__()
         self.model = model
-        self._closure = closure
+        self.__dict__["_closure"] = closure  # never a submodule, even when the closure is the model itself
 
     def forward(self):
         return self._closure()
@@ -134,6 +134,9 @@ class ZOOptimizer(Optimizer):
         layers: a LayerSubset (LeZO), magnitude: a MagnitudeMask (Sparse MeZO),
             subspace: a LowRankSubspace (SubZero): the direction field's pieces.
     """
+
+    #: Whether the estimator moves the weights to evaluate its points (forward-grad does not).
+    perturbs_weights = True
 
     def __init__(
         self,
@@ -287,10 +290,12 @@ class ZOOptimizer(Optimizer):
         if self.module is None:
             raise ValueError("forward gradients need the model: pass the nn.Module as model_or_params")
         from torch.autograd import forward_ad
+        from torch.nn.attention import SDPBackend, sdpa_kernel
 
         key = query.terms[0][0]
         names = {id(p): n for n, p in self.module.named_parameters()}
-        with forward_ad.dual_level():
+        # the fused attention kernels have no forward-mode derivative; SDPA's math backend is plain ops
+        with forward_ad.dual_level(), sdpa_kernel([SDPBackend.MATH]):
             duals = {names[id(s.param)]: forward_ad.make_dual(
                 s.param.detach(), self.field.materialize(s, key).to(s.param.dtype)) for s in slots}
             loss = torch.func.functional_call(_ClosureModule(self.module, closure),
@@ -298,8 +303,14 @@ class ZOOptimizer(Optimizer):
             if not torch.is_tensor(loss):
                 raise ValueError("closure: forward gradients need the closure to return the loss as a tensor")
             primal, tangent = forward_ad.unpack_dual(loss)
-            # no tangent: the loss does not depend on the trained parameters, so its derivative is 0
-            return self._scalar(primal), 0.0 if tangent is None else self._scalar(tangent)
+            primal = self._scalar(primal)
+            if tangent is None:
+                if not math.isfinite(primal):
+                    return primal, math.nan
+                raise ValueError("closure: the loss has no forward-mode derivative: it must read the trained "
+                                 "parameters through the module (model(...) or module.weight), not through "
+                                 "references to the tensors taken before the step")
+            return primal, self._scalar(tangent)
 
     def _run(self, queries, closure, full_closure, slots, record, losses) -> list[float] | None:
         """Evaluates the queries in order; their values, or None at the first non-finite one."""
@@ -457,7 +468,8 @@ class ZOOptimizer(Optimizer):
             values = self._run(self.plan.queries(self, slots, keys), closure, full_closure, slots, record, losses)
             if values is None:
                 raise FloatingPointError(f"estimate: the closure returned a non-finite loss ({losses[-1]})")
-            terms = self.plan.estimate(self, slots, keys, values).terms
+            estimate = self.plan.estimate(self, slots, keys, values)
+            terms = estimate.terms
             at_theta = self.perturbation.at_theta
             out = []
             for s in self._slots:
@@ -467,6 +479,8 @@ class ZOOptimizer(Optimizer):
                     if coefs.get(s.uid, 0.0):
                         g.add_(self.field.materialize(s, key, at_theta=at_theta).to(dtype), alpha=coefs[s.uid])
                 out.append(g)
+            # the plan keeps what the step would (MeZO-SVRG's anchor, at these weights: they do not move)
+            self.plan.before_update(self, slots, estimate)
             return out
         finally:
             self.perturbation.restore()

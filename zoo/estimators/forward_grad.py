@@ -25,6 +25,8 @@ class ForwardGrad(ZOOptimizer):
         lr, weight_decay, n, seed, **options: as in MeZOSGD.
     """
 
+    perturbs_weights = False
+
     def __init__(self, model_or_params, lr: float = 1e-6, eps: float = 1e-3, weight_decay: float = 0.0, *,
                  n: int = 1, seed: int = 0, **options):
         super().__init__(model_or_params, dict(lr=lr, eps=eps, weight_decay=weight_decay), rule=SGDRule(),

@@ -260,12 +260,12 @@ class HessianRule(UpdateRule):
             step = ws.buffer("g", n, dev, dtype).zero_()
             z2 = ws.buffer("z2", n, dev, dtype).zero_()
             for key in dict.fromkeys([*restore, *grads]):
-                z = direction_chunk(opt.field, slot, key, start, stop, ws, at_theta=at_theta, precondition=False)
                 r = restore.get(key, {}).get(slot.uid, 0.0)
                 c = grads.get(key, {}).get(slot.uid, 0.0)
-                if r:
-                    off.addcmul_(z, h.rsqrt(), value=r)
+                if r:  # the way back along u = z / sqrt(H_old), drawn as the perturbation drew it
+                    off.add_(direction_chunk(opt.field, slot, key, start, stop, ws, at_theta=at_theta), alpha=r)
                 if c:
+                    z = direction_chunk(opt.field, slot, key, start, stop, ws, at_theta=at_theta, precondition=False)
                     step.add_(z, alpha=c)
                     z2.addcmul_(z, z)
             alpha, kappa = group["hessian_smooth"], signed[slot.uid]

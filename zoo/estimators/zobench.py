@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 
 from .base import ZOOptimizer
-from .plans import BlockPlan, ConservativePlan, OneSidedPlan, TwoPointPlan, blocks_of
+from .plans import BlockPlan, ConservativePlan, OneSidedPlan, TwoPointPlan
 from .rules import MomentumRule, SGDRule
 
 
@@ -114,11 +114,11 @@ class BlockZO(ZOOptimizer):
         theta <- theta - lr (sum_b c_b z_b + weight_decay theta)
 
     Blocks are the model's repeated layers plus one block for the parameters outside them (with
-    a plain parameter list, each tensor); `blocks=K` groups them into K contiguous blocks.
-    2 x blocks forward passes, no extra state.
+    a plain parameter list, each tensor); `blocks=K` groups them into K contiguous blocks (all of
+    them, where there are fewer than K). 2 x blocks forward passes, no extra state.
 
     Args:
-        blocks: None (one block per layer) or the number of blocks.
+        blocks: None (one block per layer) or the most blocks.
         lr, eps, weight_decay, seed, **options: as in MeZOSGD.
     """
 
@@ -126,7 +126,3 @@ class BlockZO(ZOOptimizer):
                  blocks: int | None = None, seed: int = 0, **options):
         super().__init__(model_or_params, _sgd(lr, eps, weight_decay), rule=SGDRule(), seed=seed,
                          plan=BlockPlan(blocks), **options)
-        units = len(blocks_of(self._slots, None))
-        if blocks is not None and blocks > units:
-            raise ValueError(f"blocks: the parameters form only {units} block(s) (layers, plus one for the rest), "
-                             f"got blocks={blocks}")
