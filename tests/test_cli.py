@@ -9,9 +9,11 @@ def test_estimators_lists_every_name(capsys):
     import zoo
 
     assert main(["estimators"]) == 0
-    out = capsys.readouterr().out
-    for name in zoo.available():
-        assert name in out
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    for name in zoo.available():  # each with its forwards per step, extra state and paper
+        spec = zoo.estimators.spec(name)
+        assert f"forwards/step: {spec.cost};" in lines[name] and spec.extra_state in lines[name]
+        assert spec.paper in lines[name]
 
 
 def test_unknown_estimator_is_one_line_and_exit_2(capsys):

@@ -305,3 +305,30 @@ def test_block_zo_perturbs_one_block_per_query():
     assert len(blocks) == 3 == opt.forwards_at(0) // 2  # embeddings and norm, layer 0, layer 1
     assert moved[::2] == moved[1::2] and all(blocks) and sum(len(b) for b in blocks) == len(before)
     assert len(set().union(*blocks)) == len(before)
+
+
+def test_a_mezo_svrg_run_takes_its_anchor_steps_on_the_whole_training_split(tmp_path, monkeypatch):
+    from test_finetune import _setup
+    from zoo.estimators import MeZOSVRG
+    from zoo.finetune.loop import finetune
+
+    cfg, built, splits = _setup(tmp_path, estimator="mezo-svrg", steps=4, eval_every=4)
+    per_step, stepping = [], [False]
+    real_step = MeZOSVRG.step
+
+    def step(self, closure, full_closure=None):
+        per_step.append([])
+        stepping[0] = True
+        try:
+            return real_step(self, closure, full_closure=full_closure)
+        finally:
+            stepping[0] = False
+
+    monkeypatch.setattr(MeZOSVRG, "step", step)
+    built.model.register_forward_pre_hook(
+        lambda m, a, kw: per_step[-1].append(kw["input_ids"].shape[0]) if stepping[0] else None, with_kwargs=True)
+    result = finetune(cfg, built, splits, tmp_path / "run", progress=False)
+    train, b = len(splits.train), cfg.batch_size
+    assert train > b and per_step == [[train] * 2, [b] * 4, [train] * 2, [b] * 4]  # q = 2
+    # each pass counts one forward, over whichever batch it ran
+    assert result["forward_passes"] == result["model_calls"] == 12

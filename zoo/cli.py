@@ -25,7 +25,7 @@ def _demo(args):
 def _estimators(args):
     for name in zoo.available():
         s = zoo.estimators.spec(name)
-        print(f"{name:12s} {s.description}  [extra state: {s.extra_state}; {s.paper}]")
+        print(f"{name:12s} {s.description}  [forwards/step: {s.cost}; extra state: {s.extra_state}; {s.paper}]")
 
 
 def _task_args(args) -> dict:

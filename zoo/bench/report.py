@@ -13,6 +13,7 @@ import torch
 
 from ..estimators import available
 from ..provenance import describe as describe_machines
+from . import claims
 from .cost_report import cost_section, has_side_by_side, paired_ratio, paired_ratios, side_by_side_for
 from .remaining import describe, describe_spent, remaining
 from .suite import Suite, model_label, model_title, task_label
@@ -53,11 +54,13 @@ def collect(suite: Suite, root: Path) -> list[dict]:
         best = max(configs, key=lambda c: statistics.fmean(r["metrics"]["dev_accuracy"] for _, r in configs[c]))
         done = configs[best]
         acc = [r["metrics"]["accuracy"] for _, r in done]
+        test_loss = [r["metrics"].get("test_loss") for _, r in done]
         fwd = [r["forward_passes"] for _, r in done]
         step_s = _step_seconds([run for c in configs.values() for run in c])
         rows.append({
             "model": model, "task": task, "method": est, "lr": best[0], "eps": best[1] or None,
             "seeds": len(done), "test_accuracy": _mean_std(acc), "forward_passes": fwd[0],
+            **({"test_loss": _mean_std(test_loss)} if None not in test_loss else {}),
             "backward_passes": done[0][1].get("backward_passes", 0),
             "s_per_step": step_s,
             "s_per_forward": step_s / done[0][0].forwards_per_step,
@@ -300,6 +303,7 @@ def _claims_section(rows: list[dict], root: Path) -> list[str]:
             lines.append(f"| LeZO's per-step speed-up at matching accuracy (arXiv 2410.09823: over 3x) "
                          f"| {model}, {task}: {speed:.2f}x per step {timed}, accuracy {m1:.3f} vs {m0:.3f} "
                          f"({diff:+.3f} {pm}) | {verdict} |")
+    lines += claims.lines(by)
     gq = _gradient_rows(root)
     if gq is not None:
         g = {r["label"]: r for r in gq[1]}

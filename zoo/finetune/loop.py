@@ -313,19 +313,27 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress,
                desc=f"{cfg.estimator} {cfg.task} ({cfg.tuning})")
     step = start
+    passes = [0.0]  # passes of this step, each over its own batch (a full batch counts one, like a minibatch)
+
+    def loss_on(batch):
+        def closure():
+            before = rows_run[0]
+            loss = objective(step_scorer(model, batch), batch.labels)
+            passes[0] += (rows_run[0] - before) / batch.input_ids.shape[0]
+            return loss
+
+        return closure
+
+    # MeZO-SVRG's anchor steps: the whole training split, encoded once
+    full_closure = None
+    if not first_order and opt.plan.uses_full_batch:
+        full_closure = loss_on(scorer.encode(list(splits.train)).to(device))
     try:
         for step in bar:
             idx = minibatch(len(splits.train), cfg.batch_size, cfg.seed, step)
             enc = scorer.encode([splits.train[i] for i in idx]).to(device)
-
-            losses = []
-
-            def closure():
-                loss = objective(step_scorer(model, enc), enc.labels)
-                losses.append(float(loss.detach()))
-                return loss
-
-            before = rows_run[0]
+            closure = loss_on(enc)
+            passes[0] = 0.0
             step_start = time.perf_counter()
             if first_order:
                 opt.zero_grad(set_to_none=True)
@@ -335,11 +343,11 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
                 opt.step()
             else:
                 with torch.no_grad():
-                    loss = opt.step(closure)
+                    loss = opt.step(closure, full_closure=full_closure)
                 losses = list(opt.last_record)  # what `replay` takes (a jvp step records L and grad L . z)
             history["step_seconds"].append(time.perf_counter() - step_start)
-            passes = (rows_run[0] - before) / enc.input_ids.shape[0]  # full passes over the batch
-            history["model_calls"] += int(passes) if passes.is_integer() else passes
+            calls = round(passes[0], 9)
+            history["model_calls"] += int(calls) if calls.is_integer() else calls
             history["steps"].append(step + 1)
             history["forward_passes"].append(forwards_so_far(step + 1))
             history["loss"].append(float(loss.detach()))
