@@ -63,6 +63,24 @@ class SGDRule(UpdateRule):
         apply_(opt.backend, opt.field, slots, list(merged.items()), at_theta=at_theta, decay=decay)
 
 
+def _accumulate(opt, slot, start, stop, ws, at_theta, restore, grads, dtype):
+    """(offset back to theta, g_hat) on elements [start, stop) of `slot`, in `dtype` workspace buffers."""
+    dev, n = slot.param.device, stop - start
+    off = ws.buffer("off", n, dev, dtype).zero_()
+    g = ws.buffer("g", n, dev, dtype).zero_()
+    for key in dict.fromkeys([*restore, *grads]):
+        r = restore.get(key, {}).get(slot.uid, 0.0)
+        c = grads.get(key, {}).get(slot.uid, 0.0)
+        if r == 0.0 and c == 0.0:
+            continue
+        z = direction_chunk(opt.field, slot, key, start, stop, ws, at_theta=at_theta)
+        if r:
+            off.add_(z, alpha=r)
+        if c:
+            g.add_(z, alpha=c)
+    return off, g
+
+
 class AdamRule(UpdateRule):
     """Adam on the ZO gradient estimate (MeZO-Adam; Malladi et al. 2023, App. B).
 
@@ -81,7 +99,6 @@ class AdamRule(UpdateRule):
     def apply(self, opt, slots, estimate, restore_terms, at_theta):
         restore = dict(restore_terms)
         grads = dict(estimate.terms)
-        all_keys = list(dict.fromkeys([*restore, *grads]))
         steps = {}
         for s in slots:
             st = opt.state[s.param]
@@ -99,18 +116,7 @@ class AdamRule(UpdateRule):
             dtype = torch.float64 if slot.param.dtype == torch.float64 else torch.float32
             dev = slot.param.device
             n = stop - start
-            off = ws.buffer("off", n, dev, dtype).zero_()
-            g = ws.buffer("g", n, dev, dtype).zero_()
-            for key in all_keys:
-                r = restore.get(key, {}).get(slot.uid, 0.0)
-                c = grads.get(key, {}).get(slot.uid, 0.0)
-                if r == 0.0 and c == 0.0:
-                    continue
-                z = direction_chunk(opt.field, slot, key, start, stop, ws, at_theta=at_theta)
-                if r:
-                    off.add_(z, alpha=r)
-                if c:
-                    g.add_(z, alpha=c)
+            off, g = _accumulate(opt, slot, start, stop, ws, at_theta, restore, grads, dtype)
             p = slot.flat()[start:stop]
             m_store = st["exp_avg"].view(-1)[start:stop]
             v_store = st["exp_avg_sq"].view(-1)[start:stop]
@@ -125,24 +131,6 @@ class AdamRule(UpdateRule):
             p.copy_(theta)
 
         opt.backend.map(slots, fn)
-
-
-def _accumulate(opt, slot, start, stop, ws, at_theta, restore, grads, dtype, precondition=True):
-    """(offset back to theta, g_hat) on elements [start, stop) of `slot`, in `dtype` workspace buffers."""
-    dev, n = slot.param.device, stop - start
-    off = ws.buffer("off", n, dev, dtype).zero_()
-    g = ws.buffer("g", n, dev, dtype).zero_()
-    for key in dict.fromkeys([*restore, *grads]):
-        r = restore.get(key, {}).get(slot.uid, 0.0)
-        c = grads.get(key, {}).get(slot.uid, 0.0)
-        if r == 0.0 and c == 0.0:
-            continue
-        z = direction_chunk(opt.field, slot, key, start, stop, ws, at_theta=at_theta, precondition=precondition)
-        if r:
-            off.add_(z, alpha=r)
-        if c:
-            g.add_(z, alpha=c)
-    return off, g
 
 
 class MomentumRule(UpdateRule):
@@ -264,7 +252,7 @@ class HessianRule(UpdateRule):
                 c = grads.get(key, {}).get(slot.uid, 0.0)
                 if r:  # the way back along u = z / sqrt(H_old), drawn as the perturbation drew it
                     off.add_(direction_chunk(opt.field, slot, key, start, stop, ws, at_theta=at_theta), alpha=r)
-                if c:
+                if key in grads:  # z^2 feeds H even where this step's difference is exactly 0
                     z = direction_chunk(opt.field, slot, key, start, stop, ws, at_theta=at_theta, precondition=False)
                     step.add_(z, alpha=c)
                     z2.addcmul_(z, z)
