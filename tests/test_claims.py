@@ -42,11 +42,11 @@ def test_svrg_needs_both_a_lower_loss_and_a_higher_accuracy():
 def test_lozo_matches_at_lower_cost_or_not():
     mezo = row("mezo-sgd", 0.70, step_s=2.0)
     (cheaper,) = claims.lozo_lines(table(mezo, row("lozo", 0.705, step_s=1.0)))
-    (same_cost,) = claims.lozo_lines(table(mezo, row("lozo", 0.705, step_s=2.0)))
+    (same_cost,) = claims.lozo_lines(table(mezo, row("lozo", 0.705, step_s=2.0, peak=80)))  # memory: noise
     (lost,) = claims.lozo_lines(table(mezo, row("lozo", 0.50, step_s=1.0)))
     (one_seed,) = claims.lozo_lines(table(row("mezo-sgd", 0.7, seeds=1), row("lozo", 0.7, seeds=1)))
     assert cheaper.endswith("| reproduced |") and "2.00x" in cheaper
-    assert "no cheaper" in same_cost and "accuracy lost" in lost and "undecided" in one_seed
+    assert "not cheaper" in same_cost and "accuracy lost" in lost and "undecided" in one_seed
 
 
 def test_zo_bench_ordering_lists_the_family_by_accuracy():

@@ -15,6 +15,10 @@ ZO_BENCH = {"mezo-sgd": "ZO-SGD", "zo-sign": "ZO-SGD-Sign", "zo-cons": "ZO-SGD-C
             "zo-momentum": "ZO-SGD-MMT", "mezo-adam": "ZO-Adam"}
 
 
+#: How much faster a step must be, timed in other processes, to count as cheaper.
+CHEAPER = 1.1
+
+
 def _difference(a: dict, b: dict, field: str = "test_accuracy") -> tuple[float, float, bool]:
     """(mean of a - mean of b, the standard error of the difference, whether both have 2+ seeds)."""
     (m1, s1), (m0, s0) = a[field], b[field]
@@ -91,13 +95,16 @@ def lozo_lines(by: dict) -> list[str]:
         acc, se, known = _difference(r, base)
         speed = base["s_per_step"] / r["s_per_step"]
         memory = r["peak_memory_bytes"] / base["peak_memory_bytes"]
-        cheaper = speed > 1.0 or memory < 1.0
+        # LOZO keeps no state and runs MeZO's forwards, so only its sweeps can be cheaper: decided by the
+        # step time, with a margin for runs timed in separate processes; the memory peaks of runs that keep
+        # the same state differ by the allocator's noise (0.88-0.91x here), so they decide nothing
+        cheaper = speed > CHEAPER
         if not known:
             verdict = "undecided (needs 2+ seeds of each)"
         elif acc < -2 * se:
             verdict = "not reproduced (accuracy lost)"
         else:
-            verdict = "reproduced" if cheaper else "not reproduced (no cheaper: same step time and memory)"
+            verdict = "reproduced" if cheaper else f"not reproduced (not cheaper: MeZO's step time over LOZO's below {CHEAPER:.1f}x)"
         lines.append(f"| LOZO matches MeZO at lower cost (arXiv 2410.07698) | {model}, {task}: accuracy "
                      f"{r['test_accuracy'][0]:.3f} vs {base['test_accuracy'][0]:.3f} ({acc:+.3f} ± {se:.3f}); "
                      f"MeZO's step time over LOZO's {speed:.2f}x (medians of the runs, each in its own process), "
