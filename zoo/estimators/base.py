@@ -293,10 +293,9 @@ class ZOOptimizer(Optimizer):
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         key = query.terms[0][0]
-        names = {id(p): n for n, p in self.module.named_parameters()}
         # the fused attention kernels have no forward-mode derivative; SDPA's math backend is plain ops
         with forward_ad.dual_level(), sdpa_kernel([SDPBackend.MATH]):
-            duals = {names[id(s.param)]: forward_ad.make_dual(
+            duals = {s.name: forward_ad.make_dual(
                 s.param.detach(), self.field.materialize(s, key).to(s.param.dtype)) for s in slots}
             loss = torch.func.functional_call(_ClosureModule(self.module, closure),
                                               {f"model.{n}": t for n, t in duals.items()}, ())
@@ -536,11 +535,8 @@ class ZOOptimizer(Optimizer):
     def forwards_at(self, step: int | None = None) -> int:
         """Forward passes the plan spends at `step` (default: the next step); a jvp pass counts one."""
         step = self.zo_state["step"] if step is None else step
-        return self.plan.forwards_at(step, self._plan_slots(step))
-
-    def _plan_slots(self, step: int) -> list[ParamSlot]:
         # a plan's cost reads the slots only for their blocks (block-wise ZO), never a step's layer subset
-        return list(self._slots)
+        return self.plan.forwards_at(step, self._slots)
 
     @property
     def forwards_per_step(self) -> float:
