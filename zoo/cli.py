@@ -9,6 +9,7 @@ import sys
 import zoo
 from zoo.perturb.backend import BACKENDS
 from zoo.placement import DTYPES
+from .files import write_json
 
 
 def _demo(args):
@@ -75,22 +76,17 @@ def eval_options(args) -> dict:
 
 
 def _eval(args):
-    import json
-
     from .finetune.commands import run_eval
 
     r = run_eval(args.model, args.task, **eval_options(args), task_args=_task_args(args), progress=not args.quiet)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r, f, indent=1)
+        write_json(args.json, r, indent=1)
     c, m = r["config"], r["metrics"]
     print(f"{c['task']} {c['split']}: accuracy {m['accuracy']:.4f} on {m['examples']} examples "
           f"({c['method']}, template {c['template']}, {r['wall_time_s']:.0f} s)")
 
 
 def _theory_rank(args):
-    import json
-
     from .finetune.build import load
     from .finetune.commands import load_task, sample
     from .theory.measure import measure
@@ -119,8 +115,7 @@ def _theory_rank(args):
                    "template": None if args.no_prompt else task.template(args.template).name,
                    "run": args.run, "run_step": run_step}
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r, f, indent=1)
+        write_json(args.json, r, indent=1)
     if args.plot:
         from .theory.plots import plot_density
 
@@ -131,10 +126,7 @@ def _theory_rank(args):
 
 
 def _theory_rank_over_training(args, built, splits, task, mode):
-    import json
-
-    import torch
-
+    from .files import load_torch
     from .finetune.loop import load_trainable_state, snapshots
     from .theory.measure import measure
 
@@ -145,16 +137,15 @@ def _theory_rank_over_training(args, built, splits, task, mode):
     # the same probes at every point (common random numbers), so changes along the run are not probe noise
     for step, path in [(0, None), *((int(p.stem[4:]), p) for p in snaps)]:
         if path is not None:
-            load_trainable_state(built.model, torch.load(path, weights_only=False)["params"])
+            load_trainable_state(built.model, load_torch(path)["params"])
         r = measure(built, splits.train, args.params, args.matvecs, args.lanczos, args.slq_steps, args.slq_probes,
                     args.seed)
         points.append({"step": step, **r})
         print(f"step {step}: loss {r['loss']:.4f}, tr H = {r['trace']:.4g} ± {r['trace_stderr']:.2g}, "
               f"lambda_max = {r['lambda_max']:.4g}, r = {r['r']:.3g}, r+ = {r['slq']['r_plus']:.3g}", flush=True)
         if args.json:  # kept as it grows: a long measurement can be read before it ends
-            with open(args.json, "w") as f:
-                json.dump({"config": {"run": args.run, "model": args.model, "task": task.name, "k": args.k,
-                                      "seed": args.seed, "mode": mode}, "points": points}, f, indent=1)
+            write_json(args.json, {"config": {"run": args.run, "model": args.model, "task": task.name, "k": args.k,
+                                              "seed": args.seed, "mode": mode}, "points": points}, indent=1)
     if args.plot:
         from .theory.plots import plot_trajectory
 
@@ -163,8 +154,6 @@ def _theory_rank_over_training(args, built, splits, task, mode):
 
 
 def _theory_slowdown(args):
-    import json
-
     from .finetune.build import load
     from .finetune.commands import load_task, sample
     from .theory.experiment import measure_slowdown
@@ -178,8 +167,7 @@ def _theory_slowdown(args):
     r["config"] = {"model": args.model, "task": task.name, "k": args.k, "seed": args.seed,
                    "template": task.template(args.template).name}
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(r, f, indent=1)
+        write_json(args.json, r, indent=1)
     if args.plot:
         from .theory.plots import plot_slowdown
 

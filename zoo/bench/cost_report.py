@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
+from ..files import read_json, save_figure
 
 MIB = 1 / 2**20
 
@@ -37,7 +37,7 @@ def _plot(configs: list[dict], path: Path) -> None:
         ax.set_ylabel(label)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -66,7 +66,7 @@ def paired_ratio(side_by_side: dict, method: str, against: str) -> float:
 def _configs(root: Path) -> list[dict]:
     """The measured configs of DIR/step_cost.json; none when the suite has no cost section."""
     path = root / "step_cost.json"
-    return json.loads(path.read_text())["configs"] if path.exists() else []
+    return read_json(path)["configs"] if path.exists() else []
 
 
 def side_by_side_for(root: Path, name: str) -> dict | None:

@@ -21,7 +21,7 @@ import inspect
 import statistics
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress as tqdm_bar
 
 from .. import estimators
 from ..finetune.objectives import get_objective
@@ -77,8 +77,8 @@ def gradient_quality(built, examples, *, eps: float, samples: int, sweeps: dict,
     have = {r["label"] for r in rows}
     todo = [v for v in variants(sweeps) if v[0] not in have]
     drawn = {settings(r["estimator"], r["hyper"]): r for r in rows}
-    bar = tqdm(total=len({settings(name, hyper) for _, name, hyper in todo} - set(drawn)) * samples,
-               desc="gradient quality", unit="draw", disable=not progress)
+    bar = tqdm_bar(total=len({settings(name, hyper) for _, name, hyper in todo} - set(drawn)) * samples,
+                   desc="gradient quality", unit="draw", enabled=progress)
     # in-place perturbation returns the weights to within float32 rounding, not to their bits; each
     # row restarts from the same bits, so rows are independent and an interrupted run resumes exactly
     start = [p.detach().clone() for p in params]

@@ -9,13 +9,13 @@ forward passes dominate and every method has the same budget of them.
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from .suite import RunSpec, model_label, task_label
+from ..files import read_json
 
 
 @dataclass
@@ -38,7 +38,7 @@ def remaining(specs: list[RunSpec], root: Path) -> Remaining:
     for spec in specs:
         path = spec.folder(root) / "results.json"
         if path.exists():
-            seconds = json.loads(path.read_text())["wall_time_s"]
+            seconds = read_json(path)["wall_time_s"]
             by_method[_kind(spec)].append(seconds)
             by_task[_kind(spec)[:2]].append(seconds)
         else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 from collections import Counter, defaultdict
@@ -17,6 +16,7 @@ from . import claims
 from .cost_report import cost_section, has_side_by_side, paired_ratio, paired_ratios, side_by_side_for
 from .remaining import describe, describe_spent, remaining
 from .suite import Suite, model_label, model_title, task_label
+from ..files import read_json, save_figure, write_json, write_text
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:
@@ -48,7 +48,7 @@ def collect(suite: Suite, root: Path) -> list[dict]:
         path = spec.folder(root) / "results.json"
         if path.exists():
             key = (model_title(spec.model), spec.task, spec.estimator)
-            runs[key][(spec.lr, spec.eps)].append((spec, json.loads(path.read_text())))
+            runs[key][(spec.lr, spec.eps)].append((spec, read_json(path)))
     rows = []
     for (model, task, est), configs in runs.items():
         best = max(configs, key=lambda c: statistics.fmean(r["metrics"]["dev_accuracy"] for _, r in configs[c]))
@@ -76,7 +76,7 @@ def collect(suite: Suite, root: Path) -> list[dict]:
                 found = sorted((root / "runs" / model_label(model) / task_label(task) / kind).glob("*/results.json"))
                 if not found:
                     continue
-                res = [json.loads(p.read_text()) for p in found]
+                res = [read_json(p) for p in found]
                 rows.append({
                     "model": model_title(model), "task": task, "method": kind,
                     "seeds": len(res), "test_accuracy": _mean_std([r["metrics"]["accuracy"] for r in res]),
@@ -136,7 +136,7 @@ def _plot(rows: list[dict], path: Path, metric: str = "dev_accuracy") -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -154,7 +154,7 @@ def _plot_cost(rows: list[dict], path: Path) -> None:
     ax.set_xticks(range(len(rs)), [f"{r['method']}\n{r['task']}" for r in rs], rotation=60, fontsize=7)
     ax.set_ylabel("ms per forward pass (median training step / forwards per step)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -163,7 +163,7 @@ def _gradient_rows(root: Path) -> tuple[dict, list[dict], bool] | None:
     for name, partial in (("gradient_quality.json", False), ("gradient_quality.partial.json", True)):
         path = root / name
         if path.exists():
-            d = json.loads(path.read_text())
+            d = read_json(path)
             if d["rows"]:
                 return d["meta"], d["rows"], partial
     return None
@@ -214,7 +214,7 @@ def _memory_section(root: Path) -> list[str]:
     path = root / "memory.json"
     if not path.exists():
         return []
-    d = json.loads(path.read_text())
+    d = read_json(path)
     meta, rows = d["meta"], d["rows"]
     inf = next(r for r in rows if r["method"] == "inference")
     mib = 1 / 2**20
@@ -349,7 +349,7 @@ def _plot_gradient(rows: list[dict], path: Path) -> None:
         ax.set_title(prefix.split()[0], fontsize=9)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -377,7 +377,7 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
     rows = collect(suite, root)
     specs = suite.runs()
     finished = sum((spec.folder(root) / "results.json").exists() for spec in specs)
-    results = [json.loads(p.read_text()) for p in sorted((root / "runs").rglob("results.json"))]
+    results = [read_json(p) for p in sorted((root / "runs").rglob("results.json"))]
     measured = [r.get("measured") for r in results]
     _plot(rows, root / "curves.png")
     _plot(rows, root / "test_curves.png", "test_accuracy")
@@ -442,9 +442,8 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
     lines += _claims_section(rows, root)
     lines += cost_section(root)
     summary = root / "summary.md"
-    summary.write_text("\n".join(lines))
-    (root / "summary.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "curves"} for r in rows],
-                                                  indent=1))
+    write_text(summary, "\n".join(lines))
+    write_json(root / "summary.json", [{k: v for k, v in r.items() if k != "curves"} for r in rows], indent=1)
     return summary
 
 
@@ -521,5 +520,5 @@ def publish(root: str | Path, doc: str | Path) -> Path:
         target = f"{doc.stem}_{png.name}"
         shutil.copyfile(png, doc.parent / target)
         text = text.replace(f"]({png.name})", f"]({target})")
-    doc.write_text(text)
+    write_text(doc, text)
     return doc

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from ..progress import progress as tqdm_bar
 
 from ..finetune.commands import prepare_run, run_eval, run_finetune
 from ..finetune.lock import claimed
@@ -16,6 +15,7 @@ from ..provenance import machine
 from . import fixtures
 from .selection import Selection
 from .suite import RunSpec, Suite, model_label, task_label, template_for
+from ..files import read_json, write_json
 
 
 def _config(suite: Suite, spec: RunSpec, root: Path) -> FinetuneConfig:
@@ -46,7 +46,7 @@ def _baseline(suite: Suite, model: dict, task: str, seed: int, kind: str, root: 
               / ("all" if kind == "zero-shot" else f"seed{seed}"))
     path = folder / "results.json"
     if path.exists():
-        return json.loads(path.read_text())
+        return read_json(path)
     with claimed(folder) as mine:
         if not mine:
             return None
@@ -54,7 +54,7 @@ def _baseline(suite: Suite, model: dict, task: str, seed: int, kind: str, root: 
                           template=template_for(model, task), mode=model.get("mode", "prompt"),
                           linear_probe=kind == "linear-probe", k=suite.k, seed=seed, limit=suite.test_limit,
                           progress=progress, dtype=model.get("dtype", "float32"), device=model.get("device", "cpu"))
-        path.write_text(json.dumps(result, indent=1))
+        write_json(path, result, indent=1)
     return result
 
 
@@ -88,16 +88,16 @@ def _gradient_quality(suite: Suite, root: Path, progress: bool) -> None:
     partial = root / "gradient_quality.partial.json"  # rows finished before an interruption
     done = []
     if partial.exists():
-        saved = json.loads(partial.read_text())
+        saved = read_json(partial)
         done = saved["rows"] if saved["meta"] == meta else []
 
     def save(rows):
-        partial.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        write_json(partial, {"meta": meta, "rows": rows}, indent=1)
 
     rows = gradient_quality(built, splits.train[: spec["batch"]], eps=g.get("eps", 1e-3),
                             samples=g.get("samples", 8), sweeps=g, seed=spec["seed"], progress=progress,
                             done=done, on_row=save)
-    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    write_json(path, {"meta": meta, "rows": rows}, indent=1)
     partial.unlink(missing_ok=True)
 
 
@@ -113,10 +113,10 @@ def _memory(suite: Suite, root: Path, progress: bool) -> None:
     methods = ["inference", *suite.estimator_names(), *model.get("first_order", suite.first_order)]
     repeats = m.get("repeats", 1)
     rows = [median_of_runs(measure, spec, method, repeats)
-            for method in tqdm(methods, desc="memory", unit="method", disable=not progress)]
+            for method in tqdm_bar(methods, desc="memory", unit="method", enabled=progress)]
     meta = {"model": model, "task": m.get("task", suite.tasks[0]), "batch": spec["batch"], "device": spec["device"],
             "repeats": repeats}
-    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    write_json(path, {"meta": meta, "rows": rows}, indent=1)
 
 
 def _step_cost(suite: Suite, root: Path, progress: bool) -> None:
@@ -128,14 +128,14 @@ def _step_cost(suite: Suite, root: Path, progress: bool) -> None:
     from .cost import measure, measure_side_by_side
 
     path = root / "step_cost.json"
-    done = json.loads(path.read_text()) if path.exists() else {"configs": []}
+    done = read_json(path) if path.exists() else {"configs": []}
     have = {d["name"]: d for d in done["configs"]}
     methods = ["inference", *suite.estimator_names(), *c.get("first_order", ["sgd", "adam"])]
     rounds = c.get("side_by_side_rounds", 0)
     todo = [cfg for cfg in c["configs"]
             if cfg["name"] not in have or (rounds and "side_by_side" not in have[cfg["name"]])]
-    bar = tqdm(total=len(todo) * (len(methods) + bool(rounds)), desc="step cost", disable=not progress or not todo,
-               unit="probe")
+    bar = tqdm_bar(total=len(todo) * (len(methods) + bool(rounds)), desc="step cost",
+                   enabled=progress and bool(todo), unit="probe")
     for cfg in todo:
         spec = {"config": cfg["config"], "dtype": cfg.get("dtype", "float32"), "batch": c.get("batch", 16),
                 "seq": c.get("seq", 64), "device": c.get("device", "cpu"), "rounds": c.get("rounds", 3),
@@ -149,13 +149,13 @@ def _step_cost(suite: Suite, root: Path, progress: bool) -> None:
             entry = {"name": cfg["name"], **{k: v for k, v in spec.items() if k != "config"},
                      "config": cfg["config"], "measured": machine(), "rows": rows}
             done["configs"].append(entry)
-            path.write_text(json.dumps(done, indent=1))  # kept if the side-by-side part fails
+            write_json(path, done, indent=1)  # kept if the side-by-side part fails
         else:
             bar.update(len(methods))
         if rounds:
             entry["side_by_side"] = {**measure_side_by_side(spec, methods, rounds), "measured": machine()}
             bar.update()
-            path.write_text(json.dumps(done, indent=1))
+            write_json(path, done, indent=1)
     bar.close()
 
 
@@ -194,8 +194,7 @@ def run_suite(suite: Suite, out: str | Path, progress: bool = True, only: Select
 
         hf_logging.disable_progress_bar()
     if shared:  # a --jobs worker leaves suite.json to the process that started it
-        (root / "suite.json").write_text(json.dumps({k: v for k, v in vars(suite).items() if k != "path"},
-                                                    indent=1))
+        write_json(root / "suite.json", {k: v for k, v in vars(suite).items() if k != "path"}, indent=1)
         _shared_parts(suite, root, progress, only)
     return _runs(suite, root, progress, only) if runs else []
 
@@ -219,7 +218,7 @@ def _runs(suite: Suite, root: Path, progress: bool, only: Selection) -> list[str
     mismatches = []
     at_start = {}  # step-0 test accuracies, shared by the runs that start from the same weights
     specs = [s for s in suite.runs() if only.admits(s.model, s.task, s.estimator, s.seed)]
-    for spec in tqdm(specs, desc=f"suite {suite.name}", disable=not progress, unit="run"):
+    for spec in tqdm_bar(specs, desc=f"suite {suite.name}", enabled=progress, unit="run"):
         with claimed(spec.folder(root)) as mine:  # a second `zoo bench` beside this one takes other runs
             if not mine:
                 continue

@@ -38,20 +38,29 @@ from ..perturb import (
 from .plans import Query, QueryPlan, TwoPointPlan
 from .rules import UpdateRule
 from .schedule import QuerySchedule
+from ..validation import number
 
 logger = logging.getLogger("zoo")
 
 PERTURBATIONS = ("inplace", "exact")
 
 
+#: eps at or above this is legal but moves a weight of typical scale (|w| ~ 0.02-1) beyond itself:
+#: the two losses then measure other models, not a derivative
+SUSPICIOUS_EPS = 1.0
+
+
 def _check_hyper(group: dict) -> None:
-    lr = group.get("lr")
-    if not isinstance(lr, (int, float, torch.Tensor)) or lr < 0:
-        raise ValueError(f"lr: must be a number >= 0, got {group.get('lr')!r}")
-    if not isinstance(group.get("eps"), (int, float)) or not group["eps"] > 0 or not math.isfinite(group["eps"]):
-        raise ValueError(f"eps: the perturbation scale must be a finite number > 0, got {group.get('eps')!r}")
-    if group.get("weight_decay", 0.0) < 0:
-        raise ValueError(f"weight_decay: must be >= 0, got {group['weight_decay']!r}")
+    """Refuses a group whose lr, eps or weight_decay is not a finite number in range (bools included)."""
+    number("lr", group.get("lr"), minimum=0.0)
+    number("eps", group.get("eps"), minimum=0.0, strict=True, what="the perturbation scale")
+    number("weight_decay", group.get("weight_decay", 0.0), minimum=0.0)
+
+
+def _warn_suspicious(group: dict) -> None:
+    if float(group["eps"]) >= SUSPICIOUS_EPS:
+        logger.warning("zoo: eps=%g perturbs each weight by about eps itself, so the two losses are of other models "
+                       "and their difference says little about the gradient (MeZO uses 1e-3)", float(group["eps"]))
 
 
 def _split_inputs(model_or_params, module: nn.Module | None):
@@ -137,6 +146,8 @@ class ZOOptimizer(Optimizer):
 
     #: Whether the estimator moves the weights to evaluate its points (forward-grad does not).
     perturbs_weights = True
+    #: The name the registry built it under (`zoo.get` sets it), recorded in the state_dict.
+    registry_name: str | None = None
 
     def __init__(
         self,
@@ -208,8 +219,16 @@ class ZOOptimizer(Optimizer):
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        _check_hyper(group)
-        self.plan.check_group(group)
+        try:
+            _check_hyper(group)
+            if len({id(p) for p in group["params"]}) != len(group["params"]):
+                # torch.optim only warns; a duplicate would be perturbed and updated twice a step
+                raise ValueError("params: a parameter appears more than once in the group")
+            self.plan.check_group(group)
+        except ValueError:
+            self.param_groups.pop()  # a refused group leaves the estimator as it was
+            raise
+        _warn_suspicious(group)
         for p in group["params"]:
             if not p.is_floating_point():
                 raise ValueError(f"params: ZO estimators need floating-point parameters, got {p.dtype}")
@@ -363,6 +382,11 @@ class ZOOptimizer(Optimizer):
             raise ValueError("closure: ZO estimators need a closure that returns the loss")
         if full_closure is not None and not callable(full_closure):
             raise ValueError("full_closure: must be callable (or None: the closure serves for both batches)")
+        for i, group in enumerate(self.param_groups):  # an LR scheduler writes param_groups between steps
+            try:
+                _check_hyper(group)
+            except ValueError as e:
+                raise ValueError(f"param_groups[{i}] {e}; the step was not taken") from None
         full_closure = full_closure or closure
         counters = dict(self.zo_state)
         slots, keys = self._begin()
@@ -504,8 +528,56 @@ class ZOOptimizer(Optimizer):
             "stream": self.backend.stream.name,
             "rule": self.rule.name,
             "magnitude": self.field.magnitude.state_dict() if self.field.magnitude is not None else None,
+            "estimator": self.identity(),
         }
         return sd
+
+    def identity(self) -> dict:
+        """What the estimator is, for refusing another's state: its class, registry name and field pieces."""
+        pieces = {k: None if v is None else type(v).__name__ for k, v in
+                  (("layers", self.field.layers), ("magnitude", self.field.magnitude),
+                   ("subspace", self.field.subspace))}
+        return {"class": type(self).__name__, "name": self.registry_name, "field": pieces}
+
+    def _check_saved(self, zo: dict, state: dict) -> None:
+        """Refuses a state_dict saved by another estimator, or one whose per-parameter state is damaged
+        (checked before anything is loaded, so that a refused state leaves this one as it was)."""
+        saved, mine = zo.get("estimator"), self.identity()
+        if saved is not None and (saved.get("class"), saved.get("field")) != (mine["class"], mine["field"]):
+            def told(e):
+                pieces = ", ".join(f"{k}={v}" for k, v in sorted((e.get("field") or {}).items()) if v)
+                return f"{e.get('name') or e.get('class')} ({e.get('class')}{', ' + pieces if pieces else ''})"
+
+            raise ValueError(f"state_dict: saved by {told(saved)}; this estimator is {told(mine)}")
+        params = [(s.name or f"parameter {s.uid}", s.param) for s in self._slots]
+        rule = self.rule
+        if not isinstance(state, dict):
+            raise ValueError(f"state_dict: 'state' must be a dict, got {type(state).__name__}")
+        for index, st in state.items():
+            if not isinstance(index, int) or not 0 <= index < len(params):
+                raise ValueError(f"state_dict: state for parameter index {index!r}; this estimator has "
+                                 f"{len(params)} parameters")
+            name, p = params[index]
+            if not isinstance(st, dict):
+                raise ValueError(f"state_dict: the state of {name} must be a dict, got {type(st).__name__}")
+            present = [k for k in rule.state_keys if k in st]
+            if present and len(present) != len(rule.state_keys):
+                missing = sorted(set(rule.state_keys) - set(present))
+                raise ValueError(f"state_dict: the {rule.name} state of {name} lacks {', '.join(missing)}")
+            for key, v in st.items():
+                if not torch.is_tensor(v):
+                    if key in rule.state_keys:
+                        raise ValueError(f"state_dict: {key} of {name} must be a tensor, got {type(v).__name__}")
+                    continue
+                if v.dim() > 0 and v.shape != p.shape:
+                    raise ValueError(f"state_dict: {key} of {name} has shape {tuple(v.shape)}, the parameter "
+                                     f"{tuple(p.shape)}")
+                if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                    raise ValueError(f"state_dict: {key} of {name} holds non-finite values")
+                if key in rule.nonnegative_keys and bool((v < 0).any()):
+                    raise ValueError(f"state_dict: {key} of {name} holds negative values")
+                if key in rule.positive_keys and bool((v <= 0).any()):
+                    raise ValueError(f"state_dict: {key} of {name} holds values <= 0")
 
     def load_state_dict(self, state_dict: dict) -> None:
         state_dict = dict(state_dict)
@@ -516,6 +588,7 @@ class ZOOptimizer(Optimizer):
                             ("plan", self.plan.name)):
             if zo.get(field, "two-point" if field == "plan" else None) != mine:
                 raise ValueError(f"state_dict: saved with {field}={zo[field]!r}, this estimator has {mine!r}")
+        self._check_saved(zo, state_dict.get("state", {}))
         stream = saved_stream({"zo": zo})
         if stream != self.backend.stream.name:
             raise ValueError(

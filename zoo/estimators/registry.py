@@ -49,6 +49,23 @@ class EstimatorSpec:
     cost: str = "2n"
     period: Callable[..., int] = lambda **hyper: 1
 
+    def options(self) -> list[str]:
+        """The keyword options the factory takes, its base classes' included (sorted)."""
+        import inspect
+
+        names, kinds = [], (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        classes = self.factory.__mro__ if isinstance(self.factory, type) else (self.factory,)
+        for cls in classes:
+            fn = cls.__init__ if isinstance(cls, type) else cls
+            if fn is object.__init__:
+                break
+            params = inspect.signature(fn).parameters.values()
+            names += [p.name for p in params if p.kind in kinds]
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+                break
+        # set by the estimator classes themselves, or the positional model
+        return sorted(set(names) - {"self", "model_or_params", "defaults", "rule"})
+
     def forwards_per_step(self, **hyper) -> float:
         """Forward passes per step, averaged over one period of the plan (an int where it is fixed)."""
         period = self.period(**hyper)
@@ -138,4 +155,10 @@ def get(name: str, model_or_params, **hyper):
             overriding the registered defaults.
     """
     s = resolve(name)
-    return s.factory(model_or_params, **{**s.defaults, **hyper})
+    unknown = sorted(set(hyper) - set(s.options()))
+    if unknown:
+        raise ValueError(f"{s.name}: unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                         f"it takes {', '.join(s.options())}")
+    opt = s.factory(model_or_params, **{**s.defaults, **hyper})
+    opt.registry_name = s.name
+    return opt

@@ -24,6 +24,11 @@ class UpdateRule:
 
     name = "base"
     extra_state = "none"
+    #: The per-parameter state the rule keeps: all of these keys or none (a saved state missing one is damaged).
+    state_keys: tuple[str, ...] = ()
+    #: Keys whose values must be >= 0 (a second moment) and > 0 (a curvature that is divided by).
+    nonnegative_keys: tuple[str, ...] = ()
+    positive_keys: tuple[str, ...] = ()
 
     def apply(self, opt, slots, estimate, restore_terms: list[Term], at_theta: bool) -> None:
         """Moves the weights from where they are (theta plus `restore_terms` away) by the estimate.
@@ -95,6 +100,8 @@ class AdamRule(UpdateRule):
 
     name = "adam"
     extra_state = "2x parameters"
+    state_keys = ("step", "exp_avg", "exp_avg_sq")
+    nonnegative_keys = ("step", "exp_avg_sq")
 
     def apply(self, opt, slots, estimate, restore_terms, at_theta):
         restore = dict(restore_terms)
@@ -148,6 +155,7 @@ class MomentumRule(UpdateRule):
 
     name = "momentum"
     extra_state = "1x parameters"
+    state_keys = ("momentum_buffer",)
 
     def apply(self, opt, slots, estimate, restore_terms, at_theta):
         restore, grads = dict(restore_terms), dict(estimate.terms)
@@ -223,6 +231,8 @@ class HessianRule(UpdateRule):
 
     name = "hessian"
     extra_state = "1x parameters (float32 diagonal Hessian)"
+    state_keys = ("hessian",)
+    positive_keys = ("hessian",)
     CURVATURES = ("hizoo", "unbiased")
 
     def __init__(self, curvature: str = "hizoo"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
-from tqdm import tqdm
+from ..progress import progress as progress_bar
 
 from ..tasks import Example
 from .objectives import macro_f1
@@ -18,7 +18,7 @@ def evaluate(model, scorer, examples: list[Example], batch_size: int = 32, progr
     was_training = model.training
     model.eval()
     batches = range(0, len(order), batch_size)
-    for start in tqdm(batches, desc=progress, disable=progress is None, leave=False):
+    for start in progress_bar(batches, desc=progress or "", enabled=progress is not None, leave=False):
         idx = order[start:start + batch_size]
         enc = scorer.encode([examples[i] for i in idx])  # the scorer moves it to the model's device
         for i, s in zip(idx, scorer(model, enc).cpu()):

@@ -63,6 +63,32 @@ def release(out: str | Path) -> None:
         lock.unlink(missing_ok=True)
 
 
+class FolderInUse(ValueError):
+    """Another live zoo process holds the run folder."""
+
+
+def holder(out: str | Path) -> int | None:
+    """The process id that holds `out`, or None."""
+    return _holder(Path(out) / LOCK)
+
+
+@contextmanager
+def exclusive(out: str | Path):
+    """Holds `out` for the body, or raises FolderInUse at once. Re-entrant within a process (a bench
+    worker that claimed a run folder then trains in it); a lock left by a dead process is taken over."""
+    out = Path(out)
+    if holder(out) == os.getpid():
+        yield
+        return
+    if not claim(out):
+        raise FolderInUse(f"{out} is in use by another zoo process (pid {holder(out)}); wait for it to finish, "
+                          "or use another --out")
+    try:
+        yield
+    finally:
+        release(out)
+
+
 @contextmanager
 def claimed(out: str | Path):
     """`with claimed(out) as mine:` runs the body with `mine` True when this process holds `out`."""

@@ -7,7 +7,6 @@ so a run resumed from a checkpoint retraces the uninterrupted run exactly.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -17,17 +16,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from ..memory import reset_peak, rss_peak_bytes
 from ..perturb.modes import half_precision_names
 from ..placement import checked_device, dtype_of, model_device
+from ..progress import progress as progress_bar
 from ..provenance import machine
 from ..tasks import Splits
+from ..validation import integer, number
 from .build import Built
 from .evaluate import evaluate
 from .objectives import DIFFERENTIABLE, get_objective
-from .trajectory import TrajectoryLog, weights_fingerprint
+from ..files import RunFileError, load_torch, read_json, save_torch, write_json
+from .interrupt import StepGuard
+from .lock import exclusive
+from .trajectory import TrajectoryLog, fingerprint_of, weights_fingerprint
 
 logger = logging.getLogger("zoo")
 
@@ -72,9 +75,25 @@ class FinetuneConfig:
             raise ValueError(f"{', '.join(sorted(self.estimator_options))}: options of the ZO estimators; "
                              f"first-order {self.estimator!r} takes none")
         get_objective(self.objective)
-        for name in ("steps", "k", "batch_size", "max_length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("steps", "k", "batch_size", "max_length", "checkpoint_every"):
+            integer(name, getattr(self, name), minimum=1)
+        integer("eval_every", self.eval_every, minimum=0, note="0: a tenth of the steps")
+        integer("seed", self.seed)
+        if self.test_limit is not None:
+            integer("test_limit", self.test_limit, minimum=1, note="or None: the whole test split")
+        number("lr", self.lr, minimum=0.0)
+        number("eps", self.eps, minimum=0.0, strict=True, what="the perturbation scale")
+        if not isinstance(self.estimator_options, dict):
+            raise ValueError(f"estimator_options: must be a dict, got {type(self.estimator_options).__name__}")
+        from .adapters import TUNINGS
+        from .build import MODES
+
+        if self.mode not in MODES:
+            raise ValueError(f"mode: unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
+        if self.tuning not in TUNINGS:
+            raise ValueError(f"tuning: unknown tuning {self.tuning!r}; use one of {', '.join(TUNINGS)}")
+        if self.tuning == "head" and self.mode != "head":
+            raise ValueError("tuning 'head' trains a new classification head: it needs mode 'head' (--mode head)")
         if self.protocol not in ("kshot", "mezo"):
             raise ValueError(f"unknown protocol {self.protocol!r}: use kshot or mezo")
         dtype_of(self.dtype)
@@ -166,9 +185,7 @@ def save_snapshot(out: Path, step: int, model) -> Path:
     folder = out / "snapshots"
     folder.mkdir(exist_ok=True)
     path = folder / f"step{step}.pt"
-    tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, "params": _trainable_state(model)}, tmp)
-    tmp.replace(path)
+    save_torch(path, {"step": step, "params": _trainable_state(model)})
     return path
 
 
@@ -187,22 +204,97 @@ def check_same_config(path: Path, saved: dict, cfg: FinetuneConfig) -> None:
 
 
 class Checkpoint:
-    """`DIR/checkpoint.pt`, written atomically: a crash mid-save keeps the previous one."""
+    """`DIR/checkpoint.pt`, written atomically: a crash or a full disk mid-save keeps the previous one.
+
+    It holds the trainable weights with their fingerprint, so that a file altered since (a valid
+    torch file with other weights) is refused instead of resumed.
+    """
+
+    KEYS = {"config": dict, "step": int, "params": dict, "optimizer": dict, "history": dict, "elapsed": float}
 
     def __init__(self, out: Path):
         self.path = out / "checkpoint.pt"
 
     def save(self, payload: dict) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(self.path)
+        save_torch(self.path, payload)
 
-    def load(self, cfg: FinetuneConfig) -> dict | None:
+    def load(self, cfg: FinetuneConfig, model) -> dict | None:
+        """The checkpoint, checked against `model`'s trainable parameters; None where there is none.
+
+        Raises:
+            RunFileError: damaged, or its weights are not those it was saved with.
+            ValueError: it belongs to a run with another config.
+        """
         if not self.path.exists():
             return None
-        payload = torch.load(self.path, weights_only=False)
+        payload = load_torch(self.path)
+        for key, kind in self.KEYS.items():
+            value = payload.get(key)
+            if not isinstance(value, (int, float) if kind is float else kind) or isinstance(value, bool):
+                raise RunFileError(f"{self.path}: damaged: '{key}' is missing or not a {kind.__name__}")
         check_same_config(self.path, payload["config"], cfg)
+        params = payload["params"]
+        mine = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        if list(params) != list(mine) or any(not torch.is_tensor(params[n]) or params[n].shape != p.shape
+                                             or params[n].dtype != p.dtype for n, p in mine.items()):
+            raise RunFileError(f"{self.path}: damaged: its weights are not the model's trainable parameters")
+        saved = payload.get("fingerprint")  # absent from the checkpoints of an older zoo
+        if saved is not None and fingerprint_of(params.items()) != saved:
+            raise RunFileError(f"{self.path}: damaged: its weights differ from those it was saved with "
+                               "(their fingerprint does not match)")
         return payload
+
+
+def _finished(out: Path, cfg: FinetuneConfig) -> dict | None:
+    """A finished run's results (curve.png redrawn where a kill lost it), or None to run or resume it.
+
+    A damaged results.json is rebuilt where checkpoint.pt or trajectory.json still holds the run.
+    """
+    path = out / "results.json"
+    if not path.exists():
+        return None
+    try:
+        done = read_json(path)
+    except RunFileError as e:
+        if (out / "checkpoint.pt").exists() or (out / "trajectory.json").exists():
+            logger.warning("zoo: %s; rebuilding it from the run's checkpoint or loss log", e)
+            return None
+        raise RunFileError(f"{e}; nothing else in {out} holds the run: delete it to run again") from None
+    if not isinstance(done.get("config"), dict) or completed_config(done["config"]) != asdict(cfg):
+        raise ValueError(f"{path} holds the results of a run with a different config; use another --out")
+    curve = out / "curve.png"
+    if not curve.exists():
+        from .plots import plot_curve
+
+        plot_curve(done, curve)
+    return done
+
+
+def _resume_source(ckpt: Checkpoint, log: TrajectoryLog, cfg: FinetuneConfig, model,
+                   first_order: bool) -> tuple[dict | None, dict | None]:
+    """(checkpoint, loss log) to resume from, at most one of them: the one further on.
+
+    A damaged one is passed over with a warning where the other holds the run; where neither does,
+    the first problem is raised, naming its file.
+    """
+    problems, state, logged = [], None, None
+    try:
+        state = ckpt.load(cfg, model)
+    except RunFileError as e:
+        problems.append(e)
+    if not first_order:
+        try:
+            logged = log.load(cfg)
+        except RunFileError as e:
+            problems.append(e)
+    if state is None and logged is None:
+        if problems:
+            raise RunFileError(f"{problems[0]}; nothing else holds the run: delete it to start the run over") from None
+        return None, None
+    use_log = logged is not None and (state is None or logged["step"] > state["step"])
+    for problem in problems:
+        logger.warning("zoo: %s; resuming from %s instead", problem, log.path.name if use_log else ckpt.path.name)
+    return (None, logged) if use_log else (state, None)
 
 
 def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path, progress: bool = True,
@@ -210,11 +302,14 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     """Train `built.model` on `splits.train`, evaluate on dev along the way and on test at the end.
 
     Writes DIR/checkpoint.pt every `checkpoint_every` steps (and on Ctrl-C),
-    then DIR/results.json and DIR/curve.png. Calling it again with the same
-    config resumes from the checkpoint, or returns the finished results.
-    ZO runs also write DIR/trajectory.json, each step's losses: without
-    checkpoint.pt (a fresh clone, say) the run resumes by replaying them.
-    It goes once results.json, whose history keeps the same losses, is written.
+    then DIR/curve.png and DIR/results.json, each atomically. Calling it again
+    with the same config resumes from the checkpoint, or returns the finished
+    results. ZO runs also write DIR/trajectory.json, each step's losses:
+    without checkpoint.pt (a fresh clone, say), or where it is damaged, the run
+    resumes by replaying them. It goes once results.json, whose history keeps
+    the same losses, is written. A Ctrl-C during a step lets the step finish
+    first, so that the resumed run retraces the uninterrupted one bit for bit.
+    One process at a time trains in DIR (a second gets a FolderInUse error).
     With `snapshot_every`, the trainable weights are also kept every that many
     steps (and at the end) as DIR/snapshots/step<N>.pt, e.g. for measuring the
     Hessian along the trajectory (`zoo theory effective-rank --run DIR --over-training`).
@@ -223,16 +318,19 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     evaluation and changes nothing the run trains on.
     """
     cfg.validate()
-    if snapshot_every is not None and snapshot_every < 1:
-        raise ValueError(f"snapshot_every must be at least 1, got {snapshot_every}")
+    if snapshot_every is not None:
+        integer("snapshot_every", snapshot_every, minimum=1)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    results_path = out / "results.json"
-    if results_path.exists():
-        done = json.loads(results_path.read_text())
-        if "config" in done and completed_config(done["config"]) == asdict(cfg):
+    with exclusive(out):
+        done = _finished(out, cfg)
+        if done is not None:
             return done
-        raise ValueError(f"{results_path} holds the results of a run with a different config; use another --out")
+        return _train(cfg, built, splits, out, progress, snapshot_every, test_curve)
+
+
+def _train(cfg: FinetuneConfig, built: Built, splits: Splits, out: Path, progress: bool,
+           snapshot_every: int | None, test_curve: bool) -> dict:
     peak_scope = reset_peak_memory()
     model, scorer = built.model, built.scorer
     params = [p for p in model.parameters() if p.requires_grad]
@@ -241,11 +339,9 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     objective = get_objective(cfg.objective)
     first_order = cfg.estimator in FIRST_ORDER
     ckpt, log = Checkpoint(out), TrajectoryLog(out)
-    state = ckpt.load(cfg)
-    logged = log.load(cfg) if not first_order else None
-    from_checkpoint = state is not None and (logged is None or logged["step"] <= state["step"])
+    state, logged = _resume_source(ckpt, log, cfg, model, first_order)
     opt = build_optimizer(cfg, params, model, stream=None if first_order else
-                          _saved_stream(state["optimizer"] if from_checkpoint else None, logged))
+                          _saved_stream(state["optimizer"] if state is not None else None, logged))
     half = half_precision_names(params)
     if half and not first_order:
         logger.warning(
@@ -257,9 +353,12 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     if not first_order:
         history["step_losses"] = []
     start, elapsed = 0, 0.0
-    if from_checkpoint:
+    if state is not None:
+        try:
+            opt.load_state_dict(state["optimizer"])
+        except ValueError as e:
+            raise RunFileError(f"{ckpt.path}: damaged: {e}; delete it to start the run over") from None
         load_trainable_state(model, state["params"])
-        opt.load_state_dict(state["optimizer"])
         history, start, elapsed = state["history"], state["step"], state["elapsed"]
     elif logged is not None:
         log.replay(logged, model, opt, progress=progress)
@@ -271,10 +370,11 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
 
     def save(step):
         spent = elapsed + time.time() - t0
-        ckpt.save({"config": asdict(cfg), "step": step, "params": _trainable_state(model),
+        fingerprint = weights_fingerprint(model)
+        ckpt.save({"config": asdict(cfg), "step": step, "params": _trainable_state(model), "fingerprint": fingerprint,
                    "optimizer": opt.state_dict(), "history": history, "elapsed": spent})
         if "step_losses" in history:
-            log.save(cfg, step, history, spent, start_fingerprint, model, opt.backend.stream.name)
+            log.save(cfg, step, history, spent, start_fingerprint, fingerprint, opt.backend.stream.name)
 
     scored_test = {}  # step -> test metrics, so that the last evaluation's test pass is not run twice
 
@@ -287,6 +387,18 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
             entry["test_accuracy"], entry["test_loss"] = scored_test[step]["accuracy"], scored_test[step]["loss"]
         history["evals"].append(entry)
         return m
+
+    def due_after(step, resumed=False):
+        """The evaluation and snapshot of `step`, where due and not yet done (a run stopped right after
+        the step was recorded resumes with them), and its checkpoint (not rewritten on resume)."""
+        if ((step % eval_every == 0 or step == cfg.steps) and not any(e["step"] == step for e in history["evals"])):
+            m = dev_eval(step)
+            bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", dev_acc=f"{m['accuracy']:.3f}")
+        if not resumed and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            save(step)
+        if snapshot_every and (step % snapshot_every == 0 or step == cfg.steps):
+            if not resumed or not (out / "snapshots" / f"step{step}.pt").exists():
+                save_snapshot(out, step, model)
 
     # Counts the rows the model itself ran inside training steps, so a benchmark can check each
     # estimator's declared forwards per step against what it really ran. Rows, not calls: the
@@ -306,13 +418,10 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     history.setdefault("model_calls", 0)
     history.setdefault("step_seconds", [])  # training steps alone, without evaluations, for cost tables
     t0 = time.time()
-    if start == 0 and not history["evals"]:
-        dev_eval(0)
     model.train(False)  # dropout off: ZO differences must see the same function twice
     device = model_device(model)
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress,
-               desc=f"{cfg.estimator} {cfg.task} ({cfg.tuning})")
-    step = start
+    bar = progress_bar(range(start, cfg.steps), initial=start, total=cfg.steps, enabled=progress,
+                       desc=f"{cfg.estimator} {cfg.task} ({cfg.tuning})", unit="step")
     passes = [0.0]  # passes of this step, each over its own batch (a full batch counts one, like a minibatch)
 
     def loss_on(batch):
@@ -328,44 +437,58 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     full_closure = None
     if not first_order and opt.plan.uses_full_batch:
         full_closure = loss_on(scorer.encode(list(splits.train)).to(device))
+    guard = StepGuard()
+    # "clean": the weights and history are those of the last recorded step; "stepping": inside the
+    # optimizer's step (an exact ZO step restores the weights' bits, the others do not); "recording"
+    phase = ["clean"]
     try:
-        for step in bar:
-            idx = minibatch(len(splits.train), cfg.batch_size, cfg.seed, step)
-            enc = scorer.encode([splits.train[i] for i in idx]).to(device)
-            closure = loss_on(enc)
-            passes[0] = 0.0
-            step_start = time.perf_counter()
-            if first_order:
-                opt.zero_grad(set_to_none=True)
-                with torch.enable_grad():
-                    loss = closure()
-                    loss.backward()
-                opt.step()
-            else:
-                with torch.no_grad():
-                    loss = opt.step(closure, full_closure=full_closure)
-                losses = list(opt.last_record)  # what `replay` takes (a jvp step records L and grad L . z)
-            history["step_seconds"].append(time.perf_counter() - step_start)
-            calls = round(passes[0], 9)
-            history["model_calls"] += int(calls) if calls.is_integer() else calls
-            history["steps"].append(step + 1)
-            history["forward_passes"].append(forwards_so_far(step + 1))
-            history["loss"].append(float(loss.detach()))
-            if "step_losses" in history:  # absent when resumed from a checkpoint of an older zoo
-                history["step_losses"].append(losses)
-            if (step + 1) % eval_every == 0 or step + 1 == cfg.steps:
-                m = dev_eval(step + 1)
-                bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", dev_acc=f"{m['accuracy']:.3f}")
-            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-                save(step + 1)
-            if snapshot_every and ((step + 1) % snapshot_every == 0 or step + 1 == cfg.steps):
-                save_snapshot(out, step + 1, model)
+        with guard.installed():
+            if start == 0 and not history["evals"]:
+                dev_eval(0)
+            elif start > 0:
+                due_after(start, resumed=True)
+            for step in bar:
+                idx = minibatch(len(splits.train), cfg.batch_size, cfg.seed, step)
+                enc = scorer.encode([splits.train[i] for i in idx]).to(device)
+                closure = loss_on(enc)
+                passes[0] = 0.0
+                with guard.step():
+                    phase[0] = "stepping"
+                    step_start = time.perf_counter()
+                    if first_order:
+                        opt.zero_grad(set_to_none=True)
+                        with torch.enable_grad():
+                            loss = closure()
+                            loss.backward()
+                        opt.step()
+                    else:
+                        with torch.no_grad():
+                            loss = opt.step(closure, full_closure=full_closure)
+                        losses = list(opt.last_record)  # what `replay` takes (a jvp step records L and grad L . z)
+                    phase[0] = "recording"
+                    seconds = time.perf_counter() - step_start
+                    calls = round(passes[0], 9)
+                    history["step_seconds"].append(seconds)
+                    history["model_calls"] += int(calls) if calls.is_integer() else calls
+                    history["steps"].append(step + 1)
+                    history["forward_passes"].append(forwards_so_far(step + 1))
+                    history["loss"].append(float(loss.detach()))
+                    if "step_losses" in history:  # absent when resumed from a checkpoint of an older zoo
+                        history["step_losses"].append(losses)
+                    phase[0] = "clean"
+                due_after(step + 1)
     except KeyboardInterrupt:
-        if history["steps"]:
+        exact_restore = phase[0] == "stepping" and not first_order and opt.perturbation.name == "exact"
+        if phase[0] != "clean" and not exact_restore:
+            logger.warning("zoo: stopped inside step %d, whose weights are not restored bit for bit; nothing "
+                           "was saved from it, and the run resumes from its last checkpoint",
+                           len(history["steps"]) + 1)
+        elif history["steps"]:
             save(history["steps"][-1])
         raise
     finally:
         hook.remove()
+        bar.close()
     save(cfg.steps)
     test = scored_test.get(cfg.steps) or evaluate(model, scorer, splits.test, progress="test" if progress else None)
     dev = history["evals"][-1]
@@ -396,9 +519,10 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
         result["test_curve"] = {"source": "scored during the run"}
     if "step_losses" in history:  # lets `load_run_weights` rebuild these weights from the log and check them
         result["weights_fingerprint"] = {"start": start_fingerprint, "at_step": weights_fingerprint(model)}
-    results_path.write_text(json.dumps(result, indent=1))
-    log.path.unlink(missing_ok=True)  # results.json's history holds the same losses
     from .plots import plot_curve
 
+    # the curve first: a kill between the two leaves no results.json, so the rerun draws it again
     plot_curve(result, out / "curve.png")
+    write_json(out / "results.json", result, indent=1)
+    log.path.unlink(missing_ok=True)  # results.json's history holds the same losses
     return result

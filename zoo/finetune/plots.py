@@ -31,5 +31,7 @@ def plot_curve(result: dict, path) -> None:
         ax.grid(alpha=0.3)
     fig.suptitle(f"{c['estimator']} on {c['task']} ({c['model']}, {c['mode']}, {c['tuning']}, k={c['k']}, seed {c['seed']})")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    from ..files import save_figure
+
+    save_figure(fig, path, dpi=110)
     plt.close(fig)

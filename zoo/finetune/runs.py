@@ -8,26 +8,33 @@ that holds only a run's results.json can still evaluate or measure its model.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import torch
-
-from .loop import FIRST_ORDER, FinetuneConfig, build_optimizer, load_trainable_state
-from .trajectory import TrajectoryLog
+from ..files import RunFileError, load_torch, read_json
+from .loop import FIRST_ORDER, FinetuneConfig, build_optimizer, completed_config, load_trainable_state
+from .trajectory import TrajectoryLog, check_log, fingerprint_of
 
 
 def logged_losses(run: Path) -> dict | None:
-    """The run's loss log as a replayable payload: finished (results.json) or not (trajectory.json)."""
+    """The run's loss log as a replayable payload: finished (results.json) or not (trajectory.json).
+
+    Its "source" is the file it came from, for messages.
+    """
     results = run / "results.json"
     if results.exists():
-        r = json.loads(results.read_text())
+        r = read_json(results)
         if "step_losses" in r.get("history", {}) and "weights_fingerprint" in r:
-            return {"config": r["config"], "step": len(r["history"]["step_losses"]),
-                    "weights": r["weights_fingerprint"], "history": r["history"],
-                    "noise_stream": r.get("noise_stream")}
+            payload = {"config": r["config"], "step": len(r["history"]["step_losses"]),
+                       "weights": r["weights_fingerprint"], "history": r["history"],
+                       "noise_stream": r.get("noise_stream"), "source": results}
+            check_log(results, payload)
+            return payload
     log = run / "trajectory.json"
-    return json.loads(log.read_text()) if log.exists() else None
+    if not log.exists():
+        return None
+    payload = read_json(log)
+    check_log(log, payload)
+    return {**payload, "source": log}
 
 
 def run_config(run: str | Path) -> dict:
@@ -35,7 +42,10 @@ def run_config(run: str | Path) -> dict:
     run = Path(run)
     ckpt = run / "checkpoint.pt"
     if ckpt.exists():
-        return torch.load(ckpt, map_location="cpu", weights_only=False)["config"]
+        config = load_torch(ckpt, map_location="cpu").get("config")
+        if not isinstance(config, dict):
+            raise RunFileError(f"{ckpt}: damaged: no run config in it")
+        return config
     log = logged_losses(run)
     if log is None:
         raise ValueError(f"{run}: no checkpoint.pt and no logged losses (is it the --out of `zoo finetune`?)")
@@ -47,14 +57,19 @@ def load_run_weights(run: str | Path, model, progress: bool = True) -> int:
     run = Path(run)
     ckpt = run / "checkpoint.pt"
     if ckpt.exists():
-        payload = torch.load(ckpt, map_location="cpu", weights_only=False)
-        load_trainable_state(model, payload["params"])
+        payload = load_torch(ckpt, map_location="cpu")
+        params, saved = payload.get("params"), payload.get("fingerprint")
+        if not isinstance(params, dict) or (saved is not None and fingerprint_of(params.items()) != saved):
+            raise RunFileError(f"{ckpt}: damaged: its weights differ from those it was saved with")
+        load_trainable_state(model, params)
         return payload["step"]
     log = logged_losses(run)
-    cfg = FinetuneConfig(**log["config"])
+    if log is None:
+        raise ValueError(f"{run}: no checkpoint.pt and no logged losses (is it the --out of `zoo finetune`?)")
+    cfg = FinetuneConfig(**completed_config(log["config"]))
     if cfg.estimator in FIRST_ORDER:
         raise ValueError(f"{run}: no checkpoint.pt, and a first-order ({cfg.estimator}) run cannot be replayed")
     params = [p for p in model.parameters() if p.requires_grad]
     opt = build_optimizer(cfg, params, model, stream=log.get("noise_stream"))
-    TrajectoryLog(run).replay(log, model, opt, progress=progress)
+    TrajectoryLog(run).replay(log, model, opt, progress=progress, source=log["source"])
     return log["step"]

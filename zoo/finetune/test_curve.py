@@ -19,6 +19,7 @@ from .evaluate import evaluate
 from .loop import FIRST_ORDER, FinetuneConfig, build_optimizer, completed_config
 from .runs import logged_losses
 from .trajectory import TrajectoryLog, weights_fingerprint
+from ..files import read_json, write_json
 
 
 def has_test_curve(result: dict) -> bool:
@@ -72,7 +73,7 @@ def add_test_curve(out: str | Path, built, splits, progress: bool = False, at_st
         ValueError: the run is first-order, or its log does not rebuild its weights.
     """
     path = Path(out) / "results.json"
-    result = json.loads(path.read_text())
+    result = read_json(path)
     if has_test_curve(result):
         return result
     if not can_replay(result):
@@ -104,6 +105,6 @@ def add_test_curve(out: str | Path, built, splits, progress: bool = False, at_st
         e["test_accuracy"], e["test_loss"] = scored[e["step"]]
     result["test_curve"] = {"source": "replayed from the logged losses", "measured": machine()}
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
+    write_json(tmp, result, indent=1)
     tmp.replace(path)
     return result

@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from ..validation import integer
 from .keys import BLOCK_SIZE
 from .slots import ParamSlot
 from .streams import GeneratorStream, PhiloxStream
@@ -65,11 +66,12 @@ class TorchBackend:
     stream_name = GeneratorStream.name  # what _make_stream draws, known before it is built
 
     def __init__(self, chunk_size: int = 2 * BLOCK_SIZE, threads: int | None = None):
+        integer("chunk_size", chunk_size, minimum=1, what="elements per sweep chunk")
+        if threads is not None:
+            integer("threads", threads, minimum=1, what="sweep worker threads")
         self.stream = self._make_stream()
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.chunk_size = -(-chunk_size // BLOCK_SIZE) * BLOCK_SIZE
-        self.threads = max(1, threads if threads is not None else torch.get_num_threads())
+        self.threads = threads if threads is not None else max(1, torch.get_num_threads())
         self._local = threading.local()
         self._workspaces: list[Workspace] = []
         self._lock = threading.Lock()
@@ -162,6 +164,12 @@ class TritonBackend(TorchBackend):
         return PhiloxStream("triton")
 
 
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 BACKENDS = {"torch": TorchBackend, "cpu": CpuBackend, "triton": TritonBackend}
 
 
@@ -216,4 +224,15 @@ def make_backend(spec: "str | TorchBackend", device: torch.device | None = None,
     name = resolve_backend(spec, device)
     if name not in BACKENDS:
         raise ValueError(f"backend: unknown backend {spec!r}; choose one of {sorted(BACKENDS) + ['auto']}")
+    if name == "triton" and device is not None:
+        from .kernels import triton_ops
+
+        # checked here, not at the first step's kernel launch ("0 active drivers")
+        if not triton_ops.available(device):
+            where = torch.device(device)
+            why = ("the triton package is not installed (pip install triton)" if not _importable("triton") else
+                   "Triton runs CPU tensors only under TRITON_INTERPRET=1" if where.type == "cpu" else
+                   "no CUDA driver is available" if where.type == "cuda" else f"Triton has no {where.type} backend")
+            raise ValueError(f"backend='triton' cannot run on {where} parameters here: {why}; "
+                             "use backend='auto' (or 'cpu', the same philox stream on the CPU)")
     return BACKENDS[name](**{k: v for k, v in kwargs.items() if v is not None})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from ..files import save_figure
 
 
 def plot_density(results: dict, path, title: str) -> None:
@@ -29,7 +30,7 @@ def plot_density(results: dict, path, title: str) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -66,7 +67,7 @@ def plot_slowdown(result: dict, path, title: str) -> None:
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -92,5 +93,5 @@ def plot_trajectory(points: list[dict], path, title: str) -> None:
     b.grid(alpha=0.3)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
