@@ -16,9 +16,10 @@ def _demo(args):
     from .demo import run
 
     r = run(args.out, steps=args.steps, k=args.k, seed=args.seed, lr=args.lr, eps=args.eps,
-            estimator=args.estimator, train=args.train, data_dir=args.data_dir)
+            estimator=args.estimator, train=args.train, data_dir=args.data_dir, progress=not args.quiet)
     m = r["metrics"]
-    print(f"SST-2 accuracy {m['accuracy']:.3f} on {m['test_examples']} dev sentences (a zero head scores 0.491) "
+    print(f"SST-2 test accuracy {m['accuracy']:.3f} on {m['test_examples']} sentences (GLUE's dev.tsv; a zero head "
+          "scores 0.491) "
           f"after {r['config']['steps']} steps = {r['forward_passes']} forward passes in {r['wall_time_s']:.0f} s; "
           f"wrote {args.out}/results.json and {args.out}/curve.png")
 
@@ -32,7 +33,7 @@ def _estimators(args):
 def _task_args(args) -> dict:
     labels = args.labels.split(",") if args.labels else None
     return {"data_dir": args.data_dir, "text_column": args.text_column, "text_b_column": args.text_b_column,
-            "label_column": args.label_column, "labels": labels}
+            "label_column": args.label_column, "labels": labels, "encoding": args.encoding}
 
 
 def finetune_config(args):
@@ -63,7 +64,9 @@ def _finetune(args):
     r = run_finetune(cfg, args.out, _task_args(args), progress=not args.quiet, snapshot_every=args.snapshot_every,
                      test_curve=args.test_curve)
     m = r["metrics"]
-    print(f"{cfg.task} test accuracy {m['accuracy']:.4f} ({m['test_examples']} examples), dev {m['dev_accuracy']:.4f}, "
+    source = f": {m['test_source']}" if "test_source" in m else ""
+    print(f"{cfg.task} test accuracy {m['accuracy']:.4f} ({m['test_examples']} examples{source}), dev "
+          f"{m['dev_accuracy']:.4f} ({m['dev_examples']} examples from train), "
           f"after {cfg.steps} steps = {r['forward_passes']} forward passes in {r['wall_time_s']:.0f} s; "
           f"wrote {args.out}/results.json and {args.out}/curve.png")
 
@@ -82,7 +85,8 @@ def _eval(args):
     if args.json:
         write_json(args.json, r, indent=1)
     c, m = r["config"], r["metrics"]
-    print(f"{c['task']} {c['split']}: accuracy {m['accuracy']:.4f} on {m['examples']} examples "
+    which = f"test set ({c['source']})" if c.get("role") == "test" else f"split {c['split']!r}"
+    print(f"{c['task']} {which}: accuracy {m['accuracy']:.4f} on {m['examples']} examples "
           f"({c['method']}, template {c['template']}, {r['wall_time_s']:.0f} s)")
 
 
@@ -238,13 +242,15 @@ def _add_task_options(p):
     p.add_argument("--text-b-column", default=None, help="your file's second text column, for pair tasks")
     p.add_argument("--label-column", default="label")
     p.add_argument("--labels", default=None, help="comma-separated label values of your file (default: those seen)")
+    p.add_argument("--encoding", default="utf-8",
+                   help="of your file: utf-8 (default; utf-8-sig accepted), latin-1 (ISO-8859-1) or cp1252")
     p.add_argument("--template", default=None, help="template name (default: the task's first, 'mezo')")
     p.add_argument("--mode", choices=["prompt", "head"], default="prompt",
                    help="prompt: score candidate answers with the LM; head: a new classification head")
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k", type=int, default=16, help="examples per class (k-shot)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (transformers' loading bars included)")
 
 
 def _add_dtype_option(p):
@@ -266,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--estimator", default="mezo-sgd")
     d.add_argument("--train", choices=["head", "full"], default="head", help="train the head, or the whole encoder too")
     d.add_argument("--data-dir", default=None, help="folder holding glue-sst2/ (default: $ZOO_DATA_DIR or ../shared/data)")
+    d.add_argument("--quiet", action="store_true", help="no progress bars (transformers' loading bars included)")
     d.set_defaults(fn=_demo)
     f = sub.add_parser("finetune", help="fine-tune a pretrained model on a task with a ZO (or first-order) estimator")
     f.add_argument("--model", default="smollm2-135m", help="smollm2-135m, minilm-l6, or a local HF model folder")
@@ -348,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="folder for runs/, summary.md and plots; reruns resume it")
     b.add_argument("--report-only", action="store_true", help="only rebuild summary.md and the plots")
     b.add_argument("--docs", default=None, help="also publish summary.md and its plots as this markdown file")
-    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.add_argument("--quiet", action="store_true", help="no progress bars (transformers' loading bars included)")
     b.add_argument("--only", nargs="+", metavar="KEY=VALUES", default=None,
                    help="run only these runs, e.g. model=minilm-l6 task=rte method=mezo-sgd,lezo seed=0; "
                         "the report still covers the whole suite, and a second `zoo bench` beside a running "
@@ -365,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the "Loading weights" bar of from_pretrained
     try:
         args.fn(args)
     except KeyboardInterrupt:

@@ -31,20 +31,29 @@ def apply_tuning(model, tuning: str, *, head: torch.nn.Module | None = None, lor
         import peft
     except ImportError as e:
         raise ValueError(f"tuning={tuning!r} needs peft: pip install peft") from e
+    if head is not None and not hasattr(model, "config"):  # zoo's PooledClassifier: a bare encoder, a new head
+        if tuning == "prefix":
+            raise ValueError("tuning 'prefix' with mode 'head' on an encoder: peft's prefix tuning needs a model "
+                             "with a task head of its own; use --tuning lora, full or head")
+        model.encoder = _lora(peft, model.encoder, "FEATURE_EXTRACTION", lora_r, lora_alpha, seed)
+        return model
     task_type = "CAUSAL_LM" if head is None else "SEQ_CLS"
     if tuning == "lora":
-        targets = [n for n in ("q_proj", "v_proj", "query", "value") if any(m.endswith(n) for m, _ in model.named_modules())]
-        config = peft.LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=targets,
-                                 task_type=task_type)
-        # LoRA's A is initialised randomly: seed it locally so runs repeat without touching the global RNG
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            wrapped = peft.get_peft_model(model, config)
-        return wrapped
+        return _lora(peft, model, task_type, lora_r, lora_alpha, seed)
     config = peft.PrefixTuningConfig(num_virtual_tokens=prefix_tokens, task_type=task_type)
     wrapped = peft.get_peft_model(model, config)
     _init_prefix_from_real_tokens(wrapped, seed)
     return wrapped
+
+
+def _lora(peft, model, task_type: str, r: int, alpha: int, seed: int):
+    """LoRA on the query and value projections (MeZO's setting), through peft."""
+    targets = [n for n in ("q_proj", "v_proj", "query", "value") if any(m.endswith(n) for m, _ in model.named_modules())]
+    config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets, task_type=task_type)
+    # LoRA's A is initialised randomly: seed it locally so runs repeat without touching the global RNG
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return peft.get_peft_model(model, config)
 
 
 @torch.no_grad()

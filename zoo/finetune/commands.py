@@ -9,6 +9,7 @@ from pathlib import Path
 from .. import tasks
 from ..placement import checked_device, dtype_of
 from ..provenance import machine
+from ..validation import integer
 from .build import load
 from .evaluate import evaluate
 from .loop import FIRST_ORDER, FinetuneConfig, completed_config, finetune, peak_memory_bytes, reset_peak_memory
@@ -24,16 +25,25 @@ def default_lr(estimator: str, tuning: str) -> float:
     return (DEFAULT_LR_FIRST_ORDER if estimator in FIRST_ORDER else DEFAULT_LR)[tuning]
 
 
-def load_task(name, data_dir=None, text_column=None, text_b_column=None, label_column="label", labels=None):
+def load_task(name, data_dir=None, text_column=None, text_b_column=None, label_column="label", labels=None,
+              encoding="utf-8"):
     if Path(name).suffix.lower() in (".tsv", ".csv", ".jsonl", ".json"):
-        return tasks.user_task(name, text_column, text_b_column, label_column, labels)
+        return tasks.user_task(name, text_column, text_b_column, label_column, labels, encoding)
+    given = [flag for flag, value in (("--text-column", text_column), ("--text-b-column", text_b_column),
+                                      ("--labels", labels), ("--encoding", encoding if encoding != "utf-8" else None))
+             if value is not None]
+    if label_column != "label":
+        given.append("--label-column")
+    if given:
+        raise ValueError(f"{', '.join(given)}: for your own .tsv/.csv/.jsonl file; the built-in task {name!r} "
+                         "defines its own columns, labels and encoding")
     return tasks.get_task(name, data_dir)
 
 
 def sample(task, protocol: str, k: int, seed: int, test_limit: int | None):
     if protocol == "mezo":
         s = tasks.mezo_split(task, seed)
-        return tasks.Splits(s.train, s.dev, s.test[:test_limit] if test_limit else s.test)
+        return tasks.Splits(s.train, s.dev, s.test[:test_limit] if test_limit else s.test, s.test_source)
     return tasks.few_shot(task, k, seed, test_limit)
 
 
@@ -68,6 +78,11 @@ def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int
     (rebuilding a run from its logged losses on another device is not bit-exact).
     """
     task_args = task_args or {}
+    if limit is not None:
+        integer("limit", limit, minimum=1, note="or None: the whole split")
+    integer("icl", icl, minimum=0, what="demonstrations per class")
+    integer("k", k, minimum=1)
+    integer("max_length", max_length, minimum=1)
     run_cfg = None
     if from_run:
         run_cfg = completed_config(run_config(from_run))
@@ -88,6 +103,8 @@ def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int
     else:
         split = split or task.eval_split
         # a user's single file is evaluated on its held-out fifth, the test set of `zoo finetune`
+        if split != "all" and split not in task.splits:
+            raise ValueError(f"split: {task.name} has no split {split!r}; it has {', '.join(task.splits)}")
         examples = tasks.held_out(task)[1] if split == "all" else task.examples(split)
         examples = examples[:limit] if limit else examples
         demos = []
@@ -104,7 +121,11 @@ def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int
         metrics = evaluate(built.model, built.scorer, examples, progress=split if progress else None)
         how = (f"fine-tuned run {from_run}" if run_cfg else
                f"{icl}-shot in-context per class" if icl else "zero-shot")
-    return {"config": {"model": model, "task": task.name, "split": split if not linear_probe else task.eval_split,
+    split = split if not linear_probe else task.eval_split
+    # the set `zoo finetune` tests on is called the test set in every command, whatever the file calls it
+    role = "test" if split in (task.eval_split, "all") else "train" if split == "train" else None
+    return {"config": {"model": model, "task": task.name, "split": split, "role": role,
+                       "source": tasks.test_source(task) if role == "test" else f"the task's {split!r} split",
                        "template": None if mode == "head" else task.template(template).name,
                        "mode": mode, "method": how, "limit": limit, "seed": seed, "dtype": dtype,
                        "device": str(device)},

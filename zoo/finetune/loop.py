@@ -496,7 +496,8 @@ def _train(cfg: FinetuneConfig, built: Built, splits: Splits, out: Path, progres
         "config": asdict(cfg),
         "metrics": {"accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "test_loss": test["loss"],
                     "test_examples": test["examples"], "dev_accuracy": dev["dev_accuracy"],
-                    "train_examples": len(splits.train), "dev_examples": len(splits.dev)},
+                    "train_examples": len(splits.train), "dev_examples": len(splits.dev),
+                    "test_source": splits.test_source},
         "forward_passes": forwards_so_far(cfg.steps),
         "model_calls": history["model_calls"],
         # how the scorer split batches into length-sorted chunks (None: whole); step times depend on it

@@ -8,6 +8,7 @@ the project's shared data (`glue-sst2/`, `stsa/`, `trec/`, `superglue-rte/`,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Callable, Iterator
 
 from . import hub
 from .example import Example
-from .readers import TaskError, read_any, read_delimited, read_jsonl, read_prefixed
+from .readers import TaskError, check_encoding, read_any, read_delimited, read_jsonl, read_prefixed
 from .templates import TEMPLATES, Template, generic_template
 
 Parse = Callable[[dict], Iterator[tuple[dict, object]]]
@@ -196,16 +197,26 @@ BUILTIN = {name: dataclasses.replace(task, hub=True) for name, task in _builtin(
 
 
 def user_task(path: str | os.PathLike, text_column: str | None = None, text_b_column: str | None = None,
-              label_column: str = "label", labels: list[str] | None = None) -> Task:
+              label_column: str = "label", labels: list[str] | None = None, encoding: str = "utf-8") -> Task:
     """A task from a user's TSV, CSV or JSONL file.
 
     The text column defaults to `text`, else `sentence`. Classes are the label
     values seen in the file, in sorted order, unless `labels` names them (then
     any other value is an error at its line). The file is one split, `all`;
     the sampling protocols draw train, dev and test from it without overlap.
+    `encoding`: the file's (readers.ENCODINGS), UTF-8 by default.
     """
     path = Path(path)
-    rows = list(read_any(path))
+    check_encoding(encoding)
+    if labels is not None:
+        labels = [str(label).strip() for label in labels]
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        if twice:
+            raise TaskError(f"labels: {', '.join(map(repr, twice))} given more than once; name each class once")
+        if any(not label for label in labels):
+            raise TaskError("labels: an empty label name")
+    reader = functools.partial(read_any, encoding=encoding)
+    rows = list(reader(path))
     if not rows:
         raise TaskError(f"{path}: no data rows")
     first_line, first = rows[0]
@@ -234,7 +245,7 @@ def user_task(path: str | os.PathLike, text_column: str | None = None, text_b_co
 
     template = generic_template(labels, text_b_column is not None)
     return Task(path.stem, labels, tuple(k.lower() for k in labels), {"all": str(path.resolve())}, parse,
-                read_any, {template.name: template}, "all")
+                reader, {template.name: template}, "all")
 
 
 def get_task(name: str, data_dir_: str | os.PathLike | None = None, **columns) -> Task:
