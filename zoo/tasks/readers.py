@@ -66,6 +66,10 @@ def read_delimited(path: Path, delimiter: str, encoding: str = "utf-8") -> Itera
             if not row or all(not c.strip() for c in row):
                 continue
             if len(row) != len(header):
+                spans = sum(c.rstrip("\n").count("\n") for c in row)
+                if spans:  # a quote opened and never closed swallows the lines after it into one field
+                    raise TaskError(f"{path}:{line - spans}: malformed row: a quoted field runs on to line {line} "
+                                    "(a quote that is never closed?)")
                 raise TaskError(f"{path}:{line}: malformed row: {len(row)} fields where the header has {len(header)}")
             yield line, dict(zip(header, row))
 

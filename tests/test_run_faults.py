@@ -1,0 +1,314 @@
+"""Faults in a run folder: Ctrl-C at any moment, damaged or altered files, a full disk, two processes.
+
+Each run resumes bit for bit where nothing is lost, or stops with one line naming the file. An
+"uninterrupted run" is the reference: the same config trained straight through in another folder.
+"""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import bits_equal
+from test_finetune import _setup
+from zoo.files import RunFileError
+from zoo.finetune.loop import finetune
+
+SAME = ("loss", "step_losses", "forward_passes", "steps", "evals", "model_calls")
+
+
+def _straight(tmp_path, **cfg):
+    c, built, splits = _setup(tmp_path / "straight", **cfg)
+    r = finetune(c, built, splits, tmp_path / "straight" / "run", progress=False)
+    return r, [p.detach().clone() for p in built.model.parameters()]
+
+
+def _assert_same_run(resumed, fresh_model, straight, final):
+    assert bits_equal(final, fresh_model.parameters())
+    for key in SAME:
+        assert resumed["history"].get(key) == straight["history"].get(key), key
+    assert resumed["metrics"] == straight["metrics"]
+    assert resumed["forward_passes"] == straight["forward_passes"]
+    assert resumed.get("weights_fingerprint") == straight.get("weights_fingerprint")
+
+
+def _signal_at_call(model, calls_before, count=1):
+    """SIGINT to this process from inside the model's forward number `calls_before + 1` (inside a closure),
+    `count` times (2: a user who presses Ctrl-C twice)."""
+    seen = [0]
+
+    def hook(*_):
+        seen[0] += 1
+        if seen[0] == calls_before + 1:
+            for _ in range(count):
+                os.kill(os.getpid(), signal.SIGINT)
+
+    return model.register_forward_pre_hook(hook)
+
+
+# step 5's forwards: dev at 0 (1 call), steps 1-4 (8), dev at 4 (1), so calls 11 and 12 are step 5's closure
+STEP5_SECOND_FORWARD = 11
+
+
+@pytest.mark.parametrize("perturbation", ["inplace", "exact"])
+def test_sigint_inside_the_closure_finishes_the_step_then_resumes_bit_exactly(tmp_path, perturbation):
+    opts = {"estimator_options": {"perturbation": perturbation}}
+    straight, final = _straight(tmp_path, **opts)
+    cfg, built, splits = _setup(tmp_path / "b", **opts)
+    _signal_at_call(built.model, STEP5_SECOND_FORWARD)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg, built, splits, tmp_path / "b" / "run", progress=False)
+    saved = torch.load(tmp_path / "b" / "run" / "checkpoint.pt", weights_only=False)
+    assert saved["step"] == 5 and saved["optimizer"]["zo"]["step"] == 5  # the interrupted step was finished
+    assert saved["optimizer"]["zo"]["forward_passes"] == 10
+    cfg, fresh, splits = _setup(tmp_path / "b", **opts)
+    resumed = finetune(cfg, fresh, splits, tmp_path / "b" / "run", progress=False)
+    _assert_same_run(resumed, fresh.model, straight, final)
+
+
+def test_a_second_sigint_stops_at_once_saves_nothing_from_the_step_and_the_run_still_resumes(tmp_path, caplog):
+    straight, final = _straight(tmp_path)
+    cfg, built, splits = _setup(tmp_path / "b")
+    _signal_at_call(built.model, STEP5_SECOND_FORWARD, count=2)
+    with caplog.at_level(logging.WARNING, logger="zoo"), pytest.raises(KeyboardInterrupt):
+        finetune(cfg, built, splits, tmp_path / "b" / "run", progress=False)
+    assert any("stopped inside step 5" in r.message for r in caplog.records)
+    saved = torch.load(tmp_path / "b" / "run" / "checkpoint.pt", weights_only=False)
+    assert saved["step"] == 3  # the last checkpoint, not the rounded weights of the broken step
+    cfg, fresh, splits = _setup(tmp_path / "b")
+    resumed = finetune(cfg, fresh, splits, tmp_path / "b" / "run", progress=False)
+    _assert_same_run(resumed, fresh.model, straight, final)
+
+
+def test_sigint_during_a_dev_evaluation_resumes_with_that_evaluation(tmp_path):
+    straight, final = _straight(tmp_path)
+    cfg, built, splits = _setup(tmp_path / "b")
+    _signal_at_call(built.model, 9)  # call 10: the dev evaluation after step 4
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cfg, built, splits, tmp_path / "b" / "run", progress=False)
+    cfg, fresh, splits = _setup(tmp_path / "b")
+    resumed = finetune(cfg, fresh, splits, tmp_path / "b" / "run", progress=False)
+    _assert_same_run(resumed, fresh.model, straight, final)
+
+
+def _stopped_run(tmp_path, monkeypatch, at=6):
+    from conftest import stop_at
+
+    cfg, built, splits = _setup(tmp_path / "b")
+    run = tmp_path / "b" / "run"
+    stop_at(monkeypatch, at, cfg, built, splits, run)
+    return run
+
+
+def _resume(tmp_path):
+    cfg, fresh, splits = _setup(tmp_path / "b")
+    return finetune(cfg, fresh, splits, tmp_path / "b" / "run", progress=False), fresh
+
+
+def test_a_checkpoint_with_one_weight_altered_is_refused(tmp_path, monkeypatch, caplog):
+    straight, final = _straight(tmp_path)
+    run = _stopped_run(tmp_path, monkeypatch)
+    payload = torch.load(run / "checkpoint.pt", weights_only=False)
+    name = next(iter(payload["params"]))
+    payload["params"][name] = payload["params"][name].clone()
+    payload["params"][name].view(-1)[0] += 1e-3
+    torch.save(payload, run / "checkpoint.pt")  # a valid torch file
+    trajectory = (run / "trajectory.json").read_bytes()
+    (run / "trajectory.json").unlink()
+    with pytest.raises(RunFileError, match=r"checkpoint.pt: damaged: its weights differ .*start the run over"):
+        _resume(tmp_path)
+    (run / "trajectory.json").write_bytes(trajectory)  # with the loss log the run goes on from it
+    with caplog.at_level(logging.WARNING, logger="zoo"):
+        resumed, fresh = _resume(tmp_path)
+    assert any("fingerprint" in r.message and "trajectory.json" in r.message for r in caplog.records)
+    _assert_same_run(resumed, fresh.model, straight, final)
+
+
+def _damage(path, how):
+    data = path.read_bytes()
+    if how == "empty":
+        path.write_bytes(b"")
+    elif how == "random":
+        path.write_bytes(os.urandom(len(data)))
+    elif how == "bit-flip":
+        b = bytearray(data)
+        b[len(b) // 2] ^= 0x10
+        path.write_bytes(bytes(b))
+    elif how == "truncated":
+        path.write_bytes(data[:len(data) // 2])
+    elif how == "list":
+        path.write_text("[1, 2, 3]")
+    elif how == "latin-1":
+        path.write_bytes(b'{"config": "\xc6"}')
+
+
+@pytest.mark.parametrize("how", ["empty", "random", "bit-flip", "truncated"])
+def test_a_damaged_checkpoint_is_named_and_the_loss_log_takes_over(tmp_path, monkeypatch, how, caplog):
+    straight, final = _straight(tmp_path)
+    run = _stopped_run(tmp_path, monkeypatch)
+    _damage(run / "checkpoint.pt", how)
+    with caplog.at_level(logging.WARNING, logger="zoo"):
+        resumed, fresh = _resume(tmp_path)
+    assert any(str(run / "checkpoint.pt") in r.message for r in caplog.records)
+    _assert_same_run(resumed, fresh.model, straight, final)
+
+
+@pytest.mark.parametrize("how", ["empty", "random", "truncated"])
+def test_a_damaged_checkpoint_without_a_log_is_one_line_naming_it(tmp_path, monkeypatch, how, capsys):
+    run = _stopped_run(tmp_path, monkeypatch)
+    (run / "trajectory.json").unlink()
+    _damage(run / "checkpoint.pt", how)
+    with pytest.raises(RunFileError) as e:
+        _resume(tmp_path)
+    msg = str(e.value)
+    assert msg.startswith(f"{run / 'checkpoint.pt'}: damaged") and "\n" not in msg and "delete it" in msg
+
+
+@pytest.mark.parametrize("how", ["truncated", "list", "latin-1", "empty"])
+def test_a_damaged_loss_log_is_named_and_the_checkpoint_takes_over(tmp_path, monkeypatch, how, caplog):
+    straight, final = _straight(tmp_path)
+    run = _stopped_run(tmp_path, monkeypatch)
+    _damage(run / "trajectory.json", how)
+    with caplog.at_level(logging.WARNING, logger="zoo"):
+        resumed, fresh = _resume(tmp_path)
+    assert any(str(run / "trajectory.json") in r.message for r in caplog.records)
+    _assert_same_run(resumed, fresh.model, straight, final)
+
+
+@pytest.mark.parametrize("how", ["truncated", "list", "latin-1"])
+def test_a_damaged_loss_log_alone_is_one_line_naming_it(tmp_path, monkeypatch, how):
+    run = _stopped_run(tmp_path, monkeypatch)
+    (run / "checkpoint.pt").unlink()
+    _damage(run / "trajectory.json", how)
+    with pytest.raises(RunFileError) as e:
+        _resume(tmp_path)
+    assert str(e.value).startswith(f"{run / 'trajectory.json'}: damaged") and "\n" not in str(e.value)
+
+
+def test_a_log_whose_step_runs_past_its_losses_is_refused(tmp_path, monkeypatch):
+    run = _stopped_run(tmp_path, monkeypatch)
+    (run / "checkpoint.pt").unlink()
+    log = json.loads((run / "trajectory.json").read_text())
+    log["step"] = 8  # 6 steps of losses logged
+    (run / "trajectory.json").write_text(json.dumps(log))
+    with pytest.raises(RunFileError, match=r"trajectory.json: inconsistent: its step is 8 but its history holds 6"):
+        _resume(tmp_path)
+    assert not (run / "results.json").exists()
+
+
+def test_a_kill_after_results_json_loses_no_curve(tmp_path):
+    cfg, built, splits = _setup(tmp_path / "a")
+    run = tmp_path / "a" / "run"
+    finetune(cfg, built, splits, run, progress=False)
+    (run / "curve.png").unlink()  # what a kill between the two writes of an older zoo left
+    cfg, fresh, splits = _setup(tmp_path / "a")
+    finetune(cfg, fresh, splits, run, progress=False)
+    assert (run / "curve.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("how", ["truncated", "list", "empty"])
+def test_a_truncated_results_json_is_rebuilt_from_the_checkpoint(tmp_path, how, caplog):
+    straight, final = _straight(tmp_path)
+    run = tmp_path / "straight" / "run"
+    reference = json.loads((run / "results.json").read_text())
+    _damage(run / "results.json", how)
+    cfg, fresh, splits = _setup(tmp_path / "straight")
+    with caplog.at_level(logging.WARNING, logger="zoo"):
+        rebuilt = finetune(cfg, fresh, splits, run, progress=False)
+    assert any("results.json" in r.message for r in caplog.records)
+    _assert_same_run(rebuilt, fresh.model, reference, final)
+    assert json.loads((run / "results.json").read_text())["metrics"] == reference["metrics"]
+
+
+def test_a_truncated_results_json_that_alone_held_the_run_is_named(tmp_path):
+    _straight(tmp_path)
+    run = tmp_path / "straight" / "run"
+    (run / "checkpoint.pt").unlink()
+    _damage(run / "results.json", "truncated")
+    cfg, fresh, splits = _setup(tmp_path / "straight")
+    with pytest.raises(RunFileError, match=r"results.json: damaged: not valid JSON .*delete it to run again"):
+        finetune(cfg, fresh, splits, run, progress=False)
+
+
+def test_zoo_eval_of_a_run_with_a_damaged_results_json_names_it(tmp_path, capsys):
+    from zoo.cli import main
+
+    from conftest import tiny_model_folder
+
+    folder, data = tiny_model_folder(tmp_path)
+    out = tmp_path / "run"
+    args = ["--model", str(folder), "--task", str(data), "--k", "4", "--quiet"]
+    assert main(["finetune", *args, "--steps", "2", "--batch-size", "4", "--lr", "0.01", "--out", str(out)]) == 0
+    (out / "checkpoint.pt").unlink()
+    _damage(out / "results.json", "truncated")
+    capsys.readouterr()
+    assert main(["eval", *args, "--run", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{out / 'results.json'}: damaged" in err
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    """torch's serializer reports a full disk as a RuntimeError without errno; the writer names the file
+    and 'no space left', and removes its partial temporary file."""
+    import shutil
+
+    import zoo.files
+
+    run = _stopped_run(tmp_path, monkeypatch, at=3)
+    before = (run / "checkpoint.pt").read_bytes()
+    real_save = torch.save
+
+    def filling(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)
+        with open(f, "r+b") as h:
+            h.truncate(4096)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    monkeypatch.setattr(torch, "save", filling)
+    monkeypatch.setattr(zoo.files.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 0))
+    cfg, fresh, splits = _setup(tmp_path / "b")
+    with pytest.raises(RunFileError) as e:
+        finetune(cfg, fresh, splits, run, progress=False)
+    assert str(e.value) == f"{run / 'checkpoint.pt'}: could not write it: no space left on device; the previous " \
+                           "checkpoint.pt is kept"
+    assert (run / "checkpoint.pt").read_bytes() == before
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_a_second_process_on_the_same_out_stops_at_once(tmp_path):
+    from zoo.finetune.lock import LOCK, FolderInUse
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run = tmp_path / "b" / "run"
+        run.mkdir(parents=True)
+        (run / LOCK).write_text(str(other.pid))
+        cfg, built, splits = _setup(tmp_path / "b")
+        with pytest.raises(FolderInUse, match=rf"{run} is in use by another zoo process \(pid {other.pid}\)"):
+            finetune(cfg, built, splits, run, progress=False)
+        assert not (run / "checkpoint.pt").exists()
+    finally:
+        other.kill()
+        other.wait()
+    # the holder died: its lock does not block the rerun, and the run releases its own at the end
+    finetune(cfg, built, splits, run, progress=False)
+    assert (run / "results.json").exists() and not (run / LOCK).exists()
+
+
+def test_progress_off_a_terminal_is_plain_lines(capsys, monkeypatch):
+    import zoo.progress as progress
+
+    monkeypatch.setattr(progress, "PLAIN_EVERY_S", 0.0)
+    bar = progress.PlainProgress(range(5), desc="steps", every_s=0.0)
+    for _ in bar:
+        bar.set_postfix(loss="0.5")
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert "\r" not in err and "\x1b" not in err and len(lines) >= 5
+    assert lines[-1].startswith("steps: 5/5 (100%)") and "loss=0.5" in lines[-1]
+    assert progress.progress(range(3), enabled=True).__class__ is progress.PlainProgress  # pytest's stderr is no tty
