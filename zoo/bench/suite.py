@@ -56,7 +56,6 @@ from pathlib import Path
 from .. import estimators
 from ..tasks import TEMPLATES
 from .memory import check_repeats
-from ..files import read_json
 
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
 PRESETS = ("smoke", "cpu", "cpu-long", "gpu")
@@ -180,7 +179,7 @@ def load_suite(spec: str) -> Suite:
     if not path.is_file():
         raise ValueError(f"suite {spec!r}: not a preset ({', '.join(PRESETS)}) and no such file")
     try:
-        raw = read_json(path)
+        raw = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
     unknown = set(raw) - _KEYS
