@@ -3,9 +3,10 @@
     python benchmarks/crash_test.py --trials 24 --write-trials 8 --json docs/reliability_crash.json
 
 A reference run trains straight through. Each trial starts the same command in a fresh folder,
-kills it (SIGKILL: no handler runs) once at a random moment, or, for the "write" trials, the moment a
-temporary file of a checkpoint or loss-log write appears (the kill lands inside the write), then
-reruns the same command to the end. A trial passes when the rerun exits 0 and its results.json
+kills it (SIGKILL: no handler runs) once at a random moment between the run folder's creation and the
+reference's end, or, for the "write" trials, inside the k-th write of a run file (k at random; the
+kill lands while the temporary file of a checkpoint or loss-log write exists), then reruns the same
+command to the end. A trial passes when the rerun exits 0 and its results.json
 equals the reference's in everything but timings and machine facts (config, metrics, forward passes,
 model calls, history of losses and evaluations, weights fingerprint), and its final checkpoint's
 weights are bit-identical to the reference's.
@@ -78,22 +79,30 @@ def _writing(out: Path) -> bool:
 
 
 def trial(cmd: list[str], out: Path, reference: dict, ref_weights: dict, kill_after: float | None,
-          env: dict) -> dict:
-    """One kill (at `kill_after` seconds, or inside the first write seen when None), then the rerun."""
+          env: dict, at_write: int = 1) -> dict:
+    """One kill, then the rerun. The kill lands `kill_after` seconds after the run folder appears (the
+    process has imported torch and loaded the model by then), or, with `kill_after` None, inside the
+    `at_write`-th write of a run file that the polling sees."""
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0 = time.monotonic()
-    killed_in_write = False
+    started = None
+    killed_in_write, writes, was_writing = False, 0, False
     while proc.poll() is None:
-        now = time.monotonic() - t0
-        if kill_after is None and now > 1.0 and _writing(out):
+        if started is None and out.exists():
+            started = time.monotonic()
+        writing = started is not None and _writing(out)
+        if writing and not was_writing:
+            writes += 1
+        was_writing = writing
+        if kill_after is None and writing and writes == at_write:
             killed_in_write = True
             proc.send_signal(signal.SIGKILL)
             break
-        if kill_after is not None and now >= kill_after:
-            killed_in_write = _writing(out)
+        if kill_after is not None and started is not None and time.monotonic() - started >= kill_after:
+            killed_in_write = writing
             proc.send_signal(signal.SIGKILL)
             break
-        time.sleep(0.0005)
+        time.sleep(0.0002)
     proc.wait()
     killed_at = time.monotonic() - t0
     finished_before_kill = proc.returncode == 0
@@ -160,23 +169,34 @@ def main() -> None:
     model, data = model_folder(root), resolve("fixture:sentiment", root)
     ref_out = root / "reference"
     t0 = time.monotonic()
-    subprocess.run(command(model, data, ref_out, args.steps), env=env, check=True, capture_output=True)
+    proc = subprocess.Popen(command(model, data, ref_out, args.steps), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    folder_at = None
+    while proc.poll() is None:
+        if folder_at is None and ref_out.exists():
+            folder_at = time.monotonic() - t0
+        time.sleep(0.001)
+    if proc.returncode:
+        raise SystemExit(f"the reference run failed (exit {proc.returncode})")
     ref_seconds = time.monotonic() - t0
+    training_seconds = ref_seconds - (folder_at or 0.0)  # from the run folder's creation to the end
     reference, ref_weights = comparable(json.loads((ref_out / "results.json").read_text())), final_weights(ref_out)
     rng = random.Random(args.seed)
     rows = []
     for i in range(args.trials + args.write_trials):
         out = root / f"trial{i}"
-        kill_after = rng.uniform(0.5, ref_seconds) if i < args.trials else None
-        row = trial(command(model, data, out, args.steps), out, reference, ref_weights, kill_after, env)
-        row["kind"] = "random moment" if i < args.trials else "inside a write"
+        kill_after = rng.uniform(0.0, training_seconds) if i < args.trials else None
+        at_write = rng.randint(1, 2 * (args.steps // 2))  # a checkpoint and a log write every 2 steps
+        row = trial(command(model, data, out, args.steps), out, reference, ref_weights, kill_after, env, at_write)
+        row["kind"] = "random moment" if i < args.trials else f"inside write {at_write}"
         rows.append(row)
-        print(f"trial {i}: {row['kind']}, killed at {row['kill_after_s']:.2f} s"
+        print(f"trial {i}: {row['kind']}, killed {row['kill_after_s']:.2f} s after the start"
               f"{' (inside a write)' if row['killed_in_write'] else ''}: {'pass' if row['passed'] else 'FAIL'}",
               flush=True)
         shutil.rmtree(out)
     summary = {"command": " ".join(["python", "benchmarks/crash_test.py", *sys.argv[1:]]),
-               "reference_seconds": round(ref_seconds, 1), "trials": len(rows),
+               "reference_seconds": round(ref_seconds, 1), "training_seconds": round(training_seconds, 1),
+               "trials": len(rows), "with_checkpoint_at_kill": sum("checkpoint.pt" in r["left_after_kill"] for r in rows),
                "passed": sum(r["passed"] for r in rows), "killed_in_write": sum(r["killed_in_write"] for r in rows),
                "finished_before_kill": sum(r["finished_before_kill"] for r in rows), "rows": rows}
     if args.disk_full:

@@ -312,3 +312,57 @@ def test_progress_off_a_terminal_is_plain_lines(capsys, monkeypatch):
     assert "\r" not in err and "\x1b" not in err and len(lines) >= 5
     assert lines[-1].startswith("steps: 5/5 (100%)") and "loss=0.5" in lines[-1]
     assert progress.progress(range(3), enabled=True).__class__ is progress.PlainProgress  # pytest's stderr is no tty
+
+
+def test_sigkill_inside_a_checkpoint_write_then_the_same_command_finishes_bit_identically(tmp_path):
+    """One trial of benchmarks/crash_test.py (docs/reliability.md has the full 32): `zoo finetune` in a
+    subprocess, SIGKILLed the moment a temporary file of a checkpoint or log write appears, then rerun."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "crash_test", Path(__file__).resolve().parent.parent / "benchmarks" / "crash_test.py")
+    crash = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(crash)
+    from zoo.bench.fixtures import resolve
+
+    model, data = crash.model_folder(tmp_path), resolve("fixture:sentiment", tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ref = tmp_path / "reference"
+    subprocess.run(crash.command(model, data, ref, 6), env=env, check=True, capture_output=True)
+    reference = crash.comparable(json.loads((ref / "results.json").read_text()))
+    out = tmp_path / "killed"
+    row = crash.trial(crash.command(model, data, out, 6), out, reference, crash.final_weights(ref), None, env,
+                      at_write=3)
+    assert row["killed_in_write"] and not row["finished_before_kill"]
+    assert row["rerun_exit"] == 0 and row["results_identical"] and row["weights_identical"], row
+
+
+def test_two_identical_commands_on_one_out_the_second_exits_at_once_in_one_line(tmp_path, capsys):
+    import time
+
+    from conftest import tiny_model_folder
+    from zoo.cli import main
+    from zoo.finetune.lock import LOCK
+
+    folder, data = tiny_model_folder(tmp_path)
+    out = tmp_path / "run"
+    argv = ["finetune", "--model", str(folder), "--task", str(data), "--k", "4", "--steps", "100000",
+            "--batch-size", "4", "--lr", "0.01", "--quiet", "--out", str(out)]
+    first = subprocess.Popen([sys.executable, "-m", "zoo", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / LOCK).exists() and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.05)
+        capsys.readouterr()
+        t0 = time.monotonic()
+        assert main(argv) == 2
+        took = time.monotonic() - t0
+        err = capsys.readouterr().err.strip()
+        assert err == f"zoo finetune: error: {out} is in use by another zoo process (pid {first.pid}); wait for it " \
+                      "to finish, or use another --out"
+        assert took < 5  # no model was loaded
+        assert first.poll() is None  # the first run goes on
+    finally:
+        first.kill()
+        first.wait()

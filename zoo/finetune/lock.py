@@ -23,7 +23,7 @@ def _holder(lock: Path) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -48,7 +48,7 @@ def claim(out: str | Path) -> bool:
                 holder = _holder(lock)
                 if holder == os.getpid():
                     return True
-                if holder is not None and _alive(holder):
+                if holder is not None and is_alive(holder):
                     return False
                 lock.unlink(missing_ok=True)  # a dead process's lock
         return False

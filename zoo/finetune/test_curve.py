@@ -100,11 +100,10 @@ def add_test_curve(out: str | Path, built, splits, progress: bool = False, at_st
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = build_optimizer(cfg, params, model, stream=result.get("noise_stream"))
-    TrajectoryLog(Path(out)).replay(logged_losses(Path(out)), model, opt, progress=progress, on_step=on_step)
+    log = logged_losses(Path(out))
+    TrajectoryLog(Path(out)).replay(log, model, opt, progress=progress, on_step=on_step, source=log["source"])
     for e in evals:
         e["test_accuracy"], e["test_loss"] = scored[e["step"]]
     result["test_curve"] = {"source": "replayed from the logged losses", "measured": machine()}
-    tmp = path.with_suffix(".tmp")
-    write_json(tmp, result, indent=1)
-    tmp.replace(path)
+    write_json(path, result, indent=1)
     return result
