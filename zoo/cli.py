@@ -372,10 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "quiet", False):
+    if getattr(args, "quiet", False) or not sys.stderr.isatty():
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()  # the "Loading weights" bar of from_pretrained
+        # the "Loading weights" bar of from_pretrained: hidden with --quiet, and off a terminal, where
+        # its carriage returns would pile up in the log (zoo's own bars print plain lines there)
+        hf_logging.disable_progress_bar()
     try:
         args.fn(args)
     except KeyboardInterrupt:
