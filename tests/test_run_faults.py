@@ -366,3 +366,15 @@ def test_two_identical_commands_on_one_out_the_second_exits_at_once_in_one_line(
     finally:
         first.kill()
         first.wait()
+
+
+def test_quiet_and_a_log_file_hide_transformers_loading_bar(monkeypatch):
+    from transformers.utils import logging as hf_logging
+
+    from zoo.cli import main
+
+    for argv in (["eval", "--quiet", "--task", "imdb"], ["eval", "--task", "imdb"]):  # pytest's stderr: no tty
+        hf_logging.enable_progress_bar()
+        assert main(argv) == 2  # fails fast on the task, after the flag is read
+        assert not hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
