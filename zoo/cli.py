@@ -54,7 +54,8 @@ def finetune_config(args):
         eps=args.eps if args.eps is not None else DEFAULT_EPS[args.tuning], batch_size=args.batch_size,
         mode=args.mode, tuning=args.tuning, template=args.template, objective=args.objective,
         eval_every=args.eval_every, test_limit=args.test_limit, max_length=args.max_length,
-        checkpoint_every=args.checkpoint_every, estimator_options=options, dtype=args.dtype, device=args.device)
+        checkpoint_every=args.checkpoint_every, estimator_options=options, dtype=args.dtype, device=args.device,
+        blocks=args.blocks, activation_cache=not args.no_activation_cache)
 
 
 def _finetune(args):
@@ -291,7 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     _add_dtype_option(f)
     f.add_argument("--batch-size", type=int, default=16)
-    f.add_argument("--tuning", choices=["full", "lora", "prefix", "head"], default="full")
+    f.add_argument("--tuning", choices=["full", "lora", "prefix", "head", "blocks"], default="full",
+                   help="what trains; blocks: the top --blocks K transformer blocks and the final norm")
+    f.add_argument("--blocks", type=int, default=None, help="with --tuning blocks: how many top blocks train")
+    f.add_argument("--no-activation-cache", action="store_true",
+                   help="with --tuning blocks: run the whole model at every forward instead of the top blocks "
+                        "on the cached activations below them")
     f.add_argument("--objective", choices=["ce", "accuracy", "f1"], default="ce")
     f.add_argument("--protocol", choices=["kshot", "mezo"], default="kshot",
                    help="kshot: k per class train and dev; mezo: 1000 train / 500 dev / 1000 test")

@@ -3,7 +3,8 @@
 A suite is a JSON file (presets live in benchmarks/suites/). Its keys:
 
     name            the suite's name
-    models          [{"model": ..., "mode": "prompt"|"head", "tuning": "full"|"lora"|...,
+    models          [{"model": ..., "mode": "prompt"|"head", "tuning": "full"|"lora"|"blocks"|...,
+                      "blocks": K (tuning "blocks"),
                       "template", "grid", "first_order", "forward_budget": optional per-model overrides,
                       "dtype": "float32"|"bfloat16"|"float16", "device": "cpu"|"cuda"|"cuda:N"}];
                     "template" is one template name for every task or a {task: name} map
@@ -148,6 +149,8 @@ def model_label(model: dict) -> str:
     """A model entry's folder name: the model with '/' made safe, its tuning, and its dtype and
     device where they are not the defaults (so float32 CPU runs keep their folders)."""
     label = model["model"].replace("/", "_") + f"-{model.get('tuning', 'full')}"
+    if model.get("blocks") is not None:
+        label += str(model["blocks"])  # tuning "blocks" with K=2: smollm2-135m-blocks2
     for key, default in (("dtype", "float32"), ("device", "cpu")):
         if model.get(key, default) != default:
             label += "-" + model[key].replace(":", "")
@@ -157,7 +160,8 @@ def model_label(model: dict) -> str:
 def model_title(model: dict) -> str:
     """A model entry as the report names it: "smollm2-135m (full)", "minilm-l6 (head, bfloat16, cuda)"."""
     extra = [model[k] for k, default in (("dtype", "float32"), ("device", "cpu")) if model.get(k, default) != default]
-    return f"{model['model']} ({', '.join([model.get('tuning', 'full'), *extra])})"
+    tuning = model.get("tuning", "full") + (f" {model['blocks']}" if model.get("blocks") is not None else "")
+    return f"{model['model']} ({', '.join([tuning, *extra])})"
 
 
 def task_label(task: str) -> str:

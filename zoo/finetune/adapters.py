@@ -1,4 +1,5 @@
-"""Which parameters train: full, head only, LoRA or prefix tuning (the latter two through `peft`).
+"""Which parameters train: full, head only, the top K blocks, LoRA or prefix tuning (the last two
+through `peft`).
 
 MeZO (section 3.2, appendix E.5) runs ZO on LoRA (r=8, alpha=16 on the query
 and value projections) and on prefix tuning (5 virtual tokens per layer,
@@ -10,16 +11,51 @@ from __future__ import annotations
 
 import torch
 
-TUNINGS = ("full", "head", "lora", "prefix")
+TUNINGS = ("full", "head", "blocks", "lora", "prefix")
+
+
+def transformer_blocks(model) -> torch.nn.ModuleList:
+    """The model's repeated blocks: its largest ModuleList (Llama's model.layers, BERT's encoder.layer)."""
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 1]
+    if not lists:
+        raise ValueError(f"tuning 'blocks': {type(model).__name__} has no list of transformer blocks")
+    return max(lists, key=lambda m: (len(m), sum(p.numel() for p in m.parameters())))
+
+
+def final_norm(model) -> torch.nn.Module | None:
+    """The norm after the last block (Llama's model.norm), where the model has one."""
+    inner = getattr(model, "model", None)
+    norm = getattr(inner, "norm", None) if inner is not None else None
+    return norm if isinstance(norm, torch.nn.Module) else None
 
 
 def apply_tuning(model, tuning: str, *, head: torch.nn.Module | None = None, lora_r: int = 8,
-                 lora_alpha: int = 16, prefix_tokens: int = 5, seed: int = 0):
-    """Mark the trainable parameters; returns the model (wrapped by peft for lora/prefix)."""
+                 lora_alpha: int = 16, prefix_tokens: int = 5, seed: int = 0, blocks: int | None = None):
+    """Mark the trainable parameters; returns the model (wrapped by peft for lora/prefix).
+
+    `blocks`: with tuning "blocks", how many of the top transformer blocks train (with the final norm
+    and, in head mode, the new head); the embeddings and the LM head stay frozen, tied or not.
+    """
     if tuning not in TUNINGS:
         raise ValueError(f"unknown tuning {tuning!r}: use one of {', '.join(TUNINGS)}")
+    if tuning != "blocks" and blocks is not None:
+        raise ValueError(f"blocks: only for tuning 'blocks', not {tuning!r}")
     if tuning == "full":
         model.requires_grad_(True)
+        return model
+    if tuning == "blocks":
+        layers = transformer_blocks(model)
+        if isinstance(blocks, bool) or not isinstance(blocks, int) or not 1 <= blocks <= len(layers):
+            raise ValueError(f"blocks: tuning 'blocks' needs the number of top blocks to train, 1 to "
+                             f"{len(layers)} for this model, got {blocks!r}")
+        model.requires_grad_(False)
+        for block in layers[len(layers) - blocks:]:
+            block.requires_grad_(True)
+        norm = final_norm(model)
+        if norm is not None:
+            norm.requires_grad_(True)
+        if head is not None:
+            head.requires_grad_(True)
         return model
     if tuning == "head":
         if head is None:

@@ -17,9 +17,9 @@ from .loop import FIRST_ORDER, FinetuneConfig, completed_config, finetune, peak_
 from .runs import load_run_weights, run_config
 
 # MeZO's grids (appendix E): the middle of each, per tuning; first-order Adam uses its own scale
-DEFAULT_LR = {"full": 1e-6, "lora": 5e-5, "prefix": 1e-3, "head": 1e-2}
-DEFAULT_EPS = {"full": 1e-3, "lora": 1e-2, "prefix": 1e-1, "head": 1e-3}
-DEFAULT_LR_FIRST_ORDER = {"full": 1e-5, "lora": 1e-4, "prefix": 1e-3, "head": 1e-3}
+DEFAULT_LR = {"full": 1e-6, "lora": 5e-5, "prefix": 1e-3, "head": 1e-2, "blocks": 1e-6}
+DEFAULT_EPS = {"full": 1e-3, "lora": 1e-2, "prefix": 1e-1, "head": 1e-3, "blocks": 1e-3}
+DEFAULT_LR_FIRST_ORDER = {"full": 1e-5, "lora": 1e-4, "prefix": 1e-3, "head": 1e-3, "blocks": 1e-5}
 
 
 def default_lr(estimator: str, tuning: str) -> float:
@@ -57,7 +57,7 @@ def prepare_run(cfg: FinetuneConfig, task_args: dict):
     task = load_task(cfg.task, **task_args)
     splits = sample(task, cfg.protocol, cfg.k, cfg.seed, cfg.test_limit)
     built = load(cfg.model, task, cfg.mode, cfg.tuning, template=cfg.template, max_length=cfg.max_length,
-                 seed=cfg.seed, dtype=dtype_of(cfg.dtype))
+                 seed=cfg.seed, dtype=dtype_of(cfg.dtype), blocks=cfg.blocks, activation_cache=cfg.activation_cache)
     built.to(cfg.device)
     return built, splits
 
@@ -121,7 +121,9 @@ def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int
             rng.shuffle(demos)
         tuning = run_cfg["tuning"] if run_cfg else "full"
         built = load(model, task, mode, tuning, template=template, max_length=max_length, demonstrations=demos,
-                     seed=run_cfg["seed"] if run_cfg else seed, dtype=torch_dtype)
+                     seed=run_cfg["seed"] if run_cfg else seed, dtype=torch_dtype,
+                     blocks=run_cfg["blocks"] if run_cfg else None,
+                     activation_cache=run_cfg["activation_cache"] if run_cfg else True)
         built.to(device)
         if run_cfg:
             load_run_weights(from_run, built.model, progress=progress)

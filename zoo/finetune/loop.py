@@ -62,6 +62,8 @@ class FinetuneConfig:
     estimator_options: dict = field(default_factory=dict)
     dtype: str = "float32"  # of the pretrained weights (zoo.placement says what stays float32)
     device: str = "cpu"
+    blocks: int | None = None  # tuning "blocks": how many top transformer blocks train
+    activation_cache: bool = True  # tuning "blocks", prompt mode: run only the top blocks on cached states
 
     def validate(self) -> None:
         from .. import estimators
@@ -92,6 +94,13 @@ class FinetuneConfig:
             raise ValueError(f"mode: unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
         if self.tuning not in TUNINGS:
             raise ValueError(f"tuning: unknown tuning {self.tuning!r}; use one of {', '.join(TUNINGS)}")
+        if (self.tuning == "blocks") != (self.blocks is not None):
+            raise ValueError("blocks: give --blocks K exactly with --tuning blocks" if self.tuning == "blocks" else
+                             f"blocks: only for tuning 'blocks', not {self.tuning!r}")
+        if self.blocks is not None:
+            integer("blocks", self.blocks, minimum=1, what="the number of top blocks to train")
+        if not isinstance(self.activation_cache, bool):
+            raise ValueError(f"activation_cache: must be True or False, got {self.activation_cache!r}")
         if self.tuning == "head" and self.mode != "head":
             raise ValueError("tuning 'head' trains a new classification head: it needs mode 'head' (--mode head)")
         if self.protocol not in ("kshot", "mezo"):

@@ -205,8 +205,12 @@ class PromptScorer:
             rows = torch.cat(parts)[torch.argsort(torch.cat(where))]  # back to the batch's order
         return rows if enc.shared_answers else rows.view(-1, enc.num_classes)
 
-    @staticmethod
-    def _row_scores(model, input_ids, attention_mask, targets, target_mask, shared: bool) -> torch.Tensor:
+    def _logits(self, model, input_ids, attention_mask, position_ids, keep) -> torch.Tensor:
+        """The model's logits at positions `keep` (a subclass may compute them another way)."""
+        return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                     logits_to_keep=keep).logits
+
+    def _row_scores(self, model, input_ids, attention_mask, targets, target_mask, shared: bool) -> torch.Tensor:
         """[rows, classes] when the answers are shared; else [rows], each row's own candidate."""
         width = 1 if shared else int(target_mask.sum(1).max())  # the longest answer in these rows
         if not shared:  # the targets are right-aligned
@@ -218,9 +222,11 @@ class PromptScorer:
         # on SST-2 with SmolLM2-135M, 1.2x slower LoRA forwards in float32 and 2.9x in bfloat16
         # (benchmarks/head_slice_speed.py, docs/performance.md).
         length = input_ids.shape[1]
-        keep = torch.arange(length - width - 1, length, device=input_ids.device)
-        logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                       position_ids=_position_ids(attention_mask), logits_to_keep=keep).logits
+        # shared one-token answers read the last position only: the LM head (49k x 576 on SmolLM2) runs once
+        # a row, not twice
+        first = length - 1 if shared else length - width - 1
+        keep = torch.arange(first, length, device=input_ids.device)
+        logits = self._logits(model, input_ids, attention_mask, _position_ids(attention_mask), keep)
         if shared:
             logp = torch.log_softmax(logits[:, -1].float(), -1)
             return logp.gather(1, targets)
