@@ -213,9 +213,32 @@ def _bench_runs(suite, args, only) -> list[str]:
     return mismatches
 
 
+def _bench_synthetic(args):
+    import time
+
+    from .bench import publish, synthetic
+    from .provenance import machine
+
+    if args.only or args.jobs != 1 or args.worker:
+        raise ValueError("the synthetic suite takes neither --only nor --jobs (it runs in minutes in one process)")
+    data = synthetic.run(args.out, progress=not args.quiet) if not args.report_only else None
+    if data is None:
+        from .files import read_json
+
+        data = read_json(os.path.join(args.out, "synthetic.json"))
+    command = f"zoo bench synthetic --out {args.out}" + (f" --docs {args.docs}" if args.docs else "")
+    summary = synthetic.report(data, args.out, command, {**machine(), "date": time.strftime("%Y-%m-%d")})
+    if args.docs:
+        summary = publish(args.out, args.docs)
+    print(f"synthetic suite: {len(data['equal_forwards'])} equal-forward rows, {len(data['slowdown'])} slowdown "
+          f"points; table: {summary}")
+
+
 def _bench(args):
     from .bench import load_suite, parse_selection, publish, run_suite, write_report
 
+    if args.suite == "synthetic":
+        return _bench_synthetic(args)
     suite = load_suite(args.suite)
     only = parse_selection(args.only, suite)
     if args.report_only and not os.path.isdir(args.out):
@@ -357,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--plot", default=None)
     w.set_defaults(fn=_theory_slowdown)
     b = sub.add_parser("bench", help="run a benchmark suite (every registered estimator, same forward budget)")
-    b.add_argument("suite", help="a preset (smoke, cpu, gpu) or a suite .json file")
+    b.add_argument("suite", help="a preset (smoke, cpu, cpu-long, gpu, synthetic) or a suite .json file")
     b.add_argument("--out", required=True, help="folder for runs/, summary.md and plots; reruns resume it")
     b.add_argument("--report-only", action="store_true", help="only rebuild summary.md and the plots")
     b.add_argument("--docs", default=None, help="also publish summary.md and its plots as this markdown file")
