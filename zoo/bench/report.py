@@ -12,7 +12,7 @@ import torch
 
 from ..estimators import available
 from ..provenance import describe as describe_machines
-from . import claims
+from . import claims, comparison
 from .cost_report import cost_section, has_side_by_side, paired_ratio, paired_ratios, side_by_side_for
 from .remaining import describe, describe_spent, remaining
 from .suite import Suite, model_label, model_title, task_label
@@ -54,12 +54,13 @@ def collect(suite: Suite, root: Path) -> list[dict]:
         best = max(configs, key=lambda c: statistics.fmean(r["metrics"]["dev_accuracy"] for _, r in configs[c]))
         done = configs[best]
         acc = [r["metrics"]["accuracy"] for _, r in done]
+        per_seed = {spec.seed: r["metrics"]["accuracy"] for spec, r in done}
         test_loss = [r["metrics"].get("test_loss") for _, r in done]
         fwd = [r["forward_passes"] for _, r in done]
         step_s = _step_seconds([run for c in configs.values() for run in c])
         rows.append({
             "model": model, "task": task, "method": est, "lr": best[0], "eps": best[1] or None,
-            "seeds": len(done), "test_accuracy": _mean_std(acc), "forward_passes": fwd[0],
+            "seeds": len(done), "test_accuracy": _mean_std(acc), "per_seed": per_seed, "forward_passes": fwd[0],
             **({"test_loss": _mean_std(test_loss)} if None not in test_loss else {}),
             "backward_passes": done[0][1].get("backward_passes", 0),
             "s_per_step": step_s,
@@ -437,9 +438,10 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
                   *_curves_lines(suite, rows), "![cost per forward pass](cost.png)", ""]
     else:
         lines.append("")
+    lines += comparison.section(rows)
     lines += _gradient_section(root)
     lines += _memory_section(root)
-    lines += _claims_section(rows, root)
+    lines += comparison.mark_untestable(_claims_section(rows, root), rows)
     lines += cost_section(root)
     summary = root / "summary.md"
     write_text(summary, "\n".join(lines))

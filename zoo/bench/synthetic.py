@@ -152,12 +152,12 @@ def _hyper(name: str) -> dict:
 def _run(problem: _Problem, name: str, lr: float, forwards: int, seed: int, hyper=None) -> list[tuple[int, float]]:
     """(forward passes so far, exact loss) after each step, from the problem's start."""
     opt = estimators.get(name, problem, lr=lr, eps=1e-3, seed=seed, **{**_hyper(name), **(hyper or {})})
-    curve = [(0, float(problem.exact_loss()))]
+    curve = [(0, float(problem.exact_loss().detach()))]
     spec = estimators.spec(name)
     steps = spec.steps_within(forwards, **{**spec.defaults, **_hyper(name), **(hyper or {})})
     for _ in range(steps):
         opt.step(problem)
-        loss = float(problem.exact_loss())
+        loss = float(problem.exact_loss().detach())
         curve.append((opt.zo_state["forward_passes"], loss))
         if not math.isfinite(loss) or loss > 1e6 * max(curve[0][1], 1.0):
             break  # diverged
@@ -202,12 +202,12 @@ def slowdown_rows(rows: list[dict], save, progress: bool) -> list[dict]:
         t0 = time.perf_counter()
         gd = Quadratic(d=d, r=r, seed=0)
         eta = ETA_SCALE / 1.0  # lambda_max = 1
-        losses = [float(gd.exact_loss())]
+        losses = [float(gd.exact_loss().detach())]
         with torch.no_grad():
             for _ in range(GD_STEPS):
                 for p, g in zip([layer.weight for layer in gd.layers], gd.gradient()):
                     p.sub_(g, alpha=eta)
-                losses.append(float(gd.exact_loss()))
+                losses.append(float(gd.exact_loss().detach()))
         target = losses[-1]
         n = hyper.get("n", 1)
         g = gamma(r, n, sampler, d=d)
@@ -219,7 +219,7 @@ def slowdown_rows(rows: list[dict], save, progress: bool) -> list[dict]:
             reached = None
             for t in range(1, cap + 1):
                 opt.step(problem)
-                if float(problem.exact_loss()) <= target:
+                if float(problem.exact_loss().detach()) <= target:
                     reached = t
                     break
             steps.append(reached)
