@@ -61,3 +61,12 @@ def test_testable_needs_mezos_dev_loss_to_fall_beyond_two_standard_errors():
 def test_flattened_reads_the_last_quarter():
     assert c.flattened(row("m", [evals([1.0, 0.6, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5])], {0: 1})).startswith("flattened")
     assert c.flattened(row("m", [evals([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])], {0: 1})).startswith("still")
+
+
+def test_a_verdict_on_speed_stands_where_nothing_moved_and_accuracy_alone_makes_a_row_testable():
+    still = [row("mezo-sgd", [evals([1.0, 0.99]), evals([1.0, 1.02]), evals([1.0, 1.0])], {0: .5, 1: .5, 2: .5})]
+    speed = "| LeZO's speed-up | m, t: 1.07x per step | not reproduced (speed-up below 3x) |"
+    assert c.mark_untestable([speed], still) == [speed]
+    climbing = [row("mezo-sgd", [evals([0.69, 0.9], [0.5, 0.62]), evals([0.69, 0.95], [0.5, 0.6]),
+                                 evals([0.69, 1.0], [0.5, 0.65])], {0: .6, 1: .6, 2: .6})]
+    assert c.testable(climbing, "m", "t")  # a head growing confident: dev loss up, accuracy up
