@@ -151,3 +151,24 @@ def test_config_refuses_blocks_without_tuning_blocks_and_the_reverse():
     with pytest.raises(ValueError, match="blocks"):
         FinetuneConfig(tuning="full", blocks=2).validate()
     FinetuneConfig(tuning="blocks", blocks=2).validate()
+
+
+def test_cli_finetune_with_blocks_and_eval_of_the_run(tmp_path, capsys):
+    import json
+
+    from conftest import tiny_model_folder
+    from zoo.cli import main
+
+    folder, data = tiny_model_folder(tmp_path)
+    out = tmp_path / "run"
+    args = ["--model", str(folder), "--task", str(data), "--k", "4", "--quiet"]
+    assert main(["finetune", *args, "--tuning", "blocks", "--blocks", "1", "--steps", "4", "--batch-size", "4",
+                 "--lr", "0.01", "--out", str(out)]) == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["config"]["blocks"] == 1 and r["config"]["activation_cache"] is True
+    (out / "checkpoint.pt").unlink()  # rebuilt from the logged losses
+    assert main(["eval", *args, "--run", str(out), "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["metrics"]["accuracy"] == r["metrics"]["accuracy"]
+    capsys.readouterr()
+    assert main(["finetune", *args, "--tuning", "blocks", "--out", str(tmp_path / "o")]) == 2
+    assert "--blocks K" in capsys.readouterr().err
