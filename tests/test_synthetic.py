@@ -71,3 +71,19 @@ def test_the_cli_refuses_only_and_jobs_for_the_synthetic_suite(tmp_path, capsys)
 
     assert main(["bench", "synthetic", "--out", str(tmp_path), "--jobs", "2"]) == 2
     assert "synthetic suite takes neither" in capsys.readouterr().err
+
+
+def test_a_small_suite_runs_resumes_and_reports(tmp_path, monkeypatch):
+    from zoo.provenance import machine
+
+    for name, value in (("PROBLEMS", [("quadratic d=400 r=9", synthetic.Quadratic, {"d": 400, "r": 9})]),
+                        ("BUDGET", 20), ("SEEDS", (0,)), ("TWO_POINT", [("mezo-sgd", {}, "gaussian")]),
+                        ("RANKS", (3,)), ("RANK_D", 400), ("DIMS", (400,)), ("DIM_R", 3)):
+        monkeypatch.setattr(synthetic, name, value)
+    data = synthetic.run(tmp_path, progress=False)
+    assert len(data["equal_forwards"]) == len(zoo.available()) and len(data["slowdown"]) == 2
+    again = synthetic.run(tmp_path, progress=False)  # resumed: nothing is run twice
+    assert len(again["equal_forwards"]) == len(zoo.available())
+    text = synthetic.report(again, tmp_path, "zoo bench synthetic --out X", machine()).read_text()
+    assert "| mezo-sgd |" in text and "measured / gamma" in text
+    assert (tmp_path / "curves.png").stat().st_size > 1000 and (tmp_path / "slowdown.png").stat().st_size > 1000
