@@ -147,14 +147,18 @@ def _damage(path, how):
         path.write_bytes(b'{"config": "\xc6"}')
 
 
-@pytest.mark.parametrize("how", ["empty", "random", "bit-flip", "truncated"])
-def test_a_damaged_checkpoint_is_named_and_the_loss_log_takes_over(tmp_path, monkeypatch, how, caplog):
+@pytest.mark.parametrize("damaged,how", [
+    *(("checkpoint.pt", how) for how in ("empty", "random", "bit-flip", "truncated")),
+    *(("trajectory.json", how) for how in ("truncated", "list", "latin-1", "empty")),
+])
+def test_a_damaged_source_is_named_and_the_other_takes_over(tmp_path, monkeypatch, damaged, how, caplog):
+    """A damaged checkpoint.pt gives way to the loss log, a damaged trajectory.json to the checkpoint."""
     straight, final = _straight(tmp_path)
     run = _stopped_run(tmp_path, monkeypatch)
-    _damage(run / "checkpoint.pt", how)
+    _damage(run / damaged, how)
     with caplog.at_level(logging.WARNING, logger="zoo"):
         resumed, fresh = _resume(tmp_path)
-    assert any(str(run / "checkpoint.pt") in r.message for r in caplog.records)
+    assert any(str(run / damaged) in r.message for r in caplog.records)
     _assert_same_run(resumed, fresh.model, straight, final)
 
 
@@ -167,17 +171,6 @@ def test_a_damaged_checkpoint_without_a_log_is_one_line_naming_it(tmp_path, monk
         _resume(tmp_path)
     msg = str(e.value)
     assert msg.startswith(f"{run / 'checkpoint.pt'}: damaged") and "\n" not in msg and "delete it" in msg
-
-
-@pytest.mark.parametrize("how", ["truncated", "list", "latin-1", "empty"])
-def test_a_damaged_loss_log_is_named_and_the_checkpoint_takes_over(tmp_path, monkeypatch, how, caplog):
-    straight, final = _straight(tmp_path)
-    run = _stopped_run(tmp_path, monkeypatch)
-    _damage(run / "trajectory.json", how)
-    with caplog.at_level(logging.WARNING, logger="zoo"):
-        resumed, fresh = _resume(tmp_path)
-    assert any(str(run / "trajectory.json") in r.message for r in caplog.records)
-    _assert_same_run(resumed, fresh.model, straight, final)
 
 
 @pytest.mark.parametrize("how", ["truncated", "list", "latin-1"])

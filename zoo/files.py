@@ -61,8 +61,7 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, obj, indent: int | None = None) -> None:
-    text = json.dumps(obj, indent=indent)
-    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_text(path, json.dumps(obj, indent=indent))
 
 
 def save_torch(path: str | Path, payload) -> None:

@@ -34,22 +34,17 @@ def number(name: str, value, *, minimum: float | None = None, strict: bool = Fal
         maximum: the largest value allowed (included).
         what: what the value is, for the message ("the perturbation scale").
     """
+    # checked at every ZO step: the message is built only for a value that fails
+    v = float(value) if _is_number(value) else math.nan
+    if (math.isfinite(v) and (minimum is None or v > minimum or (not strict and v == minimum))
+            and (maximum is None or v <= maximum)):
+        return v
     bound = ""
     if minimum is not None:
         bound = f" {'>' if strict else '>='} {minimum:g}"
     if maximum is not None:
         bound += f"{' and' if bound else ''} <= {maximum:g}"
-    message = f"{name}: {what + ' ' if what else ''}must be a finite number{bound}, got {value!r}"
-    if not _is_number(value):
-        raise ValueError(message)
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(message)
-    if minimum is not None and (v < minimum or (strict and v == minimum)):
-        raise ValueError(message)
-    if maximum is not None and v > maximum:
-        raise ValueError(message)
-    return v
+    raise ValueError(f"{name}: {what + ' ' if what else ''}must be a finite number{bound}, got {value!r}")
 
 
 def integer(name: str, value, *, minimum: int | None = None, what: str = "", note: str = "") -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from pathlib import Path
@@ -64,12 +63,9 @@ def prepare_run(cfg: FinetuneConfig, task_args: dict):
 
 def run_finetune(cfg: FinetuneConfig, out: str, task_args: dict, progress: bool = True,
                  snapshot_every: int | None = None, test_curve: bool = False) -> dict:
-    from .lock import FolderInUse, holder, is_alive
+    from .lock import refuse_if_held
 
-    pid = holder(out)  # before loading the model: a second process on the folder stops at once
-    if pid is not None and pid != os.getpid() and is_alive(pid):
-        raise FolderInUse(f"{out} is in use by another zoo process (pid {pid}); wait for it to finish, "
-                          "or use another --out")
+    refuse_if_held(out)  # before loading the model: a second process on the folder stops at once
     built, splits = prepare_run(cfg, task_args)
     return finetune(cfg, built, splits, out, progress=progress, snapshot_every=snapshot_every, test_curve=test_curve)
 

@@ -72,6 +72,14 @@ def holder(out: str | Path) -> int | None:
     return _holder(Path(out) / LOCK)
 
 
+def refuse_if_held(out: str | Path) -> None:
+    """Raises FolderInUse when another live process holds `out` (a cheap check before loading a model)."""
+    pid = holder(out)
+    if pid is not None and pid != os.getpid() and is_alive(pid):
+        raise FolderInUse(f"{out} is in use by another zoo process (pid {pid}); wait for it to finish, "
+                          "or use another --out")
+
+
 @contextmanager
 def exclusive(out: str | Path):
     """Holds `out` for the body, or raises FolderInUse at once. Re-entrant within a process (a bench
@@ -81,8 +89,8 @@ def exclusive(out: str | Path):
         yield
         return
     if not claim(out):
-        raise FolderInUse(f"{out} is in use by another zoo process (pid {holder(out)}); wait for it to finish, "
-                          "or use another --out")
+        refuse_if_held(out)
+        raise FolderInUse(f"{out}: could not take its lock ({LOCK}); retry")  # its holder died meanwhile
     try:
         yield
     finally:

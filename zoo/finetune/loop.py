@@ -247,11 +247,20 @@ class Checkpoint:
         if list(params) != list(mine) or any(not torch.is_tensor(params[n]) or params[n].shape != p.shape
                                              or params[n].dtype != p.dtype for n, p in mine.items()):
             raise RunFileError(f"{self.path}: damaged: its weights are not the model's trainable parameters")
-        saved = payload.get("fingerprint")  # absent from the checkpoints of an older zoo
-        if saved is not None and fingerprint_of(params.items()) != saved:
-            raise RunFileError(f"{self.path}: damaged: its weights differ from those it was saved with "
-                               "(their fingerprint does not match)")
-        return payload
+        return verified(self.path, payload)
+
+
+def verified(path: Path, payload: dict) -> dict:
+    """`payload` (a loaded checkpoint) once its weights match the fingerprint saved with them.
+
+    Raises:
+        RunFileError: they do not, or there are no weights.
+    """
+    params, saved = payload.get("params"), payload.get("fingerprint")  # no fingerprint: an older zoo's
+    if not isinstance(params, dict) or (saved is not None and fingerprint_of(params.items()) != saved):
+        raise RunFileError(f"{path}: damaged: its weights differ from those it was saved with "
+                           "(their fingerprint does not match)")
+    return payload
 
 
 def _finished(out: Path, cfg: FinetuneConfig) -> dict | None:
@@ -265,7 +274,7 @@ def _finished(out: Path, cfg: FinetuneConfig) -> dict | None:
     try:
         done = read_json(path)
     except RunFileError as e:
-        if (out / "checkpoint.pt").exists() or (out / "trajectory.json").exists():
+        if Checkpoint(out).path.exists() or TrajectoryLog(out).path.exists():
             logger.warning("zoo: %s; rebuilding it from the run's checkpoint or loss log", e)
             return None
         raise RunFileError(f"{e}; nothing else in {out} holds the run: delete it to run again") from None
@@ -377,13 +386,15 @@ def _train(cfg: FinetuneConfig, built: Built, splits: Splits, out: Path, progres
     def forwards_so_far(step):
         return opt.zo_state["forward_passes"] if not first_order else step
 
-    def save(step):
+    def save(step) -> str:
+        """Checkpoint and loss log of `step`; returns the weights' fingerprint (one hash pass)."""
         spent = elapsed + time.time() - t0
         fingerprint = weights_fingerprint(model)
         ckpt.save({"config": asdict(cfg), "step": step, "params": _trainable_state(model), "fingerprint": fingerprint,
                    "optimizer": opt.state_dict(), "history": history, "elapsed": spent})
         if "step_losses" in history:
             log.save(cfg, step, history, spent, start_fingerprint, fingerprint, opt.backend.stream.name)
+        return fingerprint
 
     scored_test = {}  # step -> test metrics, so that the last evaluation's test pass is not run twice
 
@@ -498,7 +509,7 @@ def _train(cfg: FinetuneConfig, built: Built, splits: Splits, out: Path, progres
     finally:
         hook.remove()
         bar.close()
-    save(cfg.steps)
+    final_fingerprint = save(cfg.steps)
     test = scored_test.get(cfg.steps) or evaluate(model, scorer, splits.test, progress="test" if progress else None)
     dev = history["evals"][-1]
     result = {
@@ -528,7 +539,7 @@ def _train(cfg: FinetuneConfig, built: Built, splits: Splits, out: Path, progres
     if history["evals"] and all("test_accuracy" in e for e in history["evals"]):
         result["test_curve"] = {"source": "scored during the run"}
     if "step_losses" in history:  # lets `load_run_weights` rebuild these weights from the log and check them
-        result["weights_fingerprint"] = {"start": start_fingerprint, "at_step": weights_fingerprint(model)}
+        result["weights_fingerprint"] = {"start": start_fingerprint, "at_step": final_fingerprint}
     from .plots import plot_curve
 
     # the curve first: a kill between the two leaves no results.json, so the rerun draws it again

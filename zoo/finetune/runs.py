@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..files import RunFileError, load_torch, read_json
-from .loop import FIRST_ORDER, FinetuneConfig, build_optimizer, completed_config, load_trainable_state
-from .trajectory import TrajectoryLog, check_log, fingerprint_of
+from .loop import FIRST_ORDER, FinetuneConfig, build_optimizer, completed_config, load_trainable_state, verified
+from .trajectory import TrajectoryLog, check_log
 
 
 def logged_losses(run: Path) -> dict | None:
@@ -57,11 +57,8 @@ def load_run_weights(run: str | Path, model, progress: bool = True) -> int:
     run = Path(run)
     ckpt = run / "checkpoint.pt"
     if ckpt.exists():
-        payload = load_torch(ckpt, map_location="cpu")
-        params, saved = payload.get("params"), payload.get("fingerprint")
-        if not isinstance(params, dict) or (saved is not None and fingerprint_of(params.items()) != saved):
-            raise RunFileError(f"{ckpt}: damaged: its weights differ from those it was saved with")
-        load_trainable_state(model, params)
+        payload = verified(ckpt, load_torch(ckpt, map_location="cpu"))
+        load_trainable_state(model, payload["params"])
         return payload["step"]
     log = logged_losses(run)
     if log is None:
