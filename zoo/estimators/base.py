@@ -78,13 +78,17 @@ def _split_inputs(model_or_params, module: nn.Module | None):
     return module, params
 
 
-def _layer_index(module: nn.Module) -> dict[int, int]:
-    """Maps id(param) to the index of its repeated block (the largest ModuleList)."""
+def repeated_blocks(module: nn.Module) -> nn.ModuleList | None:
+    """The model's repeated blocks, its largest ModuleList (Llama's model.layers, BERT's encoder.layer),
+    or None where it has none."""
     lists = [m for m in module.modules() if isinstance(m, nn.ModuleList) and len(m) > 1]
-    if not lists:
-        return {}
-    blocks = max(lists, key=lambda m: (len(m), sum(p.numel() for p in m.parameters())))
-    return {id(p): i for i, block in enumerate(blocks) for p in block.parameters()}
+    return max(lists, key=lambda m: (len(m), sum(p.numel() for p in m.parameters()))) if lists else None
+
+
+def _layer_index(module: nn.Module) -> dict[int, int]:
+    """Maps id(param) to the index of its repeated block."""
+    blocks = repeated_blocks(module)
+    return {} if blocks is None else {id(p): i for i, block in enumerate(blocks) for p in block.parameters()}
 
 
 def saved_stream(state_dict: dict) -> str:

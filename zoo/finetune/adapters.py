@@ -15,11 +15,13 @@ TUNINGS = ("full", "head", "blocks", "lora", "prefix")
 
 
 def transformer_blocks(model) -> torch.nn.ModuleList:
-    """The model's repeated blocks: its largest ModuleList (Llama's model.layers, BERT's encoder.layer)."""
-    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 1]
-    if not lists:
+    """The blocks LeZO's layer subsets draw from (`repeated_blocks`), or a ValueError where there are none."""
+    from ..estimators.base import repeated_blocks
+
+    blocks = repeated_blocks(model)
+    if blocks is None:
         raise ValueError(f"tuning 'blocks': {type(model).__name__} has no list of transformer blocks")
-    return max(lists, key=lambda m: (len(m), sum(p.numel() for p in m.parameters())))
+    return blocks
 
 
 def final_norm(model) -> torch.nn.Module | None:
