@@ -54,6 +54,12 @@ TEMPLATES: dict[str, dict[str, Template]] = {
     "trec": {
         "mezo": Template("mezo", "{text} Answer type:",
                          (" Description", " Entity", " Abbreviation", " Human", " Location", " Number"), LMBFF),
+        # one token each in SmolLM2's vocabulary, where " Abbreviation" is three: one-token
+        # candidates share one row per example (PromptScorer), a sixth of the mezo template's rows, and
+        # mean log-likelihood no longer favours the long answer whose later tokens are easy to predict
+        "words": Template("words", "{text} Answer type:",
+                          (" description", " entity", " abbreviation", " human", " location", " number"),
+                          "LM-BFF's label words in lower case"),
     },
     "rte": {
         "mezo": Template("mezo", 'Suppose "{premise}" Can we infer that "{hypothesis}"? Yes or No?\n',
