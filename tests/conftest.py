@@ -213,3 +213,14 @@ def stop_at(monkeypatch, step: int, *finetune_args):
     with pytest.raises(KeyboardInterrupt):
         finetune(*finetune_args, progress=False)
     undo()
+
+
+@pytest.fixture(autouse=True)
+def _own_cached_states():
+    """Each test computes its cached activations: the process-wide store (zoo/finetune/state_store.py)
+    would otherwise hand one test the states of another's identically seeded model."""
+    from zoo.finetune.state_store import forget
+
+    forget()
+    yield
+    forget()

@@ -7,6 +7,7 @@ import torch
 
 from conftest import sentiment_file, word_tokenizer
 from zoo.finetune.activation_cache import CachedBlocksScorer
+from zoo.finetune.state_store import forget as forget_states
 from zoo.finetune.build import prepare
 from zoo.finetune.loop import FinetuneConfig, finetune
 from zoo.tasks import few_shot, user_task
@@ -84,6 +85,27 @@ def test_the_cache_empties_when_a_frozen_weight_changes(tmp_path):
     torch.testing.assert_close(after, full, rtol=1e-5, atol=1e-5)
 
 
+def test_a_second_model_with_the_same_frozen_weights_reuses_the_states_and_another_does_not(tmp_path):
+    first, task = built_for(tmp_path, blocks=2)
+    examples = task.examples("all")[:6]
+    distinct = len({e.text for e in examples})
+    enc = first.scorer.encode(examples)
+    with torch.no_grad():
+        a = first.scorer(first.model, enc)
+        again, _ = built_for(tmp_path, blocks=2)  # a fresh load of the same weights, as a bench worker's next run
+        b = again.scorer(again.model, enc)
+        other = llama()
+        other.model.layers[0].self_attn.q_proj.weight.data.add_(0.1)
+        changed, _ = built_for(tmp_path, blocks=2, model=other)
+        c = changed.scorer(changed.model, enc)
+        plain, _ = built_for(tmp_path, blocks=2, cache=False, model=other)
+        full = plain.scorer(other, enc)
+    assert first.scorer.computed_rows == distinct and again.scorer.computed_rows == 0 and torch.equal(a, b)
+    assert changed.scorer.computed_rows == distinct
+    torch.testing.assert_close(c, full, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(a, c)
+
+
 def test_an_unsupported_model_falls_back_to_the_full_forward_and_says_why(tmp_path, caplog):
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -139,6 +161,7 @@ def test_a_cached_run_resumes_bit_exactly(tmp_path, monkeypatch):
         return cfg, built, few_shot(task, 8, 0)
 
     stop_at(monkeypatch, 3, *fresh(), tmp_path / "b" / "run")
+    forget_states()  # a resumed process computes the states again
     cfg, built, splits = fresh()
     resumed = finetune(cfg, built, splits, tmp_path / "b" / "run", progress=False)
     assert resumed["history"]["loss"] == straight["history"]["loss"]

@@ -9,6 +9,7 @@ from zoo.finetune.loop import FinetuneConfig, finetune
 from zoo.finetune.scoring import HeadScorer
 from zoo.tasks import few_shot, user_task
 from conftest import WORDS, bits_equal, stop_at, word_tokenizer
+from zoo.finetune.state_store import forget
 
 
 def varied_file(path, n=48, seed=0):
@@ -70,6 +71,7 @@ def test_an_examples_features_do_not_depend_on_its_batch(tmp_path):
     built.model.encoder.register_forward_pre_hook(alone, with_kwargs=True)
     with torch.no_grad():
         a = first(built.model, first.encode(examples[:5]))
+        forget()  # the second scorer pools its rows itself instead of taking the first's from the store
         b = second(built.model, second.encode([examples[9], examples[3], examples[7], examples[0]]))
     assert bits_equal([a[3], a[0]], [b[1], b[3]])
     assert len(calls) == 9 and all(calls)
@@ -154,3 +156,21 @@ def test_a_cached_head_run_resumes_bit_for_bit(tmp_path, monkeypatch):
     resumed = finetune(cfg, fresh, splits, tmp_path / "b" / "run", progress=False)
     assert resumed["history"]["loss"] == straight["history"]["loss"]
     assert resumed["metrics"] == straight["metrics"]
+
+
+
+def test_a_fresh_load_of_the_same_encoder_reuses_the_pooled_features_and_a_changed_one_does_not(tmp_path):
+    first, task = _built(tmp_path / "a")
+    again, _ = _built(tmp_path / "b")  # a bench worker's next run loads the same weights again
+    changed, _ = _built(tmp_path / "c")
+    with torch.no_grad():
+        changed.model.encoder.encoder.layer[0].attention.self.query.weight.mul_(1.5)
+    enc = first.scorer.encode(task.examples("all")[:6])
+    with torch.no_grad():
+        a = first.scorer(first.model, enc)
+        b = again.scorer(again.model, enc)
+        c = changed.scorer(changed.model, enc)
+        padded = HeadScorer(changed.tokenizer)(changed.model, enc)
+    assert first.scorer.pooled_rows == 6 and again.scorer.pooled_rows == 0 and torch.equal(a, b)
+    assert changed.scorer.pooled_rows == 6 and not torch.allclose(a, c)
+    torch.testing.assert_close(c, padded, rtol=1e-5, atol=1e-6)

