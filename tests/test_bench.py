@@ -273,7 +273,7 @@ def test_a_cuda_model_entry_without_a_gpu_is_a_one_line_error_before_any_run(tmp
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("preset", ["smoke", "cpu", "cpu-long", "gpu"])
+@pytest.mark.parametrize("preset", ["smoke", "cpu", "cpu-short", "cpu-long", "gpu"])
 def test_every_preset_runs_every_estimator_within_its_budget(preset):
     from zoo.bench import PRESETS
 
@@ -291,10 +291,20 @@ def test_every_preset_runs_every_estimator_within_its_budget(preset):
 
 
 def test_the_cpu_preset_is_the_issue_s_suite():
-    """SmolLM2 prompt-based and MiniLM with a head, SST-2 and RTE, k=16, 3 seeds (issue 5)."""
+    """SmolLM2's top 2 blocks on cached activations and MiniLM's head, TREC (headroom) and SST-2, k=16,
+    3 seeds, one grid of two lrs for every estimator, and the synthetic suite (issue 28)."""
     suite = load_suite("cpu")
-    assert [(m["model"], m["mode"]) for m in suite.models] == [("smollm2-135m", "prompt"), ("minilm-l6", "head")]
-    assert (suite.tasks, suite.k, len(suite.seeds)) == (["sst2", "rte"], 16, 3)
+    assert [(m["model"], m["mode"], m["tuning"], m.get("blocks")) for m in suite.models] == [
+        ("smollm2-135m", "prompt", "blocks", 2), ("minilm-l6", "head", "head", None)]
+    assert (suite.tasks, suite.k, len(suite.seeds), suite.synthetic) == (["trec", "sst2"], 16, 3, True)
+    assert all(len(suite.grid_for(m)["lr"]) == 2 for m in suite.models) and not suite.estimator_grid
+
+
+def test_the_cpu_short_preset_is_the_64_forward_suite():
+    """The suite the committed docs/benchmarks-short.md measured (issue 5): full SmolLM2 at 64 forwards."""
+    suite = load_suite("cpu-short")
+    assert suite.name == "cpu-short" and suite.budget_for(suite.models[0]) == 64
+    assert (suite.tasks, suite.models[0]["tuning"]) == (["sst2", "rte"], "full")
 
 
 def test_a_template_map_gives_each_task_its_template():
@@ -302,8 +312,8 @@ def test_a_template_map_gives_each_task_its_template():
 
     suite = load_suite("cpu")
     seen = {(s.model["model"], s.task): _config(suite, s, Path("/nonexistent")).template for s in suite.runs()}
-    assert seen == {("smollm2-135m", "sst2"): "review", ("smollm2-135m", "rte"): "mezo",
-                    ("minilm-l6", "sst2"): None, ("minilm-l6", "rte"): None}
+    assert seen == {("smollm2-135m", "sst2"): "review", ("smollm2-135m", "trec"): "words",
+                    ("minilm-l6", "sst2"): None, ("minilm-l6", "trec"): None}
 
 
 def test_peak_rss_sees_an_allocation_and_resets():

@@ -87,3 +87,28 @@ def test_a_small_suite_runs_resumes_and_reports(tmp_path, monkeypatch):
     text = synthetic.report(again, tmp_path, "zoo bench synthetic --out X", machine()).read_text()
     assert "| mezo-sgd |" in text and "measured / gamma" in text
     assert (tmp_path / "curves.png").stat().st_size > 1000 and (tmp_path / "slowdown.png").stat().st_size > 1000
+
+
+def test_a_suite_with_synthetic_true_runs_it_and_its_report_carries_it(tmp_path, monkeypatch):
+    import json
+
+    from zoo.bench import load_suite, run_suite, write_report
+    from zoo.bench.suite import PRESETS_DIR
+
+    for name, value in (("PROBLEMS", [("quadratic d=400 r=9", synthetic.Quadratic, {"d": 400, "r": 9})]),
+                        ("BUDGET", 20), ("SEEDS", (0,)), ("TWO_POINT", [("mezo-sgd", {}, "gaussian")]),
+                        ("RANKS", (3,)), ("RANK_D", 400), ("DIMS", (400,)), ("DIM_R", 3)):
+        monkeypatch.setattr(synthetic, name, value)
+    raw = json.loads((PRESETS_DIR / "smoke.json").read_text())
+    raw.update(estimators=["mezo-sgd"], seeds=[0], baselines=[], gradient={}, memory={}, synthetic=True)
+    path = tmp_path / "suite.json"
+    path.write_text(json.dumps(raw))
+    suite = load_suite(str(path))
+    run_suite(suite, tmp_path / "out", progress=False)
+    text = write_report(suite, tmp_path / "out", "zoo bench X").read_text()
+    assert "## Synthetic suite" in text and "| mezo-sgd |" in text.split("## Synthetic suite")[1]
+    assert "](synthetic_curves.png)" in text and (tmp_path / "out" / "synthetic_curves.png").exists()
+    raw["synthetic"] = "yes"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="synthetic must be true or false"):
+        load_suite(str(path))

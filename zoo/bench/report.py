@@ -12,6 +12,7 @@ import torch
 
 from ..estimators import available
 from ..provenance import describe as describe_machines
+from ..provenance import machine
 from . import claims, comparison
 from .cost_report import cost_section, has_side_by_side, paired_ratio, paired_ratios, side_by_side_for
 from .remaining import describe, describe_spent, remaining
@@ -443,10 +444,31 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
     lines += _memory_section(root)
     lines += comparison.mark_untestable(_claims_section(rows, root), rows)
     lines += cost_section(root)
+    lines += _synthetic_section(suite, root, command)
     summary = root / "summary.md"
     write_text(summary, "\n".join(lines))
     write_json(root / "summary.json", [{k: v for k, v in r.items() if k != "curves"} for r in rows], indent=1)
     return summary
+
+
+def _synthetic_section(suite: Suite, root: Path, command: str) -> list[str]:
+    """The synthetic suite's report (zoo/bench/synthetic.py) as this report's last section, its plots
+    copied beside this summary as synthetic_<plot>.png."""
+    import shutil
+
+    from . import synthetic
+
+    path = root / "synthetic" / "synthetic.json"
+    if not suite.synthetic or not path.exists():
+        return []
+    data = read_json(path)
+    measured = data.get("measured") or {**machine(), "threads": data.get("torch_threads"), "date": date.today().isoformat()}
+    text = synthetic.report(data, root / "synthetic", command, measured).read_text()
+    for png in sorted((root / "synthetic").glob("*.png")):
+        shutil.copyfile(png, root / f"synthetic_{png.name}")
+        text = text.replace(f"]({png.name})", f"](synthetic_{png.name})")
+    # one level down: the synthetic suite's title becomes a section of this report
+    return ["#" + line if line.startswith("#") else line for line in text.splitlines()] + [""]
 
 
 def _curves_lines(suite, rows: list[dict]) -> list[str]:

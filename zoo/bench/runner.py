@@ -208,6 +208,10 @@ def _shared_parts(suite: Suite, root: Path, progress: bool, only: Selection) -> 
         _gradient_quality(suite, root, progress)
         _memory(suite, root, progress)
         _step_cost(suite, root, progress)
+        if suite.synthetic:
+            from . import synthetic
+
+            synthetic.run(root / "synthetic", progress=progress)
     # baselines take minutes and are every row's reference, so a partial table has them from the start
     for model in suite.models:
         for task in suite.tasks:

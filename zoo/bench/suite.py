@@ -42,6 +42,9 @@ A suite is a JSON file (presets live in benchmarks/suites/). Its keys:
                     fresh process, and with side_by_side_rounds > 0 the step times of all methods stepped in
                     turn in one process, for ratios free of the machine's drift between processes
                     (zoo/bench/cost.py); what the `gpu` preset measures, since weights do not travel
+    synthetic       true: the synthetic suite (zoo/bench/synthetic.py: estimators on quadratics of set Hessian
+                    spectra, and the measured slowdown against the theory's gamma) runs into DIR/synthetic with
+                    the one-batch sections, and the report carries its tables
 
 Every name in `zoo.estimators.available()` is in the suite unless excluded, so a
 newly registered estimator joins it with no code change.
@@ -59,7 +62,7 @@ from ..tasks import TEMPLATES
 from .memory import check_repeats
 
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
-PRESETS = ("smoke", "cpu", "cpu-long", "gpu")
+PRESETS = ("smoke", "cpu", "cpu-short", "cpu-long", "gpu")
 
 
 @dataclass
@@ -83,6 +86,7 @@ class Suite:
     gradient: dict = field(default_factory=dict)
     memory: dict = field(default_factory=dict)
     cost: dict = field(default_factory=dict)
+    synthetic: bool = False
     path: str = ""
 
     def estimator_names(self) -> list[str]:
@@ -198,8 +202,9 @@ def load_suite(spec: str) -> Suite:
                             for i, m in enumerate(suite.models) if "forward_budget" in m)]:
         if not isinstance(budget, int) or isinstance(budget, bool) or budget < 2:
             raise ValueError(f"{path}: {where} must be an integer of at least 2, got {budget!r}")
-    if not isinstance(suite.test_curves, bool):
-        raise ValueError(f"{path}: test_curves must be true or false, got {suite.test_curves!r}")
+    for key in ("test_curves", "synthetic"):
+        if not isinstance(getattr(suite, key), bool):
+            raise ValueError(f"{path}: {key} must be true or false, got {getattr(suite, key)!r}")
     for fo in suite.first_order:
         if fo not in ("sgd", "adam"):
             raise ValueError(f"{path}: first_order has {fo!r}; use sgd and/or adam")

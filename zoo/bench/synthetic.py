@@ -43,6 +43,7 @@ from torch import nn
 from .. import estimators
 from ..files import read_json, save_figure, write_json, write_text
 from ..progress import progress as progress_bar
+from ..provenance import machine
 from ..theory.slowdown import gamma
 
 LAYERS = 4
@@ -254,6 +255,7 @@ def run(out: str | Path, progress: bool = True) -> dict:
     slowdown_rows(data["slowdown"], save, progress)
     data["seconds_this_call"] = time.perf_counter() - t0
     data["torch_threads"] = torch_threads
+    data["measured"] = {**machine(), "threads": torch_threads, "date": time.strftime("%Y-%m-%d")}
     save()
     return data
 
