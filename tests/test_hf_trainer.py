@@ -188,3 +188,33 @@ def test_bad_estimator_options_are_refused(tmp_path, bad):
 def test_an_unknown_estimator_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match="mezo"):
         ZOTrainer(tiny_llama(), args(tmp_path), train_dataset=Rows(), estimator="mezo-sdg")
+
+
+def _ddp_worker(rank, port, out):
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    from pathlib import Path
+
+    model = tiny_llama()
+    t = ZOTrainer(model, args(Path(out) / f"rank{rank}", ddp_backend="gloo", per_device_train_batch_size=2,
+                              max_steps=4), train_dataset=Rows(), estimator_options={"eps": 1e-2})
+    t.train()
+    assert t.estimator.reducer is not None and t.estimator.reducer.world == 2
+    torch.save([p.detach() for p in model.parameters()], f"{out}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_under_a_two_process_ddp_launch_the_replicas_stay_identical(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    assert bits_equal(a, b) and not bits_equal(a, [p.detach() for p in tiny_llama().parameters()])

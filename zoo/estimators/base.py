@@ -37,6 +37,7 @@ from ..perturb import (
 )
 from .plans import Query, QueryPlan, TwoPointPlan
 from .rules import UpdateRule
+from .distributed import resolve as resolve_distributed
 from .schedule import QuerySchedule
 from ..validation import number
 
@@ -146,6 +147,13 @@ class ZOOptimizer(Optimizer):
             aside whole (memory, not results); 0 holds every module whole.
         layers: a LayerSubset (LeZO), magnitude: a MagnitudeMask (Sparse MeZO),
             subspace: a LowRankSubspace (SubZero): the direction field's pieces.
+        distributed: None (default): data-parallel when torch.distributed runs more than one rank
+            (each rank evaluates the closure on its shard of the batch; every loss is the ranks'
+            mean, all-reduced as one float64; the replicas stay bit-identical); False: one process
+            even under torchrun; "data": data-parallel, an error without a process group
+            (zoo/estimators/distributed.py).
+        distributed_timeout: seconds a rank waits for the others at a reduction before it raises
+            (with its weights restored) instead of hanging on a rank that failed.
     """
 
     #: Whether the estimator moves the weights to evaluate its points (forward-grad does not).
@@ -173,6 +181,8 @@ class ZOOptimizer(Optimizer):
         layers=None,
         magnitude=None,
         subspace=None,
+        distributed=None,
+        distributed_timeout: float = 300.0,
     ):
         _check_hyper(defaults)
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -205,6 +215,11 @@ class ZOOptimizer(Optimizer):
         self.rule = rule
         device = next((p.device for g in self.param_groups for p in g["params"]), None)
         self.backend = make_backend(backend, device=device, chunk_size=chunk_size, threads=threads)
+        number("distributed_timeout", distributed_timeout, minimum=0.0, strict=True)
+        self.reducer = resolve_distributed(distributed)
+        if self.reducer is not None:
+            self.reducer.timeout = float(distributed_timeout)
+            self.reducer.check_same(seed, "seed")
         self.field = DirectionField(
             sampler, layers=layers, magnitude=magnitude, subspace=subspace, stream=self.backend.stream,
             preconditioner=rule.make_preconditioner(self),
@@ -261,7 +276,14 @@ class ZOOptimizer(Optimizer):
     def _call(self, closure: Callable) -> float:
         loss = closure()
         self.zo_state["forward_passes"] += 1
-        return self._scalar(loss)
+        return self._reduced([self._scalar(loss)])[0]
+
+    def _reduced(self, values: list[float]) -> list[float]:
+        """The ranks' mean of this rank's `values` when data-parallel (a replay's values are already
+        the means); else `values`."""
+        if self.reducer is None or self._replaying:
+            return values
+        return self.reducer.mean(values, f"step {self.zo_state['step']}'s loss")
 
     @staticmethod
     def _scalar(loss) -> float:
@@ -342,7 +364,7 @@ class ZOOptimizer(Optimizer):
             self._measure_scales(query, slots)
             self._move_to(query.base, slots)
             if query.kind == "jvp":
-                loss, derivative = self._jvp(fn, query, slots)
+                loss, derivative = self._reduced(list(self._jvp(fn, query, slots)))
                 self.zo_state["forward_passes"] += 1
                 record += [loss, derivative] if math.isfinite(loss) else [loss]
                 losses.append(loss)
