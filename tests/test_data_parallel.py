@@ -134,3 +134,45 @@ def test_bad_distributed_options_are_refused_in_one_process():
     with pytest.raises(ValueError, match="distributed_timeout"):
         zoo.get("mezo-sgd", model, distributed_timeout=0)
     assert zoo.get("mezo-sgd", model, distributed=False).reducer is None
+
+
+def test_torchrun_finetune_records_its_world_and_one_process_rebuilds_its_weights(tmp_path, capsys):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import tiny_model_folder
+    from zoo.cli import main
+
+    folder, data = tiny_model_folder(tmp_path)
+    common = ["--model", str(folder), "--task", str(data), "--k", "4", "--quiet"]
+    train = [*common, "--steps", "4", "--batch-size", "4", "--lr", "0.01", "--eps", "0.01", "--eval-every", "2"]
+    out = tmp_path / "ranks2"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "zoo", "finetune", *train, "--out", str(out)],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("test accuracy") == 1 and "on 2 ranks" in done.stdout
+    r = json.loads((out / "results.json").read_text())
+    assert r["world_size"] == 2 and r["forward_passes"] == 8
+    # one process, from the logged (reduced) losses alone: the same weights (fingerprint-checked)
+    assert not (out / "checkpoint.pt").exists() or (out / "checkpoint.pt").unlink() is None
+    assert main(["eval", *common, "--run", str(out), "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["metrics"]["accuracy"] == r["metrics"]["accuracy"]
+    # and a one-process run on whole batches follows the ranks' losses up to rounding
+    assert main(["finetune", *train, "--out", str(tmp_path / "one")]) == 0
+    one = json.loads((tmp_path / "one" / "results.json").read_text())
+    assert one["world_size"] == 1
+    assert one["history"]["loss"] == pytest.approx(r["history"]["loss"], rel=1e-5)
+    capsys.readouterr()
+    assert main(["finetune", *train, "--estimator", "adam", "--out", str(tmp_path / "fo")]) == 0  # one process: fine
+
+
+def test_what_a_data_parallel_run_cannot_do_is_refused_in_one_line():
+    from zoo.finetune.ranks import check_data_parallel
+
+    check_data_parallel("adam", True, 5, 1)  # one process: anything goes
+    with pytest.raises(ValueError, match="first-order baselines run in one process"):
+        check_data_parallel("adam", True, 4, 2)
+    with pytest.raises(ValueError, match="--batch-size 5 does not split evenly over 2 ranks"):
+        check_data_parallel("mezo-sgd", False, 5, 2)

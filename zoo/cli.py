@@ -64,11 +64,17 @@ def _finetune(args):
     cfg = finetune_config(args)
     r = run_finetune(cfg, args.out, _task_args(args), progress=not args.quiet, snapshot_every=args.snapshot_every,
                      test_curve=args.test_curve)
+    if r.get("world_size", 1) > 1:
+        from .finetune.ranks import rank_and_world
+
+        if rank_and_world()[0] != 0:  # under torchrun one line for the run, from the rank that wrote it
+            return
     m = r["metrics"]
     source = f": {m['test_source']}" if "test_source" in m else ""
+    ranks = f" on {r['world_size']} ranks" if r.get("world_size", 1) > 1 else ""
     print(f"{cfg.task} test accuracy {m['accuracy']:.4f} ({m['test_examples']} examples{source}), dev "
           f"{m['dev_accuracy']:.4f} ({m['dev_examples']} examples from train), "
-          f"after {cfg.steps} steps = {r['forward_passes']} forward passes in {r['wall_time_s']:.0f} s; "
+          f"after {cfg.steps} steps = {r['forward_passes']} forward passes in {r['wall_time_s']:.0f} s{ranks}; "
           f"wrote {args.out}/results.json and {args.out}/curve.png")
 
 

@@ -7,6 +7,7 @@ so a run resumed from a checkpoint retraces the uninterrupted run exactly.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -30,6 +31,7 @@ from .objectives import DIFFERENTIABLE, get_objective
 from ..files import RunFileError, load_torch, read_json, save_torch, write_json
 from .interrupt import StepGuard
 from .lock import exclusive
+from .ranks import check_data_parallel, rank_and_world
 from .trajectory import TrajectoryLog, fingerprint_of, weights_fingerprint
 
 logger = logging.getLogger("zoo")
@@ -340,7 +342,9 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
         integer("snapshot_every", snapshot_every, minimum=1)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with exclusive(out):
+    rank, world = rank_and_world()
+    check_data_parallel(cfg.estimator, cfg.estimator in FIRST_ORDER, cfg.batch_size, world)
+    with exclusive(out) if rank == 0 else contextlib.nullcontext():
         done = _finished(out, cfg)
         if done is not None:
             return done
@@ -350,6 +354,8 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
 def _train(cfg: FinetuneConfig, built: Built, splits: Splits, out: Path, progress: bool,
            snapshot_every: int | None, test_curve: bool) -> dict:
     peak_scope = reset_peak_memory()
+    rank, world = rank_and_world()
+    leader = rank == 0
     model, scorer = built.model, built.scorer
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -390,6 +396,8 @@ def _train(cfg: FinetuneConfig, built: Built, splits: Splits, out: Path, progres
         """Checkpoint and loss log of `step`; returns the weights' fingerprint (one hash pass)."""
         spent = elapsed + time.time() - t0
         fingerprint = weights_fingerprint(model)
+        if not leader:  # under torchrun rank 0 writes the run's files; the replicas are identical
+            return fingerprint
         ckpt.save({"config": asdict(cfg), "step": step, "params": _trainable_state(model), "fingerprint": fingerprint,
                    "optimizer": opt.state_dict(), "history": history, "elapsed": spent})
         if "step_losses" in history:
@@ -418,7 +426,8 @@ def _train(cfg: FinetuneConfig, built: Built, splits: Splits, out: Path, progres
             save(step)
         if snapshot_every and (step % snapshot_every == 0 or step == cfg.steps):
             if not resumed or not (out / "snapshots" / f"step{step}.pt").exists():
-                save_snapshot(out, step, model)
+                if leader:
+                    save_snapshot(out, step, model)
 
     # Counts the rows the model itself ran inside training steps, so a benchmark can check each
     # estimator's declared forwards per step against what it really ran. Rows, not calls: the
@@ -440,7 +449,7 @@ def _train(cfg: FinetuneConfig, built: Built, splits: Splits, out: Path, progres
     t0 = time.time()
     model.train(False)  # dropout off: ZO differences must see the same function twice
     device = model_device(model)
-    bar = progress_bar(range(start, cfg.steps), initial=start, total=cfg.steps, enabled=progress,
+    bar = progress_bar(range(start, cfg.steps), initial=start, total=cfg.steps, enabled=progress and leader,
                        desc=f"{cfg.estimator} {cfg.task} ({cfg.tuning})", unit="step")
     passes = [0.0]  # passes of this step, each over its own batch (a full batch counts one, like a minibatch)
 
@@ -456,7 +465,7 @@ def _train(cfg: FinetuneConfig, built: Built, splits: Splits, out: Path, progres
     # MeZO-SVRG's anchor steps: the whole training split, encoded once
     full_closure = None
     if not first_order and opt.plan.uses_full_batch:
-        full_closure = loss_on(scorer.encode(list(splits.train)).to(device))
+        full_closure = loss_on(scorer.encode(list(splits.train)[rank::world]).to(device))
     guard = StepGuard()
     # "clean": the weights and history are those of the last recorded step; "stepping": inside the
     # optimizer's step (an exact ZO step restores the weights' bits, the others do not); "recording"
@@ -468,7 +477,7 @@ def _train(cfg: FinetuneConfig, built: Built, splits: Splits, out: Path, progres
             elif start > 0:
                 due_after(start, resumed=True)
             for step in bar:
-                idx = minibatch(len(splits.train), cfg.batch_size, cfg.seed, step)
+                idx = minibatch(len(splits.train), cfg.batch_size, cfg.seed, step)[rank::world]  # this rank's shard
                 enc = scorer.encode([splits.train[i] for i in idx]).to(device)
                 closure = loss_on(enc)
                 passes[0] = 0.0
@@ -534,12 +543,15 @@ def _train(cfg: FinetuneConfig, built: Built, splits: Splits, out: Path, progres
         "perturbation": None if first_order else opt.perturbation.name,  # the one asked for, or the default
         # the directions' stream: backend "auto" draws philox where the C kernel builds, else torch-generator
         "noise_stream": None if first_order else opt.backend.stream.name,
+        "world_size": world,  # ranks whose mean losses the steps used (torchrun); the log holds those means
         "history": history,
     }
     if history["evals"] and all("test_accuracy" in e for e in history["evals"]):
         result["test_curve"] = {"source": "scored during the run"}
     if "step_losses" in history:  # lets `load_run_weights` rebuild these weights from the log and check them
         result["weights_fingerprint"] = {"start": start_fingerprint, "at_step": final_fingerprint}
+    if not leader:
+        return result
     from .plots import plot_curve
 
     # the curve first: a kill between the two leaves no results.json, so the rerun draws it again
