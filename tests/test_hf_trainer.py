@@ -218,3 +218,14 @@ def test_under_a_two_process_ddp_launch_the_replicas_stay_identical(tmp_path):
     mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
     a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     assert bits_equal(a, b) and not bits_equal(a, [p.detach() for p in tiny_llama().parameters()])
+
+
+@pytest.mark.parametrize("report_to", ["none", "tensorboard"])
+def test_report_to(tmp_path, report_to):
+    if report_to == "tensorboard":
+        pytest.importorskip("tensorboard")  # in the test extras: CI has it
+    t = ZOTrainer(tiny_llama(), args(tmp_path, report_to=report_to), train_dataset=Rows())
+    t.train()
+    events = list(tmp_path.rglob("events.out.tfevents.*"))
+    assert bool(events) == (report_to == "tensorboard")
+    assert len([h for h in t.state.log_history if "loss" in h]) == 6

@@ -371,3 +371,59 @@ def test_quiet_and_a_log_file_hide_transformers_loading_bar(monkeypatch):
         assert main(argv) == 2  # fails fast on the task, after the flag is read
         assert not hf_logging.is_progress_bar_enabled()
     hf_logging.enable_progress_bar()
+
+
+def test_metrics_jsonl_follows_the_run_and_a_resumed_run_rewrites_it_without_repeats(tmp_path, monkeypatch):
+    import json
+
+    from conftest import tiny_model_folder
+    from zoo.cli import main
+
+    folder, data = tiny_model_folder(tmp_path)
+    args = ["finetune", "--model", str(folder), "--task", str(data), "--k", "4", "--quiet", "--steps", "6",
+            "--batch-size", "4", "--lr", "0.01", "--eval-every", "3", "--checkpoint-every", "2"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    lines = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    steps = [x for x in lines if x["event"] == "step"]
+    evals = [x for x in lines if x["event"] == "eval"]
+    r = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert [x["step"] for x in steps] == list(range(1, 7)) and [x["loss"] for x in steps] == r["history"]["loss"]
+    assert [x["step"] for x in evals] == [0, 3, 6] and all("dev_accuracy" in x and "lr" not in x for x in evals)
+    assert all(x["lr"] == 0.01 for x in steps)
+    # an interrupted run: the resumed session rewrites the file from the checkpoint's history first
+    (tmp_path / "b").mkdir()
+    with (tmp_path / "b" / "metrics.jsonl").open("w") as f:
+        f.write('{"event": "step", "step": 99, "forward_passes": 0, "loss": 0}\n')  # past the checkpoint
+    import zoo.finetune.loop as loop
+
+    calls = [0]
+    real = loop.MetricsLog.step
+
+    def stop_after_five(self, history, lr):
+        real(self, history, lr)
+        calls[0] += 1
+        if calls[0] == 5:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop.MetricsLog, "step", stop_after_five)
+    assert main([*args, "--out", str(tmp_path / "b")]) != 0
+    monkeypatch.setattr(loop.MetricsLog, "step", real)
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    again = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in again if x["event"] == "step"] == list(range(1, 7))
+    assert [x["loss"] for x in again if x["event"] == "step"] == r["history"]["loss"]
+
+
+def test_tensorboard_event_files(tmp_path):
+    pytest.importorskip("tensorboard")
+    from conftest import tiny_model_folder
+    from zoo.cli import main
+
+    folder, data = tiny_model_folder(tmp_path)
+    assert main(["finetune", "--model", str(folder), "--task", str(data), "--k", "4", "--quiet", "--steps", "2",
+                 "--batch-size", "4", "--lr", "0.01", "--tensorboard", "--out", str(tmp_path / "r")]) == 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2] and "dev/accuracy" in events.Tags()["scalars"]

@@ -63,7 +63,7 @@ def _finetune(args):
 
     cfg = finetune_config(args)
     r = run_finetune(cfg, args.out, _task_args(args), progress=not args.quiet, snapshot_every=args.snapshot_every,
-                     test_curve=args.test_curve)
+                     test_curve=args.test_curve, tensorboard=args.tensorboard)
     if r.get("world_size", 1) > 1:
         from .finetune.ranks import rank_and_world
 
@@ -334,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test examples")
     f.add_argument("--test-curve", action="store_true",
                    help="also score the test split at every dev evaluation (test accuracy against forward passes)")
+    f.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files to OUT/tensorboard (needs the tensorboard package); "
+                        "OUT/metrics.jsonl is always written")
     f.add_argument("--checkpoint-every", type=int, default=50)
     f.add_argument("--snapshot-every", type=int, default=None,
                    help="also keep the trainable weights every N steps in OUT/snapshots/ (for theory --over-training)")

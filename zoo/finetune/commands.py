@@ -62,7 +62,7 @@ def prepare_run(cfg: FinetuneConfig, task_args: dict):
 
 
 def run_finetune(cfg: FinetuneConfig, out: str, task_args: dict, progress: bool = True,
-                 snapshot_every: int | None = None, test_curve: bool = False) -> dict:
+                 snapshot_every: int | None = None, test_curve: bool = False, tensorboard: bool = False) -> dict:
     from .lock import refuse_if_held
     from .ranks import init_from_env, rank_and_world
 
@@ -70,7 +70,8 @@ def run_finetune(cfg: FinetuneConfig, out: str, task_args: dict, progress: bool 
     if rank_and_world()[0] == 0:  # rank 0 holds the folder; the others train beside it
         refuse_if_held(out)  # before loading the model: a second process on the folder stops at once
     built, splits = prepare_run(cfg, task_args)
-    return finetune(cfg, built, splits, out, progress=progress, snapshot_every=snapshot_every, test_curve=test_curve)
+    return finetune(cfg, built, splits, out, progress=progress, snapshot_every=snapshot_every, test_curve=test_curve,
+                    tensorboard=tensorboard)
 
 
 def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int | None = None,

@@ -31,6 +31,7 @@ from .objectives import DIFFERENTIABLE, get_objective
 from ..files import RunFileError, load_torch, read_json, save_torch, write_json
 from .interrupt import StepGuard
 from .lock import exclusive
+from .metrics_log import MetricsLog
 from .ranks import check_data_parallel, rank_and_world
 from .trajectory import TrajectoryLog, fingerprint_of, weights_fingerprint
 
@@ -318,7 +319,7 @@ def _resume_source(ckpt: Checkpoint, log: TrajectoryLog, cfg: FinetuneConfig, mo
 
 
 def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path, progress: bool = True,
-             snapshot_every: int | None = None, test_curve: bool = False) -> dict:
+             snapshot_every: int | None = None, test_curve: bool = False, tensorboard: bool = False) -> dict:
     """Train `built.model` on `splits.train`, evaluate on dev along the way and on test at the end.
 
     Writes DIR/checkpoint.pt every `checkpoint_every` steps (and on Ctrl-C),
@@ -336,6 +337,8 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
     With `test_curve`, every dev evaluation also scores the test split (its accuracy goes into
     the evaluation's record), for test accuracy against forward passes; it costs a test pass per
     evaluation and changes nothing the run trains on.
+    DIR/metrics.jsonl gets a line per step and per evaluation as they happen (zoo/finetune/metrics_log.py);
+    with `tensorboard`, DIR/tensorboard gets the same as TensorBoard events.
     """
     cfg.validate()
     if snapshot_every is not None:
@@ -348,11 +351,11 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
         done = _finished(out, cfg)
         if done is not None:
             return done
-        return _train(cfg, built, splits, out, progress, snapshot_every, test_curve)
+        return _train(cfg, built, splits, out, progress, snapshot_every, test_curve, tensorboard)
 
 
 def _train(cfg: FinetuneConfig, built: Built, splits: Splits, out: Path, progress: bool,
-           snapshot_every: int | None, test_curve: bool) -> dict:
+           snapshot_every: int | None, test_curve: bool, tensorboard: bool) -> dict:
     peak_scope = reset_peak_memory()
     rank, world = rank_and_world()
     leader = rank == 0
@@ -414,6 +417,7 @@ def _train(cfg: FinetuneConfig, built: Built, splits: Splits, out: Path, progres
             scored_test[step] = evaluate(model, scorer, splits.test)
             entry["test_accuracy"], entry["test_loss"] = scored_test[step]["accuracy"], scored_test[step]["loss"]
         history["evals"].append(entry)
+        metrics_log.evaluation(entry)
         return m
 
     def due_after(step, resumed=False):
@@ -446,6 +450,8 @@ def _train(cfg: FinetuneConfig, built: Built, splits: Splits, out: Path, progres
                                                     sum(p.numel() for p in model.parameters()))
     history.setdefault("model_calls", 0)
     history.setdefault("step_seconds", [])  # training steps alone, without evaluations, for cost tables
+    metrics_log = MetricsLog(out, enabled=leader, tensorboard=tensorboard)
+    metrics_log.start(history)
     t0 = time.time()
     model.train(False)  # dropout off: ZO differences must see the same function twice
     device = model_device(model)
@@ -504,6 +510,7 @@ def _train(cfg: FinetuneConfig, built: Built, splits: Splits, out: Path, progres
                     history["loss"].append(float(loss.detach()))
                     if "step_losses" in history:  # absent when resumed from a checkpoint of an older zoo
                         history["step_losses"].append(losses)
+                    metrics_log.step(history, opt.param_groups[0]["lr"])
                     phase[0] = "clean"
                 due_after(step + 1)
     except KeyboardInterrupt:
@@ -518,6 +525,7 @@ def _train(cfg: FinetuneConfig, built: Built, splits: Splits, out: Path, progres
     finally:
         hook.remove()
         bar.close()
+        metrics_log.close()
     final_fingerprint = save(cfg.steps)
     test = scored_test.get(cfg.steps) or evaluate(model, scorer, splits.test, progress="test" if progress else None)
     dev = history["evals"][-1]
