@@ -37,6 +37,7 @@ from ..perturb import (
 )
 from .plans import Query, QueryPlan, TwoPointPlan
 from .rules import UpdateRule
+from ..perturb.shards import fsdp_modules, is_sharded, local_shard
 from .distributed import resolve as resolve_distributed
 from .schedule import QuerySchedule
 from ..validation import number
@@ -232,6 +233,7 @@ class ZOOptimizer(Optimizer):
             self.perturbation = ExactPerturbation(module, self.backend, self.field, self._slots, exact_block)
         else:
             self.perturbation = InplacePerturbation(self.backend, self.field)
+        self._check_shards()
         self._ready = True
 
     # -- parameters -------------------------------------------------------------
@@ -261,12 +263,46 @@ class ZOOptimizer(Optimizer):
         if self.module is not None:
             names = {id(p): n for n, p in self.module.named_parameters()}
             layers = _layer_index(self.module)
-        self._slots = [
-            ParamSlot(uid, p, group, names.get(id(p)), layers.get(id(p)))
-            for uid, (p, group) in enumerate((p, g) for g in self.param_groups for p in g["params"])
-        ]
+        self._slots = []
+        for uid, (p, group) in enumerate((p, g) for g in self.param_groups for p in g["params"]):
+            slot = ParamSlot(uid, p, group, names.get(id(p)), layers.get(id(p)))
+            if is_sharded(p):  # FSDP2: this rank's shard, keyed by its elements' global indices
+                local, offset = local_shard(p)
+                slot = ParamSlot(uid, local, group, slot.name, slot.layer, owner=p, offset=offset)
+            self._slots.append(slot)
         if getattr(self, "perturbation", None) is not None and isinstance(self.perturbation, ExactPerturbation):
             self.perturbation.set_slots(self._slots)
+
+    def _check_shards(self) -> None:
+        """Refuses what cannot run on sharded parameters, and finds the FSDP modules to reshard."""
+        sharded = [s for s in self._slots if s.sharded]
+        self._fsdp = fsdp_modules(self.module) if sharded else []
+        if not sharded:
+            return
+        name = sharded[0].name or f"parameter {sharded[0].uid}"
+        why = None
+        if self.perturbation.name == "exact":
+            why = ("perturbation='exact' perturbs each module's weights as it runs, but FSDP gathers them "
+                   "from the shards; use perturbation='inplace' (float32 shards)")
+        elif self.field.magnitude is not None:
+            why = "Sparse MeZO's magnitude masks take thresholds over the whole parameter, which no rank holds"
+        elif self.field.subspace is not None:
+            why = "a low-rank subspace (SubZero, LOZO) needs each matrix whole"
+        elif self.field.needs_norm:
+            why = "sphere directions are normalised over the whole of z, which no rank holds"
+        elif not self.perturbs_weights:
+            why = "forward gradients run the model functionally on whole parameters"
+        if why:
+            raise ValueError(f"params: {name} is sharded (FSDP2/DTensor): {why}")
+        if self.module is None:
+            raise ValueError("params: sharded (FSDP2) parameters need the model (pass the module), so that its "
+                             "FSDP modules are resharded after each forward and see the next perturbation")
+
+    def _reshard(self) -> None:
+        # FSDP2 leaves the root's parameters gathered after a forward: the next forward would not gather
+        # the perturbed shards again. Resharding after every closure keeps each forward on the shards.
+        for m in self._fsdp:
+            m.reshard()
 
     @property
     def slots(self) -> list[ParamSlot]:
@@ -274,7 +310,10 @@ class ZOOptimizer(Optimizer):
 
     # -- the step ---------------------------------------------------------------
     def _call(self, closure: Callable) -> float:
-        loss = closure()
+        try:
+            loss = closure()
+        finally:
+            self._reshard()
         self.zo_state["forward_passes"] += 1
         return self._reduced([self._scalar(loss)])[0]
 

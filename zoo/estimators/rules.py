@@ -108,7 +108,7 @@ class AdamRule(UpdateRule):
         grads = dict(estimate.terms)
         steps = {}
         for s in slots:
-            st = opt.state[s.param]
+            st = opt.state[s.owner]
             if "exp_avg" not in st:
                 st["step"] = torch.tensor(0.0)
                 st["exp_avg"] = torch.zeros_like(s.param, memory_format=torch.contiguous_format)
@@ -117,7 +117,7 @@ class AdamRule(UpdateRule):
             steps[s.uid] = st["step"].item()
 
         def fn(slot, start, stop, ws):
-            group, st = slot.group, opt.state[slot.param]
+            group, st = slot.group, opt.state[slot.owner]
             beta1, beta2 = group["betas"]
             t = steps[slot.uid]
             dtype = torch.float64 if slot.param.dtype == torch.float64 else torch.float32
@@ -161,7 +161,7 @@ class MomentumRule(UpdateRule):
         restore, grads = dict(restore_terms), dict(estimate.terms)
         first = {}
         for s in slots:
-            st = opt.state[s.param]
+            st = opt.state[s.owner]
             first[s.uid] = "momentum_buffer" not in st
             if first[s.uid]:
                 st["momentum_buffer"] = torch.zeros_like(s.param, memory_format=torch.contiguous_format)
@@ -171,7 +171,7 @@ class MomentumRule(UpdateRule):
             dtype = torch.float64 if slot.param.dtype == torch.float64 else torch.float32
             off, g = _accumulate(opt, slot, start, stop, ws, at_theta, restore, grads, dtype)
             p = slot.flat()[start:stop]
-            store = opt.state[slot.param]["momentum_buffer"].view(-1)[start:stop]
+            store = opt.state[slot.owner]["momentum_buffer"].view(-1)[start:stop]
             theta = off.add_(p)
             if group["weight_decay"]:
                 g.add_(theta, alpha=group["weight_decay"])
@@ -199,12 +199,12 @@ class HessianPreconditioner:
     def prepare(self, slots) -> None:
         """Creates H = 1 for parameters without one, in slot order (before the sweeps' threads read it)."""
         for slot in slots:
-            st = self._opt.state[slot.param]
+            st = self._opt.state[slot.owner]
             if "hessian" not in st:
                 st["hessian"] = torch.ones(slot.param.shape, dtype=torch.float32, device=slot.param.device)
 
     def hessian(self, slot: ParamSlot) -> torch.Tensor:
-        return self._opt.state[slot.param]["hessian"]
+        return self._opt.state[slot.owner]["hessian"]
 
     def scale_(self, out: torch.Tensor, slot: ParamSlot, start: int) -> torch.Tensor:
         h = self.hessian(slot).view(-1)[start : start + out.numel()]

@@ -103,7 +103,7 @@ class SVRGPlan(QueryPlan):
         if self.anchor == "copy":
             opt.perturbation.restore()  # the anchor is theta_t itself, not a perturbed point
             for s in slots:
-                st = opt.state[s.param]
+                st = opt.state[s.owner]
                 if "anchor" not in st:
                     st["anchor"] = s.param.detach().clone(memory_format=torch.contiguous_format)
                 else:
@@ -118,7 +118,7 @@ class SVRGPlan(QueryPlan):
 
         def fn(slot, start, stop, ws):
             p = slot.flat()[start:stop]
-            a = opt.state[slot.param]["anchor"].view(-1)[start:stop]
+            a = opt.state[slot.owner]["anchor"].view(-1)[start:stop]
             buf = ws.buffer("swap", stop - start, p.device, p.dtype)
             buf.copy_(p)
             p.copy_(a)

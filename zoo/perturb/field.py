@@ -116,8 +116,14 @@ class DirectionField:
         if use_subspace:
             for offset in range(0, out.numel(), BLOCK_SIZE):
                 self.subspace.fill_(out[offset : offset + BLOCK_SIZE], slot, start + offset, core)
+        elif slot.offset % BLOCK_SIZE:  # a shard that begins inside a noise block
+            begin = slot.offset + start
+            pad = begin % BLOCK_SIZE
+            whole = ws.buffer("shard", pad + out.numel(), out.device)
+            self.stream.fill_(whole, self.sampler, key, slot.uid, begin - pad, ws)
+            out.copy_(whole[pad:])
         else:
-            self.stream.fill_(out, self.sampler, key, slot.uid, start, ws)
+            self.stream.fill_(out, self.sampler, key, slot.uid, slot.offset + start, ws)
         if self.magnitude is not None:
             if theta is None:
                 raise ValueError("a magnitude mask needs the parameter values")
@@ -155,6 +161,9 @@ class DirectionField:
             return False
         if self.sampler.normalized:
             terms = [(key, c * self._scales[key]) for key, c in terms]
+        if slot.offset % BLOCK_SIZE:
+            return False  # the kernels start on a block boundary; fill_ serves a shard that does not
+        start += slot.offset
         if self.magnitude is None:
             return self.stream.combine_(p, decay, terms, self.sampler, slot.uid, start)
         if decay != 1.0 or len(terms) != 1:

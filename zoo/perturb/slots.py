@@ -20,6 +20,10 @@ class ParamSlot:
         name: the qualified name in the module, when a module was given.
         layer: index of the repeated block (e.g. transformer layer) that holds
             it, or None for parameters outside the repeated blocks.
+        owner: the optimizer's parameter, which keys its state: `param` itself, or for a
+            sharded parameter (an FSDP2 / DTensor shard) the DTensor whose local shard `param` is.
+        offset: the flat index, in the whole parameter, of `param`'s first element (0 unless
+            sharded): z is keyed by that global index, so a shard draws its part of the unsharded z.
     """
 
     uid: int
@@ -27,6 +31,16 @@ class ParamSlot:
     group: dict
     name: str | None = None
     layer: int | None = None
+    owner: torch.Tensor | None = None
+    offset: int = 0
+
+    def __post_init__(self):
+        if self.owner is None:
+            self.owner = self.param
+
+    @property
+    def sharded(self) -> bool:
+        return self.owner is not self.param
 
     @property
     def numel(self) -> int:
