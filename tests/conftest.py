@@ -224,3 +224,25 @@ def _own_cached_states():
     forget()
     yield
     forget()
+
+
+def free_port() -> int:
+    """A TCP port free on this machine, for a test's process group."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def small_mlp(inputs: int, hidden: int, classes: int = 3):
+    """A seeded Linear-Tanh-Linear classifier, the same weights on every rank of a distributed test."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(inputs, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, classes))
+
+
+def class_batches(steps: int, rows: int, inputs: int, classes: int = 3):
+    """(x [steps, rows, inputs], y [steps, rows]) drawn from a fixed generator."""
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(steps, rows, inputs, generator=g), torch.randint(0, classes, (steps, rows), generator=g)

@@ -1,7 +1,6 @@
 """Data-parallel ZO on 2 CPU processes (gloo): identical replicas, a replayable log, no hang on a failed rank."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -9,26 +8,17 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import zoo
-from conftest import bits_equal
+from conftest import bits_equal, class_batches, free_port, small_mlp
 
 STEPS = 5
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _model():
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    return small_mlp(6, 16)
 
 
 def _data():
-    g = torch.Generator().manual_seed(1)
-    return torch.randn(STEPS, 8, 6, generator=g), torch.randint(0, 3, (STEPS, 8), generator=g)
+    return class_batches(STEPS, 8, 6)
 
 
 def _loss(model, x, y):
@@ -82,7 +72,7 @@ def _worker(rank, world, port, out, case):
 def _launch(tmp_path, case, name="run"):
     out = tmp_path / name
     out.mkdir()
-    mp.spawn(_worker, args=(2, _free_port(), str(out), case), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(out), case), nprocs=2, join=True)
     return [torch.load(out / f"rank{r}.pt") for r in range(2)]
 
 

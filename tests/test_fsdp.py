@@ -1,7 +1,6 @@
 """FSDP2 `fully_shard` on 2 CPU ranks (gloo): each rank perturbs its own shard, keyed by global element index."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -9,28 +8,20 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import zoo
+from conftest import class_batches, free_port, small_mlp
 from zoo.perturb.keys import BLOCK_SIZE
 
 STEPS = 4
 ESTIMATORS = ["mezo-sgd", "mezo-adam", "hizoo"]
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _model():
     # Linear(7, 5): rank 1's shard of the weight begins at element 21, inside a noise block
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    return small_mlp(7, 5)
 
 
 def _batches():
-    g = torch.Generator().manual_seed(1)
-    return torch.randn(STEPS, 8, 7, generator=g), torch.randint(0, 3, (STEPS, 8), generator=g)
+    return class_batches(STEPS, 8, 7)
 
 
 def _worker(rank, port, out, case):
@@ -71,7 +62,7 @@ def _worker(rank, port, out, case):
 
 
 def _launch(tmp_path, case):
-    mp.spawn(_worker, args=(_port(), str(tmp_path), case), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path), case), nprocs=2, join=True)
     return [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
 
 

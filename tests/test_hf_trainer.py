@@ -208,14 +208,11 @@ def _ddp_worker(rank, port, out):
 
 
 def test_under_a_two_process_ddp_launch_the_replicas_stay_identical(tmp_path):
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    from conftest import free_port
+
+    mp.spawn(_ddp_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     assert bits_equal(a, b) and not bits_equal(a, [p.detach() for p in tiny_llama().parameters()])
 
