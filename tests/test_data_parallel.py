@@ -34,11 +34,23 @@ def _worker(rank, world, port, out, case):
         xs, ys = _data()
         shard = slice(rank * 4, rank * 4 + 4)  # each rank its half of every batch
         if case == "seed":
-            try:
-                zoo.get("mezo-sgd", model, lr=0.1, eps=1e-2, seed=rank)
-                torch.save({"error": None}, f"{out}/rank{rank}.pt")
-            except ValueError as e:
-                torch.save({"error": str(e)}, f"{out}/rank{rank}.pt")
+            errors = []
+            for opts in ({"seed": rank}, {"seed": 7, "n": 4, "distributed": "directions", "perturbation": "inplace"}):
+                try:
+                    zoo.get("n-spsa", model, lr=0.1, eps=1e-2, **opts)
+                    errors.append(None)
+                except ValueError as e:
+                    errors.append(str(e))
+            torch.save({"errors": errors}, f"{out}/rank{rank}.pt")
+            return
+        if case.startswith("directions"):
+            opts = {"n": 4} if case == "directions" else {}
+            name = "n-spsa" if case == "directions" else case.split(":")[1]
+            opt = zoo.get(name, model, lr=0.1, eps=1e-2, seed=7, distributed="directions", **opts)
+            for step in range(STEPS):  # every rank on the whole batch, its own directions only
+                opt.step(lambda: _loss(model, xs[step], ys[step]))
+            torch.save({"weights": [p.detach() for p in model.parameters()], "bytes": opt.reducer.bytes_sent,
+                        "forwards": opt.zo_state["forward_passes"], "calls": None}, f"{out}/rank{rank}.pt")
             return
         opt = zoo.get(case, model, lr=0.1, eps=1e-2, seed=7, distributed_timeout=3.0)
         records, error, before = [], None, None
@@ -110,17 +122,37 @@ def test_a_rank_that_raises_mid_step_leaves_no_rank_hanging_or_perturbed(tmp_pat
             torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
 
 
-def test_ranks_with_different_seeds_are_refused(tmp_path):
-    ranks = _launch(tmp_path, "seed")
-    assert all(r["error"] and "seed: the ranks disagree" in r["error"] for r in ranks)
+@pytest.mark.parametrize("case", ["directions", "directions:hizoo", "directions:one-sided"])
+def test_directions_split_among_two_ranks_equal_one_process_bit_for_bit(tmp_path, case):
+    ranks = _launch(tmp_path, case, name=case.replace(":", "-"))
+    name, opts = ("n-spsa", {"n": 4}) if case == "directions" else (case.split(":")[1], {})
+    model = _model()
+    opt = zoo.get(name, model, lr=0.1, eps=1e-2, seed=7, perturbation="exact", **opts)
+    xs, ys = _data()
+    for step in range(STEPS):
+        opt.step(lambda: _loss(model, xs[step], ys[step]))
+    for r in ranks:
+        assert bits_equal(r["weights"], list(model.parameters()))
+        assert r["forwards"] == opt.zo_state["forward_passes"]
+    per_step = opt.zo_state["forward_passes"] // STEPS
+    assert ranks[0]["bytes"] == 8 * per_step * STEPS  # one all-reduce of the step's values
+
+
+def test_ranks_with_different_seeds_and_split_directions_in_place_are_refused(tmp_path):
+    for r in _launch(tmp_path, "seed"):
+        seeds, in_place = r["errors"]
+        assert seeds and "seed: the ranks disagree" in seeds
+        assert in_place and "needs perturbation='exact'" in in_place and "drift apart" in in_place
 
 
 def test_bad_distributed_options_are_refused_in_one_process():
     model = _model()
     with pytest.raises(ValueError, match="needs torch.distributed initialised"):
         zoo.get("mezo-sgd", model, distributed="data")
-    with pytest.raises(ValueError, match="'directions'.*not built yet"):
+    with pytest.raises(ValueError, match="distributed='directions' needs torch.distributed initialised"):
         zoo.get("mezo-sgd", model, distributed="directions")
+    with pytest.raises(ValueError, match="must be None"):
+        zoo.get("mezo-sgd", model, distributed="tensor")
     with pytest.raises(ValueError, match="distributed_timeout"):
         zoo.get("mezo-sgd", model, distributed_timeout=0)
     assert zoo.get("mezo-sgd", model, distributed=False).reducer is None

@@ -221,6 +221,11 @@ class ZOOptimizer(Optimizer):
         if self.reducer is not None:
             self.reducer.timeout = float(distributed_timeout)
             self.reducer.check_same(seed, "seed")
+            if self.reducer.mode == "directions":
+                if perturbation == "inplace":
+                    raise ValueError("distributed='directions' needs perturbation='exact': ranks that perturb "
+                                     "along different directions in place round differently and drift apart")
+                perturbation = "exact"  # every rank's weights stay theta bit for bit between its queries
         self.field = DirectionField(
             sampler, layers=layers, magnitude=magnitude, subspace=subspace, stream=self.backend.stream,
             preconditioner=rule.make_preconditioner(self),
@@ -397,6 +402,8 @@ class ZOOptimizer(Optimizer):
 
     def _run(self, queries, closure, full_closure, slots, record, losses) -> list[float] | None:
         """Evaluates the queries in order; their values, or None at the first non-finite one."""
+        if self.reducer is not None and self.reducer.mode == "directions" and not self._replaying:
+            return self._run_split(queries, closure, slots, record, losses)
         values = []
         for query in queries:
             fn = full_closure if query.batch == "full" else closure
@@ -417,6 +424,30 @@ class ZOOptimizer(Optimizer):
             values.append(value)
         self._move_to("theta", slots)
         return values
+
+    def _run_split(self, queries, closure, slots, record, losses) -> list[float] | None:
+        """`_run` with the directions split among the ranks: this rank evaluates the queries of its own
+        directions (key index mod world), then one all-reduce gives every rank every value."""
+        rank, world = self.reducer.rank, self.reducer.world
+        values = []
+        for query in queries:
+            if query.kind != "loss" or query.base != "theta" or query.batch != "step":
+                raise ValueError(f"distributed='directions': the {self.plan.name} plan evaluates a "
+                                 f"{query.kind} query at its {query.base} on the {query.batch} batch; only "
+                                 "loss queries at theta on the step's batch can be split among ranks")
+            owner = (query.terms[0][0].index if query.terms else 0) % world
+            if owner == rank:
+                self._measure_scales(query, slots)
+                values.append(self._scalar(self.perturbation.evaluate(closure, query.terms, slots)))
+            else:
+                values.append(0.0)
+        values = self.reducer.sum(values, f"step {self.zo_state['step']}'s losses")
+        self.zo_state["forward_passes"] += len(values)  # the step's forwards, on all ranks together
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+        kept = values if bad is None else values[: bad + 1]
+        record += kept
+        losses += kept
+        return None if bad is not None else values
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor | float], full_closure: Callable | None = None) -> torch.Tensor:

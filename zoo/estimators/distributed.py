@@ -18,7 +18,7 @@ import datetime
 
 import torch
 
-MODES = ("data",)
+MODES = ("data", "directions")
 
 
 def resolve(distributed) -> "LossReducer | None":
@@ -27,7 +27,8 @@ def resolve(distributed) -> "LossReducer | None":
     Args:
         distributed: None (default): data-parallel when torch.distributed is initialised with more
             than one rank, else single-process; False: single-process even under `torchrun`;
-            "data": data-parallel, and an error when torch.distributed is not initialised.
+            "data": data-parallel, and an error when torch.distributed is not initialised;
+            "directions": the step's directions split among the ranks, each on the whole batch.
 
     Raises:
         ValueError: an unknown mode, or "data" without an initialised process group.
@@ -35,27 +36,34 @@ def resolve(distributed) -> "LossReducer | None":
     if distributed is False:
         return None
     if distributed is not None and distributed not in MODES:
-        hint = ("; distributed='directions' (directions split among the ranks) is not built yet"
-                if distributed == "directions" else "")
-        raise ValueError(f"distributed: must be None (automatic), False or 'data', got {distributed!r}{hint}")
+        raise ValueError(f"distributed: must be None (automatic), False, 'data' or 'directions', got {distributed!r}")
     import torch.distributed as dist
 
     ready = dist.is_available() and dist.is_initialized()
-    if distributed == "data" and not ready:
-        raise ValueError("distributed='data' needs torch.distributed initialised (run under torchrun, or call "
-                         "torch.distributed.init_process_group first)")
+    if distributed is not None and not ready:
+        raise ValueError(f"distributed={distributed!r} needs torch.distributed initialised (run under torchrun, or "
+                         "call torch.distributed.init_process_group first)")
     if not ready or dist.get_world_size() == 1:
         return None
-    return LossReducer()
+    return LossReducer(mode=distributed or "data")
 
 
 class LossReducer:
-    """Means floats over the ranks of the default process group, with a timeout."""
+    """Means (or gathers) floats over the ranks of the default process group, with a timeout.
 
-    def __init__(self, timeout: float = 300.0):
+    Attributes:
+        mode: "data" (each rank its shard of the batch; every loss is the ranks' mean) or "directions"
+            (DistZO2's perturbation parallelism: rank r evaluates the queries of the directions
+            k with k mod world = r, on the whole batch, and the step's values are gathered by one
+            all-reduce of a vector that holds each value at its owner and zeros elsewhere: x + 0 = x,
+            so every rank gets the owners' floats exactly).
+    """
+
+    def __init__(self, timeout: float = 300.0, mode: str = "data"):
         import torch.distributed as dist
 
         self.dist = dist
+        self.mode = mode
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         backend = dist.get_backend()
         self.device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
@@ -64,6 +72,10 @@ class LossReducer:
 
     def mean(self, values: list[float], what: str) -> list[float]:
         """The ranks' mean of each of `values` (every rank passes the same count, in the same order)."""
+        return [v / self.world for v in self.sum(values, what)]
+
+    def sum(self, values: list[float], what: str) -> list[float]:
+        """The ranks' sum of each of `values`, computed in float64."""
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
         work = self.dist.all_reduce(t, op=self.dist.ReduceOp.SUM, async_op=True)
         try:
@@ -74,7 +86,7 @@ class LossReducer:
                 f"averaging {what} (another rank failed or is stuck; {type(e).__name__}: {str(e)[:200]}); this "
                 "rank's weights are restored") from None
         self.bytes_sent += t.numel() * t.element_size()
-        return (t / self.world).tolist()
+        return t.tolist()
 
     def check_same(self, value: int, what: str) -> None:
         """Refuses ranks that disagree on `value` (a seed: different seeds would draw different z)."""
