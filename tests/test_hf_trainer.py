@@ -156,9 +156,12 @@ def test_a_non_differentiable_objective_through_compute_loss(tmp_path):
     assert not bits_equal(start, list(model.parameters()))
 
 
-def test_lora_through_peft_trains_the_factors_only(tmp_path):
+@pytest.mark.parametrize("method", ["lora", "prefix"])
+def test_peft_lora_and_prefix_train_their_own_weights_only(tmp_path, method):
     peft = pytest.importorskip("peft")
-    model = peft.get_peft_model(tiny_llama(), peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    config = (peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"]) if method == "lora" else
+              peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
+    model = peft.get_peft_model(tiny_llama(), config)
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     lora = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     ZOTrainer(model, args(tmp_path, learning_rate=1e-2), train_dataset=Rows(),
