@@ -229,3 +229,13 @@ def test_report_to(tmp_path, report_to):
     events = list(tmp_path.rglob("events.out.tfevents.*"))
     assert bool(events) == (report_to == "tensorboard")
     assert len([h for h in t.state.log_history if "loss" in h]) == 6
+
+
+def test_a_window_closure_is_the_size_weighted_mean_of_its_micro_batches():
+    from zoo.finetune.step import window_closure
+
+    parts = [lambda: torch.tensor(1.0), lambda: torch.tensor(4.0)]
+    assert float(window_closure(parts, [3, 1])()) == pytest.approx((3 * 1.0 + 1 * 4.0) / 4, abs=0)
+    assert window_closure(parts[:1], [5]) is parts[0]  # one micro-batch: the closure itself
+    with pytest.raises(ValueError, match="2 closures for 1"):
+        window_closure(parts, [1])

@@ -32,6 +32,7 @@ from ..files import RunFileError, load_torch, read_json, save_torch, write_json
 from .interrupt import StepGuard
 from .lock import exclusive
 from .metrics_log import MetricsLog
+from .step import zo_step
 from .ranks import check_data_parallel, rank_and_world
 from .trajectory import TrajectoryLog, fingerprint_of, weights_fingerprint
 
@@ -356,214 +357,253 @@ def finetune(cfg: FinetuneConfig, built: Built, splits: Splits, out: str | Path,
 
 def _train(cfg: FinetuneConfig, built: Built, splits: Splits, out: Path, progress: bool,
            snapshot_every: int | None, test_curve: bool, tensorboard: bool) -> dict:
-    peak_scope = reset_peak_memory()
-    rank, world = rank_and_world()
-    leader = rank == 0
-    model, scorer = built.model, built.scorer
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("no trainable parameters")
-    objective = get_objective(cfg.objective)
-    first_order = cfg.estimator in FIRST_ORDER
-    ckpt, log = Checkpoint(out), TrajectoryLog(out)
-    state, logged = _resume_source(ckpt, log, cfg, model, first_order)
-    opt = build_optimizer(cfg, params, model, stream=None if first_order else
-                          _saved_stream(state["optimizer"] if state is not None else None, logged))
-    half = half_precision_names(params)
-    if half and not first_order:
-        logger.warning(
-            "ZO on %s weights: an update smaller than half a weight's spacing rounds away (on SmolLM2-135M at "
-            "lr 3e-5 most bfloat16 weights did not move in a step: docs/performance.md, Precision); train float32 "
-            "weights (--dtype float32) or use a larger lr", "/".join(half))
-    start_fingerprint = weights_fingerprint(model) if not first_order else None
-    history = {"steps": [], "forward_passes": [], "loss": [], "evals": []}
-    if not first_order:
-        history["step_losses"] = []
-    start, elapsed = 0, 0.0
-    if state is not None:
-        try:
-            opt.load_state_dict(state["optimizer"])
-        except ValueError as e:
-            raise RunFileError(f"{ckpt.path}: damaged: {e}; delete it to start the run over") from None
-        load_trainable_state(model, state["params"])
-        history, start, elapsed = state["history"], state["step"], state["elapsed"]
-    elif logged is not None:
-        log.replay(logged, model, opt, progress=progress)
-        history, start, elapsed = logged["history"], logged["step"], logged["elapsed"]
-    eval_every = cfg.eval_every or max(cfg.steps // 10, 1)
+    return TrainingRun(cfg, built, splits, out, progress, snapshot_every, test_curve, tensorboard).train()
 
-    def forwards_so_far(step):
-        return opt.zo_state["forward_passes"] if not first_order else step
 
-    def save(step) -> str:
+class TrainingRun:
+    """One run of `finetune`: its model, optimizer and history, the files it writes, and its loop.
+
+    Construction resumes what DIR holds (a checkpoint, else the loss log replayed); `train()` runs the
+    remaining steps, each inside a StepGuard so that Ctrl-C lands between steps, and returns results.json.
+    Every step follows the contract ZOTrainer shares (zoo/integrations/hf.py): one closure over the
+    step's batch, the estimator's recorded losses logged for replay, a checkpoint that resumes bit-exactly.
+    """
+
+    def __init__(self, cfg: FinetuneConfig, built: Built, splits: Splits, out: Path, progress: bool,
+                 snapshot_every: int | None, test_curve: bool, tensorboard: bool):
+        self.peak_scope = reset_peak_memory()
+        self.cfg, self.splits, self.out, self.progress = cfg, splits, out, progress
+        self.snapshot_every, self.test_curve = snapshot_every, test_curve
+        self.rank, self.world = rank_and_world()
+        self.leader = self.rank == 0  # under torchrun rank 0 writes the run's files; the replicas are identical
+        self.model, self.scorer = built.model, built.scorer
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("no trainable parameters")
+        self.objective = get_objective(cfg.objective)
+        self.first_order = cfg.estimator in FIRST_ORDER
+        self.ckpt, self.log = Checkpoint(out), TrajectoryLog(out)
+        self._resume()
+        self.eval_every = cfg.eval_every or max(cfg.steps // 10, 1)
+        self.scored_test = {}  # step -> test metrics, so that the last evaluation's test pass is not run twice
+        # Counts the rows the model itself ran inside training steps, so a benchmark can check each
+        # estimator's declared forwards per step against what it really ran. Rows, not calls: the
+        # scorer may run one pass over a batch as several length-sorted chunks.
+        self.rows_run = 0
+        self.passes = 0.0  # passes of this step, each over its own batch (a full batch counts one)
+        self.step_scorer = self.scorer
+        if not self.first_order and self.opt.perturbation.name == "exact":  # each model call costs a sweep more
+            self.step_scorer = self.scorer.for_exact_perturbation(
+                sum(p.numel() for p in self.params) / sum(p.numel() for p in self.model.parameters()))
+        self.history.setdefault("model_calls", 0)
+        self.history.setdefault("step_seconds", [])  # training steps alone, without evaluations, for cost tables
+        self.metrics_log = MetricsLog(out, enabled=self.leader, tensorboard=tensorboard)
+        # "clean": the weights and history are those of the last recorded step; "stepping": inside the
+        # optimizer's step (an exact ZO step restores the weights' bits, the others do not); "recording"
+        self.phase = "clean"
+
+    def _resume(self) -> None:
+        """The optimizer, and the weights and history of the furthest valid record in DIR."""
+        cfg, model = self.cfg, self.model
+        state, logged = _resume_source(self.ckpt, self.log, cfg, model, self.first_order)
+        self.opt = build_optimizer(cfg, self.params, model, stream=None if self.first_order else
+                                   _saved_stream(state["optimizer"] if state is not None else None, logged))
+        half = half_precision_names(self.params)
+        if half and not self.first_order:
+            logger.warning(
+                "ZO on %s weights: an update smaller than half a weight's spacing rounds away (on SmolLM2-135M at "
+                "lr 3e-5 most bfloat16 weights did not move in a step: docs/performance.md, Precision); train "
+                "float32 weights (--dtype float32) or use a larger lr", "/".join(half))
+        self.start_fingerprint = weights_fingerprint(model) if not self.first_order else None
+        self.history = {"steps": [], "forward_passes": [], "loss": [], "evals": []}
+        if not self.first_order:
+            self.history["step_losses"] = []
+        self.start, self.elapsed = 0, 0.0
+        if state is not None:
+            try:
+                self.opt.load_state_dict(state["optimizer"])
+            except ValueError as e:
+                raise RunFileError(f"{self.ckpt.path}: damaged: {e}; delete it to start the run over") from None
+            load_trainable_state(model, state["params"])
+            self.history, self.start, self.elapsed = state["history"], state["step"], state["elapsed"]
+        elif logged is not None:
+            self.log.replay(logged, model, self.opt, progress=self.progress)
+            self.history, self.start, self.elapsed = logged["history"], logged["step"], logged["elapsed"]
+
+    # -- records ---------------------------------------------------------------------------------------
+    def forwards_so_far(self, step: int) -> int:
+        return self.opt.zo_state["forward_passes"] if not self.first_order else step
+
+    def spent(self) -> float:
+        return self.elapsed + time.time() - self.t0
+
+    def save(self, step: int) -> str:
         """Checkpoint and loss log of `step`; returns the weights' fingerprint (one hash pass)."""
-        spent = elapsed + time.time() - t0
-        fingerprint = weights_fingerprint(model)
-        if not leader:  # under torchrun rank 0 writes the run's files; the replicas are identical
+        spent = self.spent()
+        fingerprint = weights_fingerprint(self.model)
+        if not self.leader:
             return fingerprint
-        ckpt.save({"config": asdict(cfg), "step": step, "params": _trainable_state(model), "fingerprint": fingerprint,
-                   "optimizer": opt.state_dict(), "history": history, "elapsed": spent})
-        if "step_losses" in history:
-            log.save(cfg, step, history, spent, start_fingerprint, fingerprint, opt.backend.stream.name)
+        self.ckpt.save({"config": asdict(self.cfg), "step": step, "params": _trainable_state(self.model),
+                        "fingerprint": fingerprint, "optimizer": self.opt.state_dict(), "history": self.history,
+                        "elapsed": spent})
+        if "step_losses" in self.history:
+            self.log.save(self.cfg, step, self.history, spent, self.start_fingerprint, fingerprint,
+                          self.opt.backend.stream.name)
         return fingerprint
 
-    scored_test = {}  # step -> test metrics, so that the last evaluation's test pass is not run twice
-
-    def dev_eval(step):
-        m = evaluate(model, scorer, splits.dev)
-        entry = {"step": step, "forward_passes": forwards_so_far(step), "dev_accuracy": m["accuracy"],
+    def dev_eval(self, step: int) -> dict:
+        m = evaluate(self.model, self.scorer, self.splits.dev)
+        entry = {"step": step, "forward_passes": self.forwards_so_far(step), "dev_accuracy": m["accuracy"],
                  "dev_loss": m["loss"]}
-        if test_curve:
-            scored_test[step] = evaluate(model, scorer, splits.test)
-            entry["test_accuracy"], entry["test_loss"] = scored_test[step]["accuracy"], scored_test[step]["loss"]
-        history["evals"].append(entry)
-        metrics_log.evaluation(entry)
+        if self.test_curve:
+            test = self.scored_test[step] = evaluate(self.model, self.scorer, self.splits.test)
+            entry["test_accuracy"], entry["test_loss"] = test["accuracy"], test["loss"]
+        self.history["evals"].append(entry)
+        self.metrics_log.evaluation(entry)
         return m
 
-    def due_after(step, resumed=False):
+    def due_after(self, step: int, resumed: bool = False) -> None:
         """The evaluation and snapshot of `step`, where due and not yet done (a run stopped right after
         the step was recorded resumes with them), and its checkpoint (not rewritten on resume)."""
-        if ((step % eval_every == 0 or step == cfg.steps) and not any(e["step"] == step for e in history["evals"])):
-            m = dev_eval(step)
-            bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", dev_acc=f"{m['accuracy']:.3f}")
+        cfg, every = self.cfg, self.snapshot_every
+        if ((step % self.eval_every == 0 or step == cfg.steps)
+                and not any(e["step"] == step for e in self.history["evals"])):
+            m = self.dev_eval(step)
+            self.bar.set_postfix(loss=f"{self.history['loss'][-1]:.3f}", dev_acc=f"{m['accuracy']:.3f}")
         if not resumed and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            save(step)
-        if snapshot_every and (step % snapshot_every == 0 or step == cfg.steps):
-            if not resumed or not (out / "snapshots" / f"step{step}.pt").exists():
-                if leader:
-                    save_snapshot(out, step, model)
+            self.save(step)
+        if every and (step % every == 0 or step == cfg.steps) and self.leader:
+            if not resumed or not (self.out / "snapshots" / f"step{step}.pt").exists():
+                save_snapshot(self.out, step, self.model)
 
-    # Counts the rows the model itself ran inside training steps, so a benchmark can check each
-    # estimator's declared forwards per step against what it really ran. Rows, not calls: the
-    # scorer may run one pass over a batch as several length-sorted chunks.
-    rows_run = [0]
-
-    def count_rows(module, args, kwargs):
+    # -- steps -----------------------------------------------------------------------------------------
+    def _count_rows(self, module, args, kwargs) -> None:
         # a head-only run's scorer passes cached encoder features as `pooled` instead of token ids
         rows = next((t for t in (kwargs.get("input_ids"), kwargs.get("pooled"), *args[:1]) if torch.is_tensor(t)), None)
-        rows_run[0] += 0 if rows is None else rows.shape[0]
+        self.rows_run += 0 if rows is None else rows.shape[0]
 
-    hook = model.register_forward_pre_hook(count_rows, with_kwargs=True)
-    step_scorer = scorer
-    if not first_order and opt.perturbation.name == "exact":  # each model call costs a sweep more
-        step_scorer = scorer.for_exact_perturbation(sum(p.numel() for p in params) /
-                                                    sum(p.numel() for p in model.parameters()))
-    history.setdefault("model_calls", 0)
-    history.setdefault("step_seconds", [])  # training steps alone, without evaluations, for cost tables
-    metrics_log = MetricsLog(out, enabled=leader, tensorboard=tensorboard)
-    metrics_log.start(history)
-    t0 = time.time()
-    model.train(False)  # dropout off: ZO differences must see the same function twice
-    device = model_device(model)
-    bar = progress_bar(range(start, cfg.steps), initial=start, total=cfg.steps, enabled=progress and leader,
-                       desc=f"{cfg.estimator} {cfg.task} ({cfg.tuning})", unit="step")
-    passes = [0.0]  # passes of this step, each over its own batch (a full batch counts one, like a minibatch)
-
-    def loss_on(batch):
+    def loss_on(self, batch):
+        """The closure of a step on `batch`: its loss, counted as the passes it ran."""
         def closure():
-            before = rows_run[0]
-            loss = objective(step_scorer(model, batch), batch.labels)
-            passes[0] += (rows_run[0] - before) / batch.input_ids.shape[0]
+            before = self.rows_run
+            loss = self.objective(self.step_scorer(self.model, batch), batch.labels)
+            self.passes += (self.rows_run - before) / batch.input_ids.shape[0]
             return loss
 
         return closure
 
-    # MeZO-SVRG's anchor steps: the whole training split, encoded once
-    full_closure = None
-    if not first_order and opt.plan.uses_full_batch:
-        full_closure = loss_on(scorer.encode(list(splits.train)[rank::world]).to(device))
-    guard = StepGuard()
-    # "clean": the weights and history are those of the last recorded step; "stepping": inside the
-    # optimizer's step (an exact ZO step restores the weights' bits, the others do not); "recording"
-    phase = ["clean"]
-    try:
-        with guard.installed():
-            if start == 0 and not history["evals"]:
-                dev_eval(0)
-            elif start > 0:
-                due_after(start, resumed=True)
-            for step in bar:
-                idx = minibatch(len(splits.train), cfg.batch_size, cfg.seed, step)[rank::world]  # this rank's shard
-                enc = scorer.encode([splits.train[i] for i in idx]).to(device)
-                closure = loss_on(enc)
-                passes[0] = 0.0
-                with guard.step():
-                    phase[0] = "stepping"
-                    step_start = time.perf_counter()
-                    if first_order:
-                        opt.zero_grad(set_to_none=True)
-                        with torch.enable_grad():
-                            loss = closure()
-                            loss.backward()
-                        opt.step()
-                    else:
-                        with torch.no_grad():
-                            loss = opt.step(closure, full_closure=full_closure)
-                        losses = list(opt.last_record)  # what `replay` takes (a jvp step records L and grad L . z)
-                    phase[0] = "recording"
-                    seconds = time.perf_counter() - step_start
-                    calls = round(passes[0], 9)
-                    history["step_seconds"].append(seconds)
-                    history["model_calls"] += int(calls) if calls.is_integer() else calls
-                    history["steps"].append(step + 1)
-                    history["forward_passes"].append(forwards_so_far(step + 1))
-                    history["loss"].append(float(loss.detach()))
-                    if "step_losses" in history:  # absent when resumed from a checkpoint of an older zoo
-                        history["step_losses"].append(losses)
-                    metrics_log.step(history, opt.param_groups[0]["lr"])
-                    phase[0] = "clean"
-                due_after(step + 1)
-    except KeyboardInterrupt:
-        exact_restore = phase[0] == "stepping" and not first_order and opt.perturbation.name == "exact"
-        if phase[0] != "clean" and not exact_restore:
-            logger.warning("zoo: stopped inside step %d, whose weights are not restored bit for bit; nothing "
-                           "was saved from it, and the run resumes from its last checkpoint",
-                           len(history["steps"]) + 1)
-        elif history["steps"]:
-            save(history["steps"][-1])
-        raise
-    finally:
-        hook.remove()
-        bar.close()
-        metrics_log.close()
-    final_fingerprint = save(cfg.steps)
-    test = scored_test.get(cfg.steps) or evaluate(model, scorer, splits.test, progress="test" if progress else None)
-    dev = history["evals"][-1]
-    result = {
-        "config": asdict(cfg),
-        "metrics": {"accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "test_loss": test["loss"],
-                    "test_examples": test["examples"], "dev_accuracy": dev["dev_accuracy"],
-                    "train_examples": len(splits.train), "dev_examples": len(splits.dev),
-                    "test_source": splits.test_source},
-        "forward_passes": forwards_so_far(cfg.steps),
-        "model_calls": history["model_calls"],
-        # how the scorer split batches into length-sorted chunks (None: whole); step times depend on it
-        "call_cost_tokens": getattr(step_scorer, "call_cost_tokens", None),
-        "backward_passes": cfg.steps if first_order else 0,
-        "wall_time_s": elapsed + time.time() - t0,
-        "measured": machine(),  # of the session that finished the run: a resumed run's earlier steps may differ
-        "median_step_s": statistics.median(history["step_seconds"]) if history["step_seconds"] else None,
-        "peak_memory_bytes": peak_memory_bytes(),
-        "peak_memory_scope": peak_scope,
-        "trainable_params": sum(p.numel() for p in params),
-        "extra_state_bytes": optimizer_state_bytes(opt, first_order),
-        "skipped_steps": 0 if first_order else opt.zo_state["skipped_steps"],
-        "perturbation": None if first_order else opt.perturbation.name,  # the one asked for, or the default
-        # the directions' stream: backend "auto" draws philox where the C kernel builds, else torch-generator
-        "noise_stream": None if first_order else opt.backend.stream.name,
-        "world_size": world,  # ranks whose mean losses the steps used (torchrun); the log holds those means
-        "history": history,
-    }
-    if history["evals"] and all("test_accuracy" in e for e in history["evals"]):
-        result["test_curve"] = {"source": "scored during the run"}
-    if "step_losses" in history:  # lets `load_run_weights` rebuild these weights from the log and check them
-        result["weights_fingerprint"] = {"start": start_fingerprint, "at_step": final_fingerprint}
-    if not leader:
-        return result
-    from .plots import plot_curve
+    def step(self, step: int, closure, full_closure) -> None:
+        """Step `step` (0-based) and its record in the history."""
+        history, opt = self.history, self.opt
+        self.passes = 0.0
+        self.phase = "stepping"
+        step_start = time.perf_counter()
+        if self.first_order:
+            opt.zero_grad(set_to_none=True)
+            with torch.enable_grad():
+                loss = closure()
+                loss.backward()
+            opt.step()
+        else:
+            loss, losses = zo_step(opt, closure, full_closure)  # losses: what `replay` takes
+        self.phase = "recording"
+        calls = round(self.passes, 9)
+        history["step_seconds"].append(time.perf_counter() - step_start)
+        history["model_calls"] += int(calls) if calls.is_integer() else calls
+        history["steps"].append(step + 1)
+        history["forward_passes"].append(self.forwards_so_far(step + 1))
+        history["loss"].append(float(loss.detach()))
+        if "step_losses" in history:  # absent when resumed from a checkpoint of an older zoo
+            history["step_losses"].append(losses)
+        self.metrics_log.step(history, opt.param_groups[0]["lr"])
+        self.phase = "clean"
 
-    # the curve first: a kill between the two leaves no results.json, so the rerun draws it again
-    plot_curve(result, out / "curve.png")
-    write_json(out / "results.json", result, indent=1)
-    log.path.unlink(missing_ok=True)  # results.json's history holds the same losses
-    return result
+    def train(self) -> dict:
+        cfg, splits, scorer, history = self.cfg, self.splits, self.scorer, self.history
+        rank, world = self.rank, self.world
+        hook = self.model.register_forward_pre_hook(self._count_rows, with_kwargs=True)
+        self.metrics_log.start(history)
+        self.t0 = time.time()
+        self.model.train(False)  # dropout off: ZO differences must see the same function twice
+        device = model_device(self.model)
+        self.bar = progress_bar(range(self.start, cfg.steps), initial=self.start, total=cfg.steps,
+                                enabled=self.progress and self.leader,
+                                desc=f"{cfg.estimator} {cfg.task} ({cfg.tuning})", unit="step")
+        # MeZO-SVRG's anchor steps: the whole training split (this rank's shard of it), encoded once
+        full_closure = None
+        if not self.first_order and self.opt.plan.uses_full_batch:
+            full_closure = self.loss_on(scorer.encode(list(splits.train)[rank::world]).to(device))
+        guard = StepGuard()
+        try:
+            with guard.installed():
+                if self.start == 0 and not history["evals"]:
+                    self.dev_eval(0)
+                elif self.start > 0:
+                    self.due_after(self.start, resumed=True)
+                for step in self.bar:
+                    idx = minibatch(len(splits.train), cfg.batch_size, cfg.seed, step)[rank::world]  # this rank's
+                    closure = self.loss_on(scorer.encode([splits.train[i] for i in idx]).to(device))
+                    with guard.step():
+                        self.step(step, closure, full_closure)
+                    self.due_after(step + 1)
+        except KeyboardInterrupt:
+            exact_restore = (self.phase == "stepping" and not self.first_order
+                             and self.opt.perturbation.name == "exact")
+            if self.phase != "clean" and not exact_restore:
+                logger.warning("zoo: stopped inside step %d, whose weights are not restored bit for bit; nothing "
+                               "was saved from it, and the run resumes from its last checkpoint",
+                               len(history["steps"]) + 1)
+            elif history["steps"]:
+                self.save(history["steps"][-1])
+            raise
+        finally:
+            hook.remove()
+            self.bar.close()
+            self.metrics_log.close()
+        return self.finish()
+
+    def finish(self) -> dict:
+        """The final checkpoint, the test evaluation, and results.json (with curve.png) where this rank writes."""
+        cfg, history, opt, first_order = self.cfg, self.history, self.opt, self.first_order
+        final_fingerprint = self.save(cfg.steps)
+        test = self.scored_test.get(cfg.steps) or evaluate(self.model, self.scorer, self.splits.test,
+                                                           progress="test" if self.progress else None)
+        dev = history["evals"][-1]
+        result = {
+            "config": asdict(cfg),
+            "metrics": {"accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "test_loss": test["loss"],
+                        "test_examples": test["examples"], "dev_accuracy": dev["dev_accuracy"],
+                        "train_examples": len(self.splits.train), "dev_examples": len(self.splits.dev),
+                        "test_source": self.splits.test_source},
+            "forward_passes": self.forwards_so_far(cfg.steps),
+            "model_calls": history["model_calls"],
+            # how the scorer split batches into length-sorted chunks (None: whole); step times depend on it
+            "call_cost_tokens": getattr(self.step_scorer, "call_cost_tokens", None),
+            "backward_passes": cfg.steps if first_order else 0,
+            "wall_time_s": self.spent(),
+            "measured": machine(),  # of the session that finished the run: a resumed run's earlier steps may differ
+            "median_step_s": statistics.median(history["step_seconds"]) if history["step_seconds"] else None,
+            "peak_memory_bytes": peak_memory_bytes(),
+            "peak_memory_scope": self.peak_scope,
+            "trainable_params": sum(p.numel() for p in self.params),
+            "extra_state_bytes": optimizer_state_bytes(opt, first_order),
+            "skipped_steps": 0 if first_order else opt.zo_state["skipped_steps"],
+            "perturbation": None if first_order else opt.perturbation.name,  # the one asked for, or the default
+            # the directions' stream: backend "auto" draws philox where the C kernel builds, else torch-generator
+            "noise_stream": None if first_order else opt.backend.stream.name,
+            "world_size": self.world,  # ranks whose mean losses the steps used (torchrun); the log holds those
+            "history": history,
+        }
+        if history["evals"] and all("test_accuracy" in e for e in history["evals"]):
+            result["test_curve"] = {"source": "scored during the run"}
+        if "step_losses" in history:  # lets `load_run_weights` rebuild these weights from the log and check them
+            result["weights_fingerprint"] = {"start": self.start_fingerprint, "at_step": final_fingerprint}
+        if not self.leader:
+            return result
+        from .plots import plot_curve
+
+        # the curve first: a kill between the two leaves no results.json, so the rerun draws it again
+        plot_curve(result, self.out / "curve.png")
+        write_json(self.out / "results.json", result, indent=1)
+        self.log.path.unlink(missing_ok=True)  # results.json's history holds the same losses
+        return result

@@ -31,6 +31,7 @@ import transformers
 from torch import nn
 
 from .. import estimators
+from ..finetune.step import window_closure, zo_step
 
 #: The oldest transformers whose training loop calls the public methods this trainer overrides.
 OLDEST_TRANSFORMERS = "4.46"
@@ -119,6 +120,7 @@ class ZOTrainer(transformers.Trainer):
             raise ValueError(f"estimator_options: {', '.join(sorted(taken))} come from TrainingArguments "
                              "(learning_rate, weight_decay, seed)")
         self._window: list | None = None
+        self.last_record: list[float] = []  # the last step's query values, as `estimator.replay` takes them
         super().__init__(*args, **kwargs)
         if self.args.max_grad_norm:
             self.args.max_grad_norm = 0.0  # no gradients to clip; the Trainer would compute a norm of nothing
@@ -160,16 +162,8 @@ class ZOTrainer(transformers.Trainer):
         window, self._window = self._window, None
         model.eval()  # dropout off: a ZO difference must see the same function at both points
         prepared = [self._prepare_inputs(b) for b in window]
-        sizes = [_rows(b) for b in prepared]
-        total = float(sum(sizes))
-
-        def closure():
-            loss = 0.0
-            for batch, size in zip(prepared, sizes):
-                loss = loss + self.compute_loss(model, batch).detach().double() * (size / total)
-            return loss
-
-        loss = self.estimator.step(closure)
+        closures = [lambda b=b: self.compute_loss(model, b).detach().double() for b in prepared]
+        loss, self.last_record = zo_step(self.estimator, window_closure(closures, [_rows(b) for b in prepared]))
         return loss.to(device=device, dtype=torch.float32)
 
 
