@@ -114,3 +114,21 @@ def test_a_row_stops_at_its_stop_token_and_a_capped_row_keeps_what_it_made():
     assert got[1] == second
     with pytest.raises(ValueError, match="max_new_tokens"):
         greedy_decode(model, prompts, 0, frozenset(), pad_id=0)
+
+
+def test_zoo_eval_squad_reports_f1_and_exact_match_zero_shot_and_in_context(tmp_path, capsys):
+    from conftest import tiny_model_folder
+    from zoo.cli import main
+
+    folder, _ = tiny_model_folder(tmp_path)
+    for icl in (0, 2):
+        out = tmp_path / f"squad{icl}.json"
+        assert main(["eval", "--model", str(folder), "--task", "squad", "--limit", "6", "--icl", str(icl),
+                     "--max-new-tokens", "3", "--quiet", "--json", str(out)]) == 0
+        r = json.loads(out.read_text())
+        assert r["metrics"]["examples"] == 6 and 0.0 <= r["metrics"]["f1"] <= 1.0 and len(r["predictions"]) == 6
+        assert r["config"]["icl"] == icl and r["tokens_generated"] <= 6 * 3
+        line = capsys.readouterr().out.strip().splitlines()[-1]
+        assert line.startswith("squad test pool: F1 ") and ("2-shot in context" if icl else "zero-shot") in line
+    assert main(["eval", "--model", str(folder), "--task", "squad", "--template", "mezo", "--quiet"]) == 2
+    assert "--template: not for squad" in capsys.readouterr().err

@@ -85,8 +85,49 @@ def eval_options(args) -> dict:
             "max_length": args.max_length, "dtype": args.dtype, "device": args.device}
 
 
+def _eval_squad(args):
+    """`zoo eval --task squad`: F1 and exact match of greedy answers on the test pool's questions."""
+    import time
+
+    from .generation import load_squad, squad_splits
+    from .generation.evaluate import evaluate_squad
+    from .models import load_causal_lm
+    from .placement import checked_device, dtype_of
+    from .provenance import machine
+    from .tasks import data_dir
+    from .validation import integer
+
+    for flag, value in (("--run", args.run), ("--linear-probe", args.linear_probe or None),
+                        ("--split", args.split), ("--template", args.template)):
+        if value is not None:
+            raise ValueError(f"{flag}: not for squad (its test questions come from the test pool, its prompt is "
+                             "MeZO's)")
+    limit = 1000 if args.limit is None else integer("limit", args.limit, minimum=1)
+    integer("icl", args.icl, minimum=0, what="demonstrations")
+    integer("max_new_tokens", args.max_new_tokens, minimum=1)
+    articles = load_squad(data_dir(args.data_dir) / "squad" / "dev-v1.1.json")
+    _, demos, test = squad_splits(articles, args.seed, train=1, dev=max(args.icl, 1), test=limit)
+    model, tok = load_causal_lm(args.model, dtype_of(args.dtype))
+    model.to(checked_device(args.device or "cpu"))
+    t0 = time.time()
+    r = evaluate_squad(model, tok, test, demos[:args.icl], args.max_new_tokens, progress=not args.quiet)
+    r["config"] = {"model": args.model, "task": "squad", "icl": args.icl, "seed": args.seed, "limit": limit,
+                   "max_new_tokens": args.max_new_tokens, "dtype": args.dtype,
+                   "test_pool": "every third article of dev-v1.1.json (zoo/generation/squad.py)"}
+    r["wall_time_s"], r["measured"] = time.time() - t0, machine()
+    if args.json:
+        write_json(args.json, r, indent=1)
+    m = r["metrics"]
+    how = f"{args.icl}-shot in context" if args.icl else "zero-shot"
+    print(f"squad test pool: F1 {100 * m['f1']:.1f}, exact match {100 * m['exact_match']:.1f} on {m['examples']} "
+          f"questions ({how}, {r['tokens_generated'] / r['seconds']:.0f} tokens/s, {r['wall_time_s']:.0f} s)")
+
+
 def _eval(args):
     from .finetune.commands import run_eval
+
+    if args.task == "squad":
+        return _eval_squad(args)
 
     r = run_eval(args.model, args.task, **eval_options(args), task_args=_task_args(args), progress=not args.quiet)
     if args.json:
@@ -266,7 +307,8 @@ def _bench(args):
 
 def _add_task_options(p):
     p.add_argument("--task", default="sst2",
-                   help="a built-in task (sst2, sst5, trec, rte, cb, boolq, copa, wic, wsc, multirc) or a .tsv/.csv/.jsonl file")
+                   help="a built-in task (sst2, sst5, trec, rte, cb, boolq, copa, wic, wsc, multirc; squad with "
+                        "zoo eval) or a .tsv/.csv/.jsonl file")
     p.add_argument("--data-dir", default=None, help="task data folder (default: $ZOO_DATA_DIR or ../shared/data)")
     p.add_argument("--text-column", default=None, help="your file's text column (default: text, else sentence)")
     p.add_argument("--text-b-column", default=None, help="your file's second text column, for pair tasks")
@@ -351,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--linear-probe", action="store_true", help="logistic regression on frozen features, k per class")
     v.add_argument("--run", default=None, help="a `zoo finetune --out` folder: evaluate its trained weights")
     v.add_argument("--json", default=None, help="write the metrics here")
+    v.add_argument("--max-new-tokens", type=int, default=16, help="squad: the longest answer generated")
     v.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cpu, or the run's with --run)")
     _add_dtype_option(v)
     v.set_defaults(fn=_eval)
