@@ -11,6 +11,7 @@ measuring what the cache saves.
 from __future__ import annotations
 
 import functools
+import inspect
 
 import torch
 
@@ -26,6 +27,15 @@ def stop_token_ids(tokenizer) -> frozenset[int]:
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return frozenset(ids)
+
+
+def _cache_of(out):
+    """The KV cache a forward returned: `cache` since transformers 5, `past_key_values` before."""
+    return out["cache"] if "cache" in out else out["past_key_values"]
+
+
+def _cache_argument(model) -> str:
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
@@ -50,6 +60,7 @@ def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, stop_ids
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
     out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=use_cache,
                 logits_to_keep=1)
+    cache_arg = _cache_argument(model)
     generated: list[list[int]] = [[] for _ in prompts]
     done = [False] * len(prompts)
     for t in range(max_new_tokens):
@@ -63,7 +74,7 @@ def greedy_decode(model, prompts: list[list[int]], max_new_tokens: int, stop_ids
         mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)
         if use_cache:
             out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=_positions(mask)[:, -1:],
-                        past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
+                        use_cache=True, logits_to_keep=1, **{cache_arg: _cache_of(out)})
         else:
             ids = torch.cat([ids, nxt[:, None]], dim=1)
             out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=False,
