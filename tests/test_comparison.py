@@ -70,3 +70,15 @@ def test_a_verdict_on_speed_stands_where_nothing_moved_and_accuracy_alone_makes_
     climbing = [row("mezo-sgd", [evals([0.69, 0.9], [0.5, 0.62]), evals([0.69, 0.95], [0.5, 0.6]),
                                  evals([0.69, 1.0], [0.5, 0.65])], {0: .6, 1: .6, 2: .6})]
     assert c.testable(climbing, "m", "t")  # a head growing confident: dev loss up, accuracy up
+
+
+def test_the_ranking_falls_back_to_half_of_adams_decrease_where_no_zo_estimator_reaches_ninety_percent():
+    # Adam falls 1.0 -> 0.5; the ZO methods reach 0.75 (50%) at different forwards but never 0.55 (90%)
+    rows = [row("adam", [evals([1.0, 0.5]), evals([1.0, 0.5])], {0: 0.9, 1: 0.9}),
+            row("mezo-sgd", [evals([1.0, 0.9, 0.7]), evals([1.0, 0.8, 0.7])], {0: 0.6, 1: 0.6}),
+            row("lezo", [evals([1.0, 0.7, 0.7]), evals([1.0, 0.7, 0.7])], {0: 0.6, 1: 0.6})]
+    text = "\n".join(c.section(rows))
+    assert "Ranked by forwards to the 50% target: no ZO estimator reached 90%" in text
+    lines = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| ") and " | " in line}
+    assert lines["lezo"].startswith("| 1 |") and lines["mezo-sgd"].startswith("| 2 |")
+    assert "not reached (0/2)" in lines["lezo"]
