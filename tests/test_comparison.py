@@ -80,5 +80,7 @@ def test_the_ranking_falls_back_to_half_of_adams_decrease_where_no_zo_estimator_
     text = "\n".join(c.section(rows))
     assert "Ranked by forwards to the 50% target: no ZO estimator reached 90%" in text
     lines = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| ") and " | " in line}
-    assert lines["lezo"].startswith("| 1 |") and lines["mezo-sgd"].startswith("| 2 |")
+    # Adam reaches 50% at 100 forwards too: tied with LeZO; MeZO-SGD, at 200 on both seeds, comes third
+    assert lines["adam"].startswith("| 1 |") and lines["lezo"].startswith("| 1 |")
+    assert lines["mezo-sgd"].startswith("| 3 |")
     assert "not reached (0/2)" in lines["lezo"]
