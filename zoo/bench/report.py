@@ -42,7 +42,7 @@ def _step_seconds(done: list) -> float:
 
 def collect(suite: Suite, root: Path) -> list[dict]:
     """One row per (model, task, method): the best dev configuration's test metrics over seeds."""
-    from .runner import check_forward_count
+    from .runner import check_forward_count, not_counted
 
     runs = defaultdict(lambda: defaultdict(list))  # (model, task, estimator) -> (lr, eps) -> [(spec, result)]
     for spec in suite.runs():
@@ -70,6 +70,7 @@ def collect(suite: Suite, root: Path) -> list[dict]:
             **_lowest_peak([r for c in configs.values() for _, r in c]),
             "extra_state_bytes": done[0][1].get("extra_state_bytes"),
             "forward_count_ok": all(check_forward_count(s, r) is None for s, r in done),
+            "forward_count_seen": not any(not_counted(r) for _, r in done),
             "curves": [r["history"]["evals"] for _, r in done],
         })
     for model in suite.models:
@@ -413,7 +414,8 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
             sps = f"{r['s_per_step']:.3f}" if r.get("s_per_step") else ""
             spf = f"{1000 * r['s_per_forward']:.1f}" if r.get("s_per_forward") else ""
             extra = f"{r['extra_state_bytes'] * mib:.2f}" if r.get("extra_state_bytes") is not None else ""
-            check = "" if "forward_count_ok" not in r else ("matches" if r["forward_count_ok"] else "**MISMATCH**")
+            check = ("" if "forward_count_ok" not in r else "**MISMATCH**" if not r["forward_count_ok"] else
+                     "matches" if r.get("forward_count_seen", True) else "not counted ‡")
             lines.append(f"| {r['model']} | {r['task']} | {r['method']} | {lr} | {eps} | {acc} | {r['forward_passes']} "
                          f"| {r.get('backward_passes', 0)} | {sps} | {spf} | {r['peak_memory_bytes'] * mib:.0f}"
                          f"{'' if r.get('peak_per_run', True) else ' †'} | {extra} "
@@ -433,6 +435,11 @@ def write_report(suite: Suite, root: str | Path, command: str) -> Path:
                   "spread by up to "
                   f"{max((r.get('peak_spread_bytes', 0) for r in rows), default=0) * mib:.0f} MiB. Compare "
                   "methods under *Memory against inference*, medians of fresh processes on one batch."
+                  + (" ‡ Top-block runs on cached activations recorded before the row counter was fixed (2026-12-04): "
+                     "the counter hooked the model object, which the cached scorer never calls (it runs the top "
+                     "blocks and the LM head directly), so these runs counted no model rows; their forwards are "
+                     "in their logged losses. The counter now hooks the LM head (tests/test_activation_cache.py)."
+                     if any(not r.get("forward_count_seen", True) for r in rows) else "")
                   + (" † The process's peak since it started, which can be an earlier run's in the same process: "
                      "this run was recorded before zoo reset the peak at the start of each run."
                      if any(not r.get("peak_per_run", True) for r in rows) else ""), "",

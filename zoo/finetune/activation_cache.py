@@ -73,6 +73,11 @@ class CachedBlocksScorer(PromptScorer):
         self._warned = False
         self.computed_rows = 0  # rows the lower blocks ran: the cache's misses
 
+    def counted_module(self, model) -> nn.Module:
+        """The module every scoring call runs once, for counting rows: the LM head. The cached path calls
+        the top blocks and the head directly, never `model` itself."""
+        return getattr(model, "lm_head", model)
+
     def _frozen(self, model) -> list[torch.Tensor] | None:
         """The weights below the trained blocks, where the cache may serve `model`; else None."""
         if not self.enabled or model.training:

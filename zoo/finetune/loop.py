@@ -521,7 +521,9 @@ class TrainingRun:
     def train(self) -> dict:
         cfg, splits, scorer, history = self.cfg, self.splits, self.scorer, self.history
         rank, world = self.rank, self.world
-        hook = self.model.register_forward_pre_hook(self._count_rows, with_kwargs=True)
+        # the module each scoring call runs once: the model itself, or what a cached scorer calls instead
+        counted = getattr(scorer, "counted_module", lambda m: m)(self.model)
+        hook = counted.register_forward_pre_hook(self._count_rows, with_kwargs=True)
         self.metrics_log.start(history)
         self.t0 = time.time()
         self.model.train(False)  # dropout off: ZO differences must see the same function twice
