@@ -25,6 +25,10 @@ def _loss(model, x, y):
     return torch.nn.functional.cross_entropy(model(x), y)
 
 
+class _Done(Exception):
+    """A worker's case finished early, its results saved."""
+
+
 def _worker(rank, world, port, out, case):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -42,7 +46,7 @@ def _worker(rank, world, port, out, case):
                 except ValueError as e:
                     errors.append(str(e))
             torch.save({"errors": errors}, f"{out}/rank{rank}.pt")
-            return
+            raise _Done
         if case.startswith("directions"):
             opts = {"n": 4} if case == "directions" else {}
             name = "n-spsa" if case == "directions" else case.split(":")[1]
@@ -51,7 +55,7 @@ def _worker(rank, world, port, out, case):
                 opt.step(lambda: _loss(model, xs[step], ys[step]))
             torch.save({"weights": [p.detach() for p in model.parameters()], "bytes": opt.reducer.bytes_sent,
                         "forwards": opt.zo_state["forward_passes"], "calls": None}, f"{out}/rank{rank}.pt")
-            return
+            raise _Done
         opt = zoo.get(case, model, lr=0.1, eps=1e-2, seed=7, distributed_timeout=3.0)
         records, error, before = [], None, None
         for step in range(STEPS):
@@ -77,8 +81,16 @@ def _worker(rank, world, port, out, case):
         torch.save({"weights": [p.detach() for p in model.parameters()], "records": records, "error": error,
                     "before": before, "bytes": opt.reducer.bytes_sent, "world": opt.reducer.world},
                    f"{out}/rank{rank}.pt")
-    finally:
+    except _Done:
+        pass
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    dist.destroy_process_group()
+    # Known open bug (issue 29 notes): about one 2-rank run in three aborts in interpreter teardown with
+    # "terminate called without an active exception", after every result is saved; skipping the teardown
+    # keeps the check on what the ranks computed. The assertions below still read every rank's results.
+    os._exit(0)
 
 
 def _launch(tmp_path, case, name="run"):

@@ -24,6 +24,10 @@ def _batches():
     return class_batches(STEPS, 8, 7)
 
 
+class _Done(Exception):
+    """A worker's case finished early, its results saved."""
+
+
 def _worker(rank, port, out, case):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -45,7 +49,7 @@ def _worker(rank, port, out, case):
                 except ValueError as e:
                     errors[name] = str(e)
             torch.save(errors, f"{out}/rank{rank}.pt")
-            return
+            raise _Done
         opt = zoo.get(case, model, lr=0.05, eps=1e-2, seed=5)
         slots, keys = opt._begin()  # the first step's directions, drawn on this rank's shards
         z = {s.uid: (s.offset, opt.field.materialize(s, keys[0]).clone()) for s in slots}
@@ -57,8 +61,16 @@ def _worker(rank, port, out, case):
         full = [p.full_tensor() for p in model.parameters()]
         local = sum(s.param.numel() for s in opt.slots)
         torch.save({"z": z, "losses": losses, "weights": full, "local": local}, f"{out}/rank{rank}.pt")
-    finally:
+    except _Done:
+        pass
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    dist.destroy_process_group()
+    # Known open bug (issue 29 notes): about one 2-rank run in three aborts in interpreter teardown with
+    # "terminate called without an active exception", after every result is saved; skipping the teardown
+    # keeps the check on what the ranks computed. The assertions below still read every rank's results.
+    os._exit(0)
 
 
 def _launch(tmp_path, case):
