@@ -246,3 +246,29 @@ def class_batches(steps: int, rows: int, inputs: int, classes: int = 3):
     """(x [steps, rows, inputs], y [steps, rows]) drawn from a fixed generator."""
     g = torch.Generator().manual_seed(1)
     return torch.randn(steps, rows, inputs, generator=g), torch.randint(0, classes, (steps, rows), generator=g)
+
+
+class RankDone(Exception):
+    """A distributed test worker's case finished early, its results saved."""
+
+
+def run_rank(body) -> None:
+    """Runs a 2-rank test worker's `body()` in its process group, then leaves the process.
+
+    Known open bug (issue 29 notes): about one 2-rank run in three aborts in interpreter teardown with
+    "terminate called without an active exception", after every result is saved; leaving with os._exit
+    keeps the check on what the ranks computed (the tests read every rank's results from files).
+    """
+    import os
+
+    import torch.distributed as dist
+
+    try:
+        body()
+    except RankDone:
+        pass
+    except BaseException:
+        dist.destroy_process_group()
+        raise
+    dist.destroy_process_group()
+    os._exit(0)
