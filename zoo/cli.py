@@ -55,7 +55,7 @@ def finetune_config(args):
         mode=args.mode, tuning=args.tuning, template=args.template, objective=args.objective,
         eval_every=args.eval_every, test_limit=args.test_limit, max_length=args.max_length,
         checkpoint_every=args.checkpoint_every, estimator_options=options, dtype=args.dtype, device=args.device,
-        blocks=args.blocks, activation_cache=not args.no_activation_cache)
+        blocks=args.blocks, activation_cache=not args.no_activation_cache, max_new_tokens=args.max_new_tokens)
 
 
 def _finetune(args):
@@ -72,8 +72,11 @@ def _finetune(args):
     m = r["metrics"]
     source = f": {m['test_source']}" if "test_source" in m else ""
     ranks = f" on {r['world_size']} ranks" if r.get("world_size", 1) > 1 else ""
-    print(f"{cfg.task} test accuracy {m['accuracy']:.4f} ({m['test_examples']} examples{source}), dev "
-          f"{m['dev_accuracy']:.4f} ({m['dev_examples']} examples from train), "
+    metric = r.get("metric", "accuracy")
+    scores = (f"F1 {100 * m['f1']:.1f}, exact match {100 * m['exact_match']:.1f}" if metric == "f1" else
+              f"accuracy {m['accuracy']:.4f}")
+    print(f"{cfg.task} test {scores} ({m['test_examples']} examples{source}), dev "
+          f"{m[f'dev_{metric}']:.4f} ({m['dev_examples']} examples from train), "
           f"after {cfg.steps} steps = {r['forward_passes']} forward passes in {r['wall_time_s']:.0f} s{ranks}; "
           f"wrote {args.out}/results.json and {args.out}/curve.png")
 
@@ -97,30 +100,56 @@ def _eval_squad(args):
     from .tasks import data_dir
     from .validation import integer
 
-    for flag, value in (("--run", args.run), ("--linear-probe", args.linear_probe or None),
-                        ("--split", args.split), ("--template", args.template)):
+    for flag, value in (("--linear-probe", args.linear_probe or None), ("--split", args.split),
+                        ("--template", args.template)):
         if value is not None:
             raise ValueError(f"{flag}: not for squad (its test questions come from the test pool, its prompt is "
                              "MeZO's)")
     limit = 1000 if args.limit is None else integer("limit", args.limit, minimum=1)
     integer("icl", args.icl, minimum=0, what="demonstrations")
     integer("max_new_tokens", args.max_new_tokens, minimum=1)
+    if args.run and args.icl:
+        raise ValueError("--icl: not with --run (a fine-tuned run is evaluated on its own prompt)")
     articles = load_squad(data_dir(args.data_dir) / "squad" / "dev-v1.1.json")
     _, demos, test = squad_splits(articles, args.seed, train=1, dev=max(args.icl, 1), test=limit)
-    model, tok = load_causal_lm(args.model, dtype_of(args.dtype))
-    model.to(checked_device(args.device or "cpu"))
     t0 = time.time()
-    r = evaluate_squad(model, tok, test, demos[:args.icl], args.max_new_tokens, progress=not args.quiet)
-    r["config"] = {"model": args.model, "task": "squad", "icl": args.icl, "seed": args.seed, "limit": limit,
-                   "max_new_tokens": args.max_new_tokens, "dtype": args.dtype,
-                   "test_pool": "every third article of dev-v1.1.json (zoo/generation/squad.py)"}
+    if args.run:
+        r = _eval_squad_run(args.run, test, args.device, progress=not args.quiet)
+    else:
+        model, tok = load_causal_lm(args.model, dtype_of(args.dtype))
+        model.to(checked_device(args.device or "cpu"))
+        r = evaluate_squad(model, tok, test, demos[:args.icl], args.max_new_tokens, progress=not args.quiet)
+        r["config"] = {"model": args.model, "icl": args.icl, "max_new_tokens": args.max_new_tokens,
+                       "dtype": args.dtype}
+    r["config"].update(task="squad", seed=args.seed, limit=limit,
+                       test_pool="every third article of dev-v1.1.json (zoo/generation/squad.py)")
     r["wall_time_s"], r["measured"] = time.time() - t0, machine()
     if args.json:
         write_json(args.json, r, indent=1)
     m = r["metrics"]
-    how = f"{args.icl}-shot in context" if args.icl else "zero-shot"
+    how = f"fine-tuned run {args.run}" if args.run else f"{args.icl}-shot in context" if args.icl else "zero-shot"
+    speed = f"{r['tokens_generated'] / r['seconds']:.0f} tokens/s, " if "tokens_generated" in r else ""
     print(f"squad test pool: F1 {100 * m['f1']:.1f}, exact match {100 * m['exact_match']:.1f} on {m['examples']} "
-          f"questions ({how}, {r['tokens_generated'] / r['seconds']:.0f} tokens/s, {r['wall_time_s']:.0f} s)")
+          f"questions ({how}, {speed}{r['wall_time_s']:.0f} s)")
+
+
+def _eval_squad_run(run, test, device, progress: bool) -> dict:
+    """A finished or interrupted `zoo finetune --task squad` run's weights on `test`: its checkpoint, else
+    its logged losses replayed on the pretrained weights; decoded with the run's own settings."""
+    from .finetune.loop import FinetuneConfig, completed_config
+    from .finetune.runs import load_run_weights, run_config
+    from .generation.training import load_squad_model
+
+    cfg = FinetuneConfig(**completed_config(run_config(run)))
+    if cfg.task != "squad":
+        raise ValueError(f"--run {run}: a run on {cfg.task!r}, not squad; evaluate it with --task {cfg.task}")
+    built = load_squad_model(cfg).to(device or cfg.device)
+    step = load_run_weights(run, built.model, progress=progress)
+    m = built.scorer.evaluate(built.model, test, progress="test" if progress else None)
+    predictions = m.pop("predictions")
+    return {"metrics": m, "predictions": predictions,
+            "config": {"run": str(run), "step": step, "model": cfg.model, "dtype": cfg.dtype,
+                       "max_new_tokens": cfg.max_new_tokens, "max_length": cfg.max_length}}
 
 
 def _eval(args):
@@ -307,8 +336,8 @@ def _bench(args):
 
 def _add_task_options(p):
     p.add_argument("--task", default="sst2",
-                   help="a built-in task (sst2, sst5, trec, rte, cb, boolq, copa, wic, wsc, multirc; squad with "
-                        "zoo eval) or a .tsv/.csv/.jsonl file")
+                   help="a built-in task (sst2, sst5, trec, rte, cb, boolq, copa, wic, wsc, multirc; squad, a "
+                        "generation task) or a .tsv/.csv/.jsonl file")
     p.add_argument("--data-dir", default=None, help="task data folder (default: $ZOO_DATA_DIR or ../shared/data)")
     p.add_argument("--text-column", default=None, help="your file's text column (default: text, else sentence)")
     p.add_argument("--text-b-column", default=None, help="your file's second text column, for pair tasks")
@@ -369,7 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-activation-cache", action="store_true",
                    help="with --tuning blocks: run the whole model at every forward instead of the top blocks "
                         "on the cached activations below them")
-    f.add_argument("--objective", choices=["ce", "accuracy", "f1"], default="ce")
+    f.add_argument("--objective", choices=["ce", "accuracy", "f1"], default="ce",
+                   help="ce: cross-entropy; accuracy: 1 - accuracy; f1: 1 - macro-F1 of a classifier, or for squad "
+                        "minus the mean token F1 of the greedy answers (ZO estimators only)")
+    f.add_argument("--max-new-tokens", type=int, default=16, help="squad: the longest answer generated")
     f.add_argument("--protocol", choices=["kshot", "mezo"], default="kshot",
                    help="kshot: k per class train and dev; mezo: 1000 train / 500 dev / 1000 test")
     f.add_argument("--eval-every", type=int, default=0, help="dev evaluation interval in steps (default: steps/10)")

@@ -53,6 +53,11 @@ def prepare_run(cfg: FinetuneConfig, task_args: dict):
     from .build import model_kind
 
     model_kind(cfg.model)  # an unknown model fails before the data is read
+    if cfg.task == "squad":  # a generation task: its own splits, scorer and metrics
+        from ..generation.training import load_squad_model, squad_run_splits
+
+        splits = squad_run_splits(cfg, task_args.get("data_dir"))
+        return load_squad_model(cfg).to(cfg.device), splits
     task = load_task(cfg.task, **task_args)
     splits = sample(task, cfg.protocol, cfg.k, cfg.seed, cfg.test_limit)
     built = load(cfg.model, task, cfg.mode, cfg.tuning, template=cfg.template, max_length=cfg.max_length,

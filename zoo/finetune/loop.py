@@ -68,6 +68,7 @@ class FinetuneConfig:
     device: str = "cpu"
     blocks: int | None = None  # tuning "blocks": how many top transformer blocks train
     activation_cache: bool = True  # tuning "blocks", prompt mode: run only the top blocks on cached states
+    max_new_tokens: int = 16  # generation tasks (squad): the longest answer decoded
 
     def validate(self) -> None:
         from .. import estimators
@@ -80,8 +81,11 @@ class FinetuneConfig:
         elif self.estimator_options:
             raise ValueError(f"{', '.join(sorted(self.estimator_options))}: options of the ZO estimators; "
                              f"first-order {self.estimator!r} takes none")
-        get_objective(self.objective)
-        for name in ("steps", "k", "batch_size", "max_length", "checkpoint_every"):
+        if self.task == "squad":
+            self._validate_generation()
+        else:
+            get_objective(self.objective)
+        for name in ("steps", "k", "batch_size", "max_length", "checkpoint_every", "max_new_tokens"):
             integer(name, getattr(self, name), minimum=1)
         integer("eval_every", self.eval_every, minimum=0, note="0: a tenth of the steps")
         integer("seed", self.seed)
@@ -111,6 +115,21 @@ class FinetuneConfig:
             raise ValueError(f"unknown protocol {self.protocol!r}: use kshot or mezo")
         dtype_of(self.dtype)
         checked_device(self.device)
+
+
+    def _validate_generation(self) -> None:
+        from ..generation.training import OBJECTIVES
+
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective {self.objective!r}: squad takes {' or '.join(OBJECTIVES)} (f1: minus the "
+                             "mean token F1 of greedy answers)")
+        if self.mode != "prompt" or self.tuning == "head":
+            raise ValueError("squad is a generation task: it needs mode 'prompt' and a tuning other than 'head'")
+        if self.template is not None:
+            raise ValueError(f"template: squad uses MeZO's prompt, not {self.template!r}")
+        if self.tuning == "prefix":  # peft hands the prefix to the model as its KV cache, which decoding extends
+            raise ValueError("tuning 'prefix': not for squad; zoo's cached greedy decoder does not yet carry peft's "
+                             "prefix cache (its tokens differ from peft's own); use --tuning lora or full")
 
 
 def completed_config(saved: dict) -> dict:
@@ -380,7 +399,10 @@ class TrainingRun:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("no trainable parameters")
-        self.objective = get_objective(cfg.objective)
+        # a generation task's scorer computes its own objective and metrics (zoo/generation/training.py)
+        self.generation = hasattr(self.scorer, "batch_loss")
+        self.objective = None if self.generation else get_objective(cfg.objective)
+        self.reported = getattr(self.scorer, "reported", ("accuracy",))  # the metrics of every evaluation
         self.first_order = cfg.estimator in FIRST_ORDER
         self.ckpt, self.log = Checkpoint(out), TrajectoryLog(out)
         self._resume()
@@ -451,13 +473,18 @@ class TrainingRun:
                           self.opt.backend.stream.name)
         return fingerprint
 
+    def evaluate(self, examples, progress: str | None = None) -> dict:
+        if self.generation:
+            return self.scorer.evaluate(self.model, examples, progress=progress)
+        return evaluate(self.model, self.scorer, examples, progress=progress)
+
     def dev_eval(self, step: int) -> dict:
-        m = evaluate(self.model, self.scorer, self.splits.dev)
-        entry = {"step": step, "forward_passes": self.forwards_so_far(step), "dev_accuracy": m["accuracy"],
-                 "dev_loss": m["loss"]}
+        m = self.evaluate(self.splits.dev)
+        entry = {"step": step, "forward_passes": self.forwards_so_far(step),
+                 **{f"dev_{k}": m[k] for k in self.reported}, "dev_loss": m["loss"]}
         if self.test_curve:
-            test = self.scored_test[step] = evaluate(self.model, self.scorer, self.splits.test)
-            entry["test_accuracy"], entry["test_loss"] = test["accuracy"], test["loss"]
+            test = self.scored_test[step] = self.evaluate(self.splits.test)
+            entry.update({f"test_{k}": test[k] for k in self.reported}, test_loss=test["loss"])
         self.history["evals"].append(entry)
         self.metrics_log.evaluation(entry)
         return m
@@ -469,7 +496,8 @@ class TrainingRun:
         if ((step % self.eval_every == 0 or step == cfg.steps)
                 and not any(e["step"] == step for e in self.history["evals"])):
             m = self.dev_eval(step)
-            self.bar.set_postfix(loss=f"{self.history['loss'][-1]:.3f}", dev_acc=f"{m['accuracy']:.3f}")
+            self.bar.set_postfix(loss=f"{self.history['loss'][-1]:.3f}", **{f"dev_{self.reported[0]}":
+                                                                              f"{m[self.reported[0]]:.3f}"})
         if not resumed and step % cfg.checkpoint_every == 0 and step < cfg.steps:
             self.save(step)
         if every and (step % every == 0 or step == cfg.steps) and self.leader:
@@ -478,6 +506,8 @@ class TrainingRun:
 
     # -- steps -----------------------------------------------------------------------------------------
     def _count_rows(self, module, args, kwargs) -> None:
+        if kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
+            return  # a decoded token's pass continues the forward that read the prompt, counted there
         # a head-only run's scorer passes cached encoder features as `pooled` instead of token ids
         rows = next((t for t in (kwargs.get("input_ids"), kwargs.get("pooled"), *args[:1]) if torch.is_tensor(t)), None)
         self.rows_run += 0 if rows is None else rows.shape[0]
@@ -486,7 +516,10 @@ class TrainingRun:
         """The closure of a step on `batch`: its loss, counted as the passes it ran."""
         def closure():
             before = self.rows_run
-            loss = self.objective(self.step_scorer(self.model, batch), batch.labels)
+            if self.generation:
+                loss = self.step_scorer.batch_loss(self.model, batch, self.cfg.objective)
+            else:
+                loss = self.objective(self.step_scorer(self.model, batch), batch.labels)
             self.passes += (self.rows_run - before) / batch.input_ids.shape[0]
             return loss
 
@@ -568,13 +601,15 @@ class TrainingRun:
         """The final checkpoint, the test evaluation, and results.json (with curve.png) where this rank writes."""
         cfg, history, opt, first_order = self.cfg, self.history, self.opt, self.first_order
         final_fingerprint = self.save(cfg.steps)
-        test = self.scored_test.get(cfg.steps) or evaluate(self.model, self.scorer, self.splits.test,
-                                                           progress="test" if self.progress else None)
+        test = self.scored_test.get(cfg.steps) or self.evaluate(self.splits.test,
+                                                                progress="test" if self.progress else None)
         dev = history["evals"][-1]
+        scores = {k: test[k] for k in (*self.reported, "macro_f1") if k in test}
         result = {
             "config": asdict(cfg),
-            "metrics": {"accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "test_loss": test["loss"],
-                        "test_examples": test["examples"], "dev_accuracy": dev["dev_accuracy"],
+            "metric": self.reported[0],  # the headline metric of the metrics below: accuracy, or squad's F1
+            "metrics": {**scores, "test_loss": test["loss"], "test_examples": test["examples"],
+                        **{f"dev_{k}": dev[f"dev_{k}"] for k in self.reported},
                         "train_examples": len(self.splits.train), "dev_examples": len(self.splits.dev),
                         "test_source": self.splits.test_source},
             "forward_passes": self.forwards_so_far(cfg.steps),
@@ -596,7 +631,9 @@ class TrainingRun:
             "world_size": self.world,  # ranks whose mean losses the steps used (torchrun); the log holds those
             "history": history,
         }
-        if history["evals"] and all("test_accuracy" in e for e in history["evals"]):
+        if "predictions" in test:
+            result["predictions"] = test["predictions"]
+        if history["evals"] and all(f"test_{self.reported[0]}" in e for e in history["evals"]):
             result["test_curve"] = {"source": "scored during the run"}
         if "step_losses" in history:  # lets `load_run_weights` rebuild these weights from the log and check them
             result["weights_fingerprint"] = {"start": self.start_fingerprint, "at_step": final_fingerprint}

@@ -19,13 +19,14 @@ def plot_curve(result: dict, path) -> None:
     a.set_xlabel("forward passes")
     a.set_ylabel(f"training loss ({c['objective']})")
     a.legend()
-    ev = h["evals"]
-    b.plot([e["forward_passes"] for e in ev], [e["dev_accuracy"] for e in ev], "o-", label="dev")
-    if all("test_accuracy" in e for e in ev):
-        b.plot([e["forward_passes"] for e in ev], [e["test_accuracy"] for e in ev], "s-", label="test")
-    b.axhline(result["metrics"]["accuracy"], ls="--", c="gray", label=f"test {result['metrics']['accuracy']:.3f}")
+    ev, metric = h["evals"], result.get("metric", "accuracy")  # squad runs report token F1
+    b.plot([e["forward_passes"] for e in ev], [e[f"dev_{metric}"] for e in ev], "o-", label="dev")
+    if all(f"test_{metric}" in e for e in ev):
+        b.plot([e["forward_passes"] for e in ev], [e[f"test_{metric}"] for e in ev], "s-", label="test")
+    final = result["metrics"][metric]
+    b.axhline(final, ls="--", c="gray", label=f"test {final:.3f}")
     b.set_xlabel("forward passes")
-    b.set_ylabel("accuracy")
+    b.set_ylabel(metric.replace("f1", "token F1"))
     b.legend()
     for ax in (a, b):
         ax.grid(alpha=0.3)
