@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import zoo
-from conftest import RankDone, run_rank, class_batches, free_port, small_mlp
+from conftest import RankDone, run_rank, class_batches, free_port, small_mlp, tiny_llama
 from zoo.perturb.keys import BLOCK_SIZE
 
 STEPS = 4
@@ -34,6 +34,18 @@ def _worker(rank, port, out, case):
         from torch.distributed.fsdp import fully_shard
 
         mesh = init_device_mesh("cpu", (2,))
+        if case == "hf-llama":  # the README's recipe on a transformers model: each block, then the root
+            model = tiny_llama()
+            for block in model.model.layers:
+                fully_shard(block, mesh=mesh)
+            fully_shard(model, mesh=mesh)
+            opt = zoo.get("mezo-sgd", model, lr=1e-2, eps=1e-2, seed=5)
+            ids = _token_batches()
+            losses = [float(opt.step(lambda: model(input_ids=ids[step], labels=ids[step]).loss))
+                      for step in range(STEPS)]
+            torch.save({"losses": losses, "weights": [p.full_tensor() for p in model.parameters()],
+                        "local": sum(s.param.numel() for s in opt.slots)}, f"{out}/rank{rank}.pt")
+            raise RankDone
         model = _model()
         fully_shard(model[0], mesh=mesh)
         fully_shard(model, mesh=mesh)  # the root holds the last Linear
@@ -59,6 +71,10 @@ def _worker(rank, port, out, case):
         local = sum(s.param.numel() for s in opt.slots)
         torch.save({"z": z, "losses": losses, "weights": full, "local": local}, f"{out}/rank{rank}.pt")
     run_rank(body)
+
+
+def _token_batches():
+    return torch.randint(2, 128, (STEPS, 4, 12), generator=torch.Generator().manual_seed(3))
 
 
 def _launch(tmp_path, case):
@@ -98,3 +114,17 @@ def test_what_cannot_run_on_shards_is_refused_with_the_reason(tmp_path):
         assert "perturbation='exact'" in errors["mezo-sgd"] and "magnitude masks" in errors["sparse-mezo"]
         assert "low-rank subspace" in errors["subzero"] and "forward gradients" in errors["forward-grad"]
         assert all("is sharded (FSDP2/DTensor)" in e for e in errors.values())
+
+
+def test_the_readme_recipe_on_a_transformers_llama_equals_the_unsharded_run(tmp_path):
+    """fully_shard on each decoder block and on the root (tied embeddings live there), as the README shows."""
+    ranks = _launch(tmp_path, "hf-llama")
+    model = tiny_llama()
+    opt = zoo.get("mezo-sgd", model, lr=1e-2, eps=1e-2, seed=5)
+    ids = _token_batches()
+    losses = [float(opt.step(lambda: model(input_ids=ids[step], labels=ids[step]).loss)) for step in range(STEPS)]
+    assert ranks[0]["losses"] == ranks[1]["losses"] == losses
+    for r in ranks:
+        assert all(torch.equal(p.detach(), q) for p, q in zip(model.parameters(), r["weights"]))
+    total = sum(p.numel() for p in model.parameters())
+    assert ranks[0]["local"] + ranks[1]["local"] == total and max(r["local"] for r in ranks) < total
