@@ -1,5 +1,5 @@
-"""Which parameters train: full, head only, the top K blocks, LoRA or prefix tuning (the last two
-through `peft`).
+"""Which parameters train: full, head only, the top K blocks, LoRA or prefix tuning (through `peft`), or
+AdaZeta's tensor-train adapters (zoo/tuning/tensor_train).
 
 MeZO (section 3.2, appendix E.5) runs ZO on LoRA (r=8, alpha=16 on the query
 and value projections) and on prefix tuning (5 virtual tokens per layer,
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-TUNINGS = ("full", "head", "blocks", "lora", "prefix")
+TUNINGS = ("full", "head", "blocks", "lora", "prefix", "tt-adapter")
 
 
 def transformer_blocks(model) -> torch.nn.ModuleList:
@@ -56,6 +56,13 @@ def apply_tuning(model, tuning: str, *, head: torch.nn.Module | None = None, lor
         norm = final_norm(model)
         if norm is not None:
             norm.requires_grad_(True)
+        if head is not None:
+            head.requires_grad_(True)
+        return model
+    if tuning == "tt-adapter":  # AdaZeta's tensor-train adapters (zoo/tuning/tensor_train), not through peft
+        from ..tuning.tensor_train import TTAdapterConfig, add_tt_adapters
+
+        add_tt_adapters(model, transformer_blocks(model), TTAdapterConfig(), seed=seed)
         if head is not None:
             head.requires_grad_(True)
         return model
