@@ -392,9 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     _add_dtype_option(f)
     f.add_argument("--batch-size", type=int, default=16)
-    f.add_argument("--tuning", choices=["full", "lora", "prefix", "head", "blocks", "tt-adapter"], default="full",
+    f.add_argument("--tuning", choices=["full", "lora", "prefix", "prompt", "head", "blocks", "tt-adapter"], default="full",
                    help="what trains; blocks: the top --blocks K transformer blocks and the final norm; tt-adapter: "
-                        "AdaZeta's tensor-train adapters after each block's attention and MLP")
+                        "AdaZeta's tensor-train adapters after each block's attention and MLP; prompt: 10 soft-prompt "
+                        "tokens (peft)")
     f.add_argument("--blocks", type=int, default=None, help="with --tuning blocks: how many top blocks train")
     f.add_argument("--no-activation-cache", action="store_true",
                    help="with --tuning blocks: run the whole model at every forward instead of the top blocks "

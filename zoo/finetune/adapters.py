@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-TUNINGS = ("full", "head", "blocks", "lora", "prefix", "tt-adapter")
+TUNINGS = ("full", "head", "blocks", "lora", "prefix", "prompt", "tt-adapter")
 
 
 def transformer_blocks(model) -> torch.nn.ModuleList:
@@ -82,6 +82,12 @@ def apply_tuning(model, tuning: str, *, head: torch.nn.Module | None = None, lor
                              "with a task head of its own; use --tuning lora, full or head")
         model.encoder = _lora(peft, model.encoder, "FEATURE_EXTRACTION", lora_r, lora_alpha, seed)
         return model
+    if tuning == "prompt":
+        if head is not None:
+            raise ValueError("tuning 'prompt': soft prompts are scored by the LM's own answers; use --mode prompt")
+        from ..tuning.prompt import add_prompt_tuning
+
+        return add_prompt_tuning(model, seed=seed)
     task_type = "CAUSAL_LM" if head is None else "SEQ_CLS"
     if tuning == "lora":
         return _lora(peft, model, task_type, lora_r, lora_alpha, seed)

@@ -93,7 +93,11 @@ def prepare(model: nn.Module, tokenizer, task: Task, mode: str, tuning: str, *, 
     """
     if mode == "prompt":
         model = apply_tuning(model, tuning, seed=seed, blocks=blocks)
-        if tuning == "blocks":
+        if tuning == "prompt":  # soft prompts: zoo builds the prepended input itself (zoo/tuning/prompt)
+            from ..tuning.prompt import PromptTuningScorer
+
+            scorer = PromptTuningScorer(tokenizer, task.template(template), max_length, demonstrations)
+        elif tuning == "blocks":
             scorer = CachedBlocksScorer(tokenizer, task.template(template), max_length, demonstrations,
                                         blocks=blocks, enabled=activation_cache)
         else:

@@ -17,10 +17,12 @@ from .runs import load_run_weights, run_config
 
 # MeZO's grids (appendix E): the middle of each, per tuning; first-order Adam uses its own scale
 # AdaZeta's TT adapters: its scripts' lr 1e-4 and eps 1e-3 (first-order: LoRA's)
-DEFAULT_LR = {"full": 1e-6, "lora": 5e-5, "prefix": 1e-3, "head": 1e-2, "blocks": 1e-6, "tt-adapter": 1e-4}
-DEFAULT_EPS = {"full": 1e-3, "lora": 1e-2, "prefix": 1e-1, "head": 1e-3, "blocks": 1e-3, "tt-adapter": 1e-3}
+DEFAULT_LR = {"full": 1e-6, "lora": 5e-5, "prefix": 1e-3, "head": 1e-2, "blocks": 1e-6, "tt-adapter": 1e-4,
+              "prompt": 1e-3}
+DEFAULT_EPS = {"full": 1e-3, "lora": 1e-2, "prefix": 1e-1, "head": 1e-3, "blocks": 1e-3, "tt-adapter": 1e-3,
+               "prompt": 1e-1}
 DEFAULT_LR_FIRST_ORDER = {"full": 1e-5, "lora": 1e-4, "prefix": 1e-3, "head": 1e-3, "blocks": 1e-5,
-                          "tt-adapter": 1e-4}
+                          "tt-adapter": 1e-4, "prompt": 1e-3}
 
 
 def default_lr(estimator: str, tuning: str) -> float:

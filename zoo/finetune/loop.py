@@ -127,9 +127,10 @@ class FinetuneConfig:
             raise ValueError("squad is a generation task: it needs mode 'prompt' and a tuning other than 'head'")
         if self.template is not None:
             raise ValueError(f"template: squad uses MeZO's prompt, not {self.template!r}")
-        if self.tuning == "prefix":  # peft hands the prefix to the model as its KV cache, which decoding extends
-            raise ValueError("tuning 'prefix': not for squad; zoo's cached greedy decoder does not yet carry peft's "
-                             "prefix cache (its tokens differ from peft's own); use --tuning lora or full")
+        if self.tuning in ("prefix", "prompt"):  # peft replaces the KV cache (prefix) or prepends the prompt
+            raise ValueError(f"tuning {self.tuning!r}: not for squad; zoo's cached greedy decoder does not yet carry "
+                             "peft's prefix or soft prompt (the tokens would differ from peft's own); use --tuning "
+                             "lora, tt-adapter or full")
 
 
 def completed_config(saved: dict) -> dict:
@@ -509,7 +510,8 @@ class TrainingRun:
         if kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
             return  # a decoded token's pass continues the forward that read the prompt, counted there
         # a head-only run's scorer passes cached encoder features as `pooled` instead of token ids
-        rows = next((t for t in (kwargs.get("input_ids"), kwargs.get("pooled"), *args[:1]) if torch.is_tensor(t)), None)
+        rows = next((t for t in (kwargs.get("input_ids"), kwargs.get("inputs_embeds"), kwargs.get("pooled"), *args[:1])
+                     if torch.is_tensor(t)), None)
         self.rows_run += 0 if rows is None else rows.shape[0]
 
     def loss_on(self, batch):

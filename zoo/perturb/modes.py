@@ -123,6 +123,18 @@ class InplacePerturbation:
         self._applied_slots = []
 
 
+def _refuse_prompts_read_outside_forward(module: nn.Module) -> None:
+    """peft's prompt learning (prompt, prefix, p-tuning) with inference_mode=True reads the prompt's weights
+    straight from its embedding (`get_prompt`), not through any module's forward, so hooks never see them."""
+    configs, active = getattr(module, "peft_config", None), getattr(module, "active_adapter", None)
+    config = configs.get(active) if isinstance(configs, dict) and isinstance(active, str) else None
+    if getattr(config, "is_prompt_learning", False) and getattr(config, "inference_mode", False):
+        raise ValueError("perturbation='exact': this peft model was built with inference_mode=True, so peft reads "
+                         "its prompt weights outside any module's forward and the exact perturbation would never "
+                         "perturb them; build it with inference_mode=False (zoo's --tuning prompt/prefix do), or "
+                         "use perturbation='inplace'")
+
+
 class ExactPerturbation:
     """Perturbs each module's own parameters only while that module runs forward.
 
@@ -148,6 +160,7 @@ class ExactPerturbation:
     ):
         if block_elements < 0:
             raise ValueError(f"block_elements must be >= 0 (0: hold every module whole), got {block_elements}")
+        _refuse_prompts_read_outside_forward(module)
         self.module = module
         self.backend = backend
         self.field = field
