@@ -255,8 +255,11 @@ class RankDone(Exception):
 def run_rank(body) -> None:
     """Runs a 2-rank test worker's `body()` in its process group, then leaves the process.
 
-    Known open bug (issue 29 notes): about one 2-rank run in three aborts in interpreter teardown with
-    "terminate called without an active exception", after every result is saved; leaving with os._exit
+    Known open bug (issue 29 notes): a 2-rank run sometimes aborts in interpreter teardown with "terminate
+    called without an active exception", or hangs there. One hang was caught with py-spy (2026-12-07): the
+    main thread, holding the GIL, freed the last reference to the gloo process group (from a DDP reducer),
+    and ~ProcessGroupGloo joined a worker thread that was itself waiting for the GIL to release an
+    all-gather's Python tensors. Leaving with os._exit after destroy_process_group skips that teardown and
     keeps the check on what the ranks computed (the tests read every rank's results from files).
     """
     import os

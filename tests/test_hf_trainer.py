@@ -196,18 +196,28 @@ def test_an_unknown_estimator_is_refused_before_training(tmp_path):
 def _ddp_worker(rank, port, out):
     import os
 
+    from conftest import run_rank
+
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
     torch.set_num_threads(1)
     from pathlib import Path
 
-    model = tiny_llama()
-    t = ZOTrainer(model, args(Path(out) / f"rank{rank}", ddp_backend="gloo", per_device_train_batch_size=2,
-                              max_steps=4), train_dataset=Rows(), estimator_options={"eps": 1e-2})
-    t.train()
-    assert t.estimator.reducer is not None and t.estimator.reducer.world == 2
-    torch.save([p.detach() for p in model.parameters()], f"{out}/rank{rank}.pt")
-    torch.distributed.destroy_process_group()
+    def body():
+        model = tiny_llama()
+        t = ZOTrainer(model, args(Path(out) / f"rank{rank}", ddp_backend="gloo", per_device_train_batch_size=2,
+                                  max_steps=4), train_dataset=Rows(), estimator_options={"eps": 1e-2})
+        t.train()
+        assert t.estimator.reducer is not None and t.estimator.reducer.world == 2
+        torch.save([p.detach() for p in model.parameters()], f"{out}/rank{rank}.pt")
+        kept.append(t)
+
+    # The Trainer's DDP reducer holds the gloo process group; freed in this process it would run
+    # ~ProcessGroupGloo, which joins gloo's worker thread while this thread holds the GIL, and a worker still
+    # releasing an all-gather's Python tensors waits for the GIL: a deadlock seen once (py-spy, issue 29).
+    # So the trainer stays referenced until run_rank leaves the process with os._exit.
+    kept = []
+    run_rank(body)
 
 
 def test_under_a_two_process_ddp_launch_the_replicas_stay_identical(tmp_path):

@@ -197,3 +197,23 @@ def test_bad_squad_options_are_one_line_errors(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("tuning", ["lora", "tt-adapter"])
+def test_parameter_efficient_squad_runs_decode_through_their_adapters(tmp_path, questions, tuning):
+    """A run moves only the adapters, and its test answers (decoded with the KV cache, the adapters applied at
+    every token) are those of the plain loop on the trained model."""
+    from zoo.finetune.loop import finetune
+
+    folder = _folder(tmp_path, questions)
+    cfg, built, splits = _run(folder, tmp_path / "r", tuning=tuning, objective="ce", steps=3, lr=0.5,
+                                eps=0.1)
+    start = {n: p.detach().clone() for n, p in built.model.named_parameters()}
+    r = finetune(cfg, built, splits, tmp_path / "r", progress=False)
+    moved = {n for n, p in built.model.named_parameters() if not torch.equal(p, start[n])}
+    trained = {n for n, p in built.model.named_parameters() if p.requires_grad}
+    assert moved and moved <= trained
+    prompts = built.scorer.encode(splits.test).prompts
+    plain = [answer_text(built.tokenizer,
+                         plain_greedy(built.model, p, cfg.max_new_tokens, built.scorer.stop)) for p in prompts]
+    assert [p["prediction"] for p in r["predictions"]] == plain
