@@ -198,3 +198,22 @@ def test_cli_finetune_with_blocks_and_eval_of_the_run(tmp_path, capsys):
     capsys.readouterr()
     assert main(["finetune", *args, "--tuning", "blocks", "--out", str(tmp_path / "o")]) == 2
     assert "--blocks K" in capsys.readouterr().err
+
+
+def test_the_state_store_keeps_apart_states_computed_with_other_thread_counts():
+    """A bench's main process fills the store on all threads, then trains on half of them: states computed
+    with another thread count may round otherwise, so a run must not reuse them (zoo/finetune/state_store.py)."""
+    from zoo.finetune.state_store import states_for
+
+    frozen = [torch.arange(6.0).reshape(2, 3)]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = states_for("blocks:test", frozen)
+        one[b"row"] = torch.zeros(1)
+        assert states_for("blocks:test", frozen) is one  # the same weights and threads: the same states
+        torch.set_num_threads(2)
+        assert b"row" not in states_for("blocks:test", frozen)
+    finally:
+        torch.set_num_threads(threads)
+        forget_states()
