@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--steps", type=int, default=100)
     f.add_argument("--lr", type=float, default=None, help="default: by tuning (full 1e-6, lora 5e-5, prefix 1e-3, prompt 1e-3, "
                    "tt-adapter 1e-4, head 1e-2)")
-    f.add_argument("--eps", type=float, default=None, help="default: by tuning (full 1e-3, lora 1e-2, prefix 1e-1, prompt 1e-1, "
+    f.add_argument("--eps", type=float, default=None, help="default: by tuning (full 1e-3, lora 1e-2, prefix 1e-1, prompt 1e-2, "
                    "tt-adapter 1e-3)")
     f.add_argument("--n", type=int, default=None, help="directions per step, for n-spsa")
     f.add_argument("--perturbation", choices=["inplace", "exact"], default=None,
