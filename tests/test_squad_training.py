@@ -217,3 +217,14 @@ def test_parameter_efficient_squad_runs_decode_through_their_adapters(tmp_path, 
     plain = [answer_text(built.tokenizer,
                          plain_greedy(built.model, p, cfg.max_new_tokens, built.scorer.stop)) for p in prompts]
     assert [p["prediction"] for p in r["predictions"]] == plain
+
+
+def test_a_runs_test_questions_are_those_zoo_eval_scores_at_the_same_limit():
+    """`--test-limit N` and `zoo eval --limit N` draw the same N questions (a prefix of a larger draw would not)."""
+    from zoo.finetune.loop import FinetuneConfig
+    from zoo.generation.training import squad_run_splits
+
+    articles = load_squad(SQUAD)
+    for limit in (4, 100):
+        run = squad_run_splits(FinetuneConfig(task="squad", seed=3, test_limit=limit))
+        assert [q.id for q in run.test] == [q.id for q in squad_splits(articles, 0, train=1, dev=1, test=limit)[2]]

@@ -116,7 +116,6 @@ class FinetuneConfig:
         dtype_of(self.dtype)
         checked_device(self.device)
 
-
     def _validate_generation(self) -> None:
         from ..generation.training import OBJECTIVES
 

@@ -13,7 +13,8 @@ The key also holds torch's thread count: float32 products can round differently 
 store on all threads in its one-batch sections before it trains runs on half of them beside a worker. With
 states from another thread count, 25 of 49 runs of a rerun of the cpu suite differed from their committed
 results from the first steps on (two ZO runs by 0.08-0.09 in TREC test accuracy), while the same runs
-started alone reproduced the committed ones bit for bit.
+started alone reproduced the committed ones bit for bit; the thread count is the difference between the
+processes found so far (the suite has not been rerun since this key).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import time
 
 from ..progress import progress as progress_bar
 from .decode import answer_text, greedy_decode, stop_token_ids
-from .metrics import squad_scores
+from .metrics import prediction_records, squad_scores
 from .squad import SquadExample, squad_prompt
 
 
@@ -41,6 +41,5 @@ def evaluate_squad(model, tokenizer, questions: list[SquadExample], demonstratio
     seconds = time.perf_counter() - t0
     predictions = [answers[i] for i in range(len(questions))]
     return {"metrics": squad_scores(predictions, [q.answers for q in questions]),
-            "predictions": [{"id": q.id, "prediction": p, "answers": list(q.answers)}
-                            for q, p in zip(questions, predictions)],
+            "predictions": prediction_records(questions, predictions),
             "tokens_generated": generated, "seconds": seconds}

@@ -44,6 +44,11 @@ def token_f1(prediction: str, golds: Sequence[str]) -> float:
     return max(_f1(prediction, g) for g in golds)
 
 
+def prediction_records(questions, predictions: Sequence[str]) -> list[dict]:
+    """One {"id", "prediction", "answers"} per question, as `zoo eval --json` and results.json keep them."""
+    return [{"id": q.id, "prediction": p, "answers": list(q.answers)} for q, p in zip(questions, predictions)]
+
+
 def squad_scores(predictions: Sequence[str], golds: Sequence[Sequence[str]]) -> dict:
     """{"f1", "exact_match"}: means over the questions, as fractions (the official script prints x100)."""
     if len(predictions) != len(golds) or not predictions:

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from ..placement import model_device
 from ..progress import progress as progress_bar
 from .decode import answer_text, greedy_decode, stop_token_ids
-from .metrics import squad_scores, token_f1
+from .metrics import prediction_records, squad_scores, token_f1
 from .squad import SquadExample, squad_prompt
 
 OBJECTIVES = ("ce", "f1")
@@ -155,26 +155,25 @@ class SquadScorer:
         model.train(was_training)
         predictions = [answers[i] for i in range(len(questions))]
         scores = squad_scores(predictions, [q.answers for q in questions])
-        return {**scores, "loss": total / count,
-                "predictions": [{"id": q.id, "prediction": p, "answers": list(q.answers)}
-                                for q, p in zip(questions, predictions)]}
+        return {**scores, "loss": total / count, "predictions": prediction_records(questions, predictions)}
 
 
 def squad_run_splits(cfg, data_dir=None):
     """The (train, dev, test) questions of a `zoo finetune --task squad` run, as `Splits`.
 
     `--protocol mezo`: MeZO's 1,000 / 500 / 1,000; `kshot`: k train and k dev questions (a generation task
-    has no classes to count k per) and 1,000 test. `--test-limit` takes the first N test questions. The
-    test questions come from the test pool with seed 0 whatever the run's seed (zoo/generation/squad.py).
+    has no classes to count k per) and 1,000 test. `--test-limit N` draws N test questions, as `zoo eval
+    --task squad --limit N` does, so that both score the same ones (the first N of a draw of 1,000 are other
+    questions: random.sample's picks depend on how many it draws). The test questions come from the test
+    pool with seed 0 whatever the run's seed (zoo/generation/squad.py).
     """
     from ..tasks import Splits, data_dir as default_data_dir
     from .squad import load_squad, squad_splits
 
     articles = load_squad(default_data_dir(data_dir) / "squad" / "dev-v1.1.json")
     train, dev = (1000, 500) if cfg.protocol == "mezo" else (cfg.k, cfg.k)
-    train_qs, dev_qs, test_qs = squad_splits(articles, cfg.seed, train=train, dev=dev, test=1000)
-    return Splits(train_qs, dev_qs, test_qs[:cfg.test_limit] if cfg.test_limit else test_qs,
-                  "the test pool: every third article of SQuAD v1.1 dev-v1.1.json")
+    train_qs, dev_qs, test_qs = squad_splits(articles, cfg.seed, train=train, dev=dev, test=cfg.test_limit or 1000)
+    return Splits(train_qs, dev_qs, test_qs, "the test pool: every third article of SQuAD v1.1 dev-v1.1.json")
 
 
 def load_squad_model(cfg):
