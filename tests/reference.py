@@ -19,6 +19,7 @@ import torch
 from torch.func import functional_call
 
 from zoo.perturb import BLOCK_SIZE, DirectionKey, mix, step_seed
+from zoo.estimators import QuerySchedule
 
 GROUP = 4096
 M32 = np.uint64(0xFFFFFFFF)
@@ -208,7 +209,8 @@ class Reference:
     def step(self, x, y, losses=None):
         """One step of the estimator in float64; `losses` (a list) replaces the forward passes."""
         self.given = None if losses is None else list(losses)
-        n = self.h.get("n", 1)
+        schedule = self.h.get("query_schedule")
+        n = self.h.get("n", 1) if schedule is None else QuerySchedule.coerce(schedule)(self.t)
         lr, eps, wd = self.h["lr"], self.h["eps"], self.h.get("weight_decay", 0.0)
         sseed = step_seed(self.seed, self.t)
         ghat = {k: torch.zeros_like(v) for k, v in self.theta.items()}

@@ -344,3 +344,28 @@ def test_a_mezo_svrg_run_takes_its_anchor_steps_on_the_whole_training_split(tmp_
     assert train > b and per_step == [[train] * 2, [b] * 4, [train] * 2, [b] * 4]  # q = 2
     # each pass counts one forward, over whichever batch it ran
     assert result["forward_passes"] == result["model_calls"] == 12
+
+
+def test_adazeta_is_n_spsa_under_adazetas_own_schedule():
+    from zoo.estimators.adazeta import ADAZETA_SCHEDULE
+
+    beta, alpha, n_max, every = (ADAZETA_SCHEDULE[k] for k in ("beta", "alpha", "n_max", "every"))
+    assert abs(alpha - math.log(20 / beta) / math.log(160)) < 1e-3  # run.py: alpha = log(NUM/beta)/log(epochs)
+    spec = zoo.estimators.spec("adazeta")
+    expected = [min(max(math.floor(beta * (t // every + 1) ** alpha), 1), n_max) for t in range(0, 8000, 7)]
+    assert [spec.forwards(t, **spec.defaults) for t in range(0, 8000, 7)] == [2 * n for n in expected]
+    assert max(expected) == 15 and min(expected) == 1
+    # a short schedule so the growth shows inside a test: adazeta then retraces mezo-sgd given the same schedule
+    hyper = {"lr": 1e-3, "seed": 3, "query_schedule": {"beta": 1.0, "alpha": 1.0, "n_max": 3, "every": 2}}
+    runs = []
+    for name in ("adazeta", "mezo-sgd"):
+        model = tiny_llama()
+        opt = zoo.get(name, model, **hyper)
+        records = []
+        for t in range(5):
+            opt.step(lambda: model(**lm_batch(seed=t)).loss)
+            records.append(len(opt.last_record))
+        runs.append((records, snapshot(model)))
+    assert runs[0][0] == [2, 2, 4, 4, 6] and runs[0][0] == runs[1][0] and bits_equal(runs[0][1], runs[1][1])
+    with pytest.raises(ValueError, match="query_schedule"):
+        zoo.get("adazeta", tiny_llama(), n=4)

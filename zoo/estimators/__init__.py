@@ -6,6 +6,7 @@
 """
 
 from . import _registry  # noqa: F401  (performs the built-in registrations)
+from .adazeta import AdaZeta
 from .base import ZOOptimizer
 from .forward_grad import ForwardGrad
 from .hizoo import HiZOO
@@ -20,6 +21,7 @@ from .variants import LOZO, LeZO, SparseMeZO, SubZero
 from .zobench import BlockZO, OneSided, ZOConservative, ZOMomentum, ZOSign
 
 __all__ = [
+    "AdaZeta",
     "AdamRule",
     "BlockPlan",
     "BlockZO",

@@ -6,6 +6,7 @@ parameter-sized state the estimator keeps beside the weights.
 
 from __future__ import annotations
 
+from .adazeta import ADAZETA_SCHEDULE, AdaZeta
 from .forward_grad import ForwardGrad
 from .hizoo import HiZOO
 from .mezo import MeZOAdam, MeZOSGD
@@ -117,6 +118,13 @@ register(
     extra_state="1x parameters (anchor copy); none with anchor='keys'",
     paper="Gautam et al. 2024, arXiv 2404.08080",
     aliases=("zo-svrg", "svrg"),
+)
+register(
+    "adazeta", AdaZeta,
+    description="n-SPSA whose directions per step grow as min(max(floor(beta k^alpha), 1), n_max) over blocks k of steps.",
+    defaults={"query_schedule": dict(ADAZETA_SCHEDULE)},
+    cost="2 n(step)",
+    paper="Yang et al. 2024, arXiv 2406.18060",
 )
 register(
     "lozo", LOZO,
