@@ -197,3 +197,22 @@ def test_what_a_data_parallel_run_cannot_do_is_refused_in_one_line():
         check_data_parallel("adam", True, 4, 2)
     with pytest.raises(ValueError, match="--batch-size 5 does not split evenly over 2 ranks"):
         check_data_parallel("mezo-sgd", False, 5, 2)
+
+
+def test_zoo_finetune_destroys_the_process_group_it_created(tmp_path):
+    """Left to interpreter teardown a gloo group can deadlock the exit (zoo/finetune/ranks.py:close_group)."""
+    import subprocess
+    import sys
+
+    from conftest import tiny_model_folder
+
+    folder, data = tiny_model_folder(tmp_path)
+    args = ["finetune", "--model", str(folder), "--task", str(data), "--k", "4", "--quiet", "--steps", "2",
+            "--batch-size", "4", "--lr", "0.01", "--eval-every", "2", "--out", str(tmp_path / "run")]
+    script = (f"import torch.distributed as dist, zoo.cli; code = zoo.cli.main({args!r}); "
+              "print('exit', code, 'still initialised', dist.is_initialized())")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "--no-python", sys.executable, "-c", script],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("exit 0 still initialised False") == 2, done.stdout[-2000:]

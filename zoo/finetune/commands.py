@@ -73,14 +73,17 @@ def prepare_run(cfg: FinetuneConfig, task_args: dict):
 def run_finetune(cfg: FinetuneConfig, out: str, task_args: dict, progress: bool = True,
                  snapshot_every: int | None = None, test_curve: bool = False, tensorboard: bool = False) -> dict:
     from .lock import refuse_if_held
-    from .ranks import init_from_env, rank_and_world
+    from .ranks import close_group, init_from_env, rank_and_world
 
-    init_from_env(cfg.device)  # under torchrun: join the ranks' process group
+    owned = init_from_env(cfg.device)  # under torchrun: join the ranks' process group
     if rank_and_world()[0] == 0:  # rank 0 holds the folder; the others train beside it
         refuse_if_held(out)  # before loading the model: a second process on the folder stops at once
     built, splits = prepare_run(cfg, task_args)
-    return finetune(cfg, built, splits, out, progress=progress, snapshot_every=snapshot_every, test_curve=test_curve,
-                    tensorboard=tensorboard)
+    result = finetune(cfg, built, splits, out, progress=progress, snapshot_every=snapshot_every,
+                      test_curve=test_curve, tensorboard=tensorboard)
+    if owned:  # not on an error: a barrier would wait for the rank that failed
+        close_group()
+    return result
 
 
 def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int | None = None,
