@@ -26,8 +26,11 @@ OWN = {"mezo-adam": {"lr": 1e-4}, "zo-cons": {"weight_decay": 0.0, "lr": 1e-2}, 
 LOOSER = {"subzero": 1e-5, "hizoo": 1e-6}
 
 
-@pytest.mark.parametrize("perturbation", ["inplace", "exact"])
-@pytest.mark.parametrize("name", zoo.available())
+MODES = [(name, mode) for name in zoo.available() for mode in ("inplace", "exact", "batched")
+         if mode != "batched" or zoo.estimators.spec(name).factory.perturbs_weights]
+
+
+@pytest.mark.parametrize("name,perturbation", MODES, ids=[f"{p}-{n}" for n, p in MODES])
 def test_matches_float64_reference(name, perturbation):
     model = BlockMLP()
     x, y = regression_data()

@@ -27,6 +27,7 @@ from ..perturb.blocked import DEFAULT_BLOCK_ELEMENTS
 from ..perturb import (
     DirectionField,
     DirectionKey,
+    BatchedPerturbation,
     ExactPerturbation,
     InplacePerturbation,
     ParamSlot,
@@ -44,7 +45,7 @@ from ..validation import number
 
 logger = logging.getLogger("zoo")
 
-PERTURBATIONS = ("inplace", "exact")
+PERTURBATIONS = ("inplace", "exact", "batched")
 
 
 #: eps at or above this is legal but moves a weight of typical scale (|w| ~ 0.02-1) beyond itself:
@@ -130,7 +131,9 @@ class ZOOptimizer(Optimizer):
             arguments) instead of a fixed n, for plans with n directions.
         seed: base seed; with it, the whole trajectory is reproducible.
         sampler: `gaussian` (default), `rademacher` or `sphere`.
-        perturbation: `inplace` or `exact` (needs the module); by default
+        perturbation: `inplace`, `exact` (needs the module) or `batched` (needs the
+            module: every point of a step in one vmapped forward over stacked copies
+            of the trained tensors, P-RGE; zoo/perturb/batched.py); by default
             `exact` for float16/bfloat16 parameters of a known module, else
             `inplace` (`zoo.perturb.default_perturbation`).
         backend: `auto` (default: `cpu` for CPU parameters where the C kernel
@@ -195,11 +198,13 @@ class ZOOptimizer(Optimizer):
         if perturbation is not None and perturbation not in PERTURBATIONS:
             raise ValueError(f"perturbation: must be one of {PERTURBATIONS}, got {perturbation!r}")
         module, params = _split_inputs(model_or_params, module)
-        if perturbation == "exact" and module is None:
+        if perturbation in ("exact", "batched") and module is None:
             raise ValueError(
-                "perturbation='exact' needs the model: pass the nn.Module as model_or_params "
+                f"perturbation={perturbation!r} needs the model: pass the nn.Module as model_or_params "
                 "(or module=model with param groups), not a parameter list"
             )
+        if perturbation == "batched" and not self.perturbs_weights:
+            raise ValueError(f"perturbation='batched': {type(self).__name__} evaluates no perturbed points")
         self._ready = False
         schedule = QuerySchedule.coerce(query_schedule)
         if isinstance(plan, QueryPlan):
@@ -222,7 +227,7 @@ class ZOOptimizer(Optimizer):
             self.reducer.timeout = float(distributed_timeout)
             self.reducer.check_same(seed, "seed")
             if self.reducer.mode == "directions":
-                if perturbation == "inplace":
+                if perturbation in ("inplace", "batched"):
                     raise ValueError("distributed='directions' needs perturbation='exact': ranks that perturb "
                                      "along different directions in place round differently and drift apart")
                 perturbation = "exact"  # every rank's weights stay theta bit for bit between its queries
@@ -230,12 +235,15 @@ class ZOOptimizer(Optimizer):
             sampler, layers=layers, magnitude=magnitude, subspace=subspace, stream=self.backend.stream,
             preconditioner=rule.make_preconditioner(self),
         )
-        self.zo_state = {"seed": seed, "step": 0, "skipped_steps": 0, "forward_passes": 0}
+        #: forward_passes counts model calls; queries the points they evaluated (equal unless batched)
+        self.zo_state = {"seed": seed, "step": 0, "skipped_steps": 0, "forward_passes": 0, "queries": 0}
         self._build_slots()
         if perturbation is None:
             perturbation = default_perturbation([s.param for s in self._slots], module)
         if perturbation == "exact":
             self.perturbation = ExactPerturbation(module, self.backend, self.field, self._slots, exact_block)
+        elif perturbation == "batched":
+            self.perturbation = BatchedPerturbation(module, self.backend, self.field)
         else:
             self.perturbation = InplacePerturbation(self.backend, self.field)
         self._check_shards()
@@ -286,9 +294,9 @@ class ZOOptimizer(Optimizer):
             return
         name = sharded[0].name or f"parameter {sharded[0].uid}"
         why = None
-        if self.perturbation.name == "exact":
-            why = ("perturbation='exact' perturbs each module's weights as it runs, but FSDP gathers them "
-                   "from the shards; use perturbation='inplace' (float32 shards)")
+        if self.perturbation.name in ("exact", "batched"):
+            why = (f"perturbation={self.perturbation.name!r} perturbs copies of whole tensors as the model runs, "
+                   "but FSDP gathers them from the shards; use perturbation='inplace' (float32 shards)")
         elif self.field.magnitude is not None:
             why = "Sparse MeZO's magnitude masks take thresholds over the whole parameter, which no rank holds"
         elif self.field.subspace is not None:
@@ -320,7 +328,22 @@ class ZOOptimizer(Optimizer):
         finally:
             self._reshard()
         self.zo_state["forward_passes"] += 1
+        self.zo_state["queries"] += 1
         return self._reduced([self._scalar(loss)])[0]
+
+    def _call_batched(self, closure: Callable, queries: list[Query], slots) -> list[float]:
+        """The losses of `queries` (loss queries on one batch and base) from one batched forward."""
+        if self._replaying:  # the record holds each point's loss
+            values = [self._scalar(closure()) for _ in queries]
+        else:
+            try:
+                losses = self.perturbation.evaluate_many(closure, [q.terms for q in queries], slots)
+            finally:
+                self._reshard()
+            values = [float(v) for v in losses.detach().double().tolist()]
+        self.zo_state["forward_passes"] += 1
+        self.zo_state["queries"] += len(queries)
+        return self._reduced(values)
 
     def _reduced(self, values: list[float]) -> list[float]:
         """The ranks' mean of this rank's `values` when data-parallel (a replay's values are already
@@ -404,6 +427,8 @@ class ZOOptimizer(Optimizer):
         """Evaluates the queries in order; their values, or None at the first non-finite one."""
         if self.reducer is not None and self.reducer.mode == "directions" and not self._replaying:
             return self._run_split(queries, closure, slots, record, losses)
+        if self.perturbation.name == "batched":
+            return self._run_batched(queries, closure, full_closure, slots, record, losses)
         values = []
         for query in queries:
             fn = full_closure if query.batch == "full" else closure
@@ -412,6 +437,7 @@ class ZOOptimizer(Optimizer):
             if query.kind == "jvp":
                 loss, derivative = self._reduced(list(self._jvp(fn, query, slots)))
                 self.zo_state["forward_passes"] += 1
+                self.zo_state["queries"] += 1
                 record += [loss, derivative] if math.isfinite(loss) else [loss]
                 losses.append(loss)
                 value = derivative if math.isfinite(loss) else loss
@@ -422,6 +448,28 @@ class ZOOptimizer(Optimizer):
             if not math.isfinite(value):
                 return None
             values.append(value)
+        self._move_to("theta", slots)
+        return values
+
+    def _run_batched(self, queries, closure, full_closure, slots, record, losses) -> list[float] | None:
+        """`_run` with each run of consecutive queries on one batch and base evaluated by one forward."""
+        values, i = [], 0
+        while i < len(queries):
+            batch, base = queries[i].batch, queries[i].base
+            group = []
+            while i < len(queries) and (queries[i].batch, queries[i].base) == (batch, base):
+                group.append(queries[i])
+                self._measure_scales(queries[i], slots)
+                i += 1
+            self._move_to(base, slots)
+            got = self._call_batched(full_closure if batch == "full" else closure, group, slots)
+            bad = next((j for j, v in enumerate(got) if not math.isfinite(v)), None)
+            kept = got if bad is None else got[: bad + 1]
+            record += kept
+            losses += kept
+            if bad is not None:
+                return None
+            values += got
         self._move_to("theta", slots)
         return values
 
@@ -443,6 +491,7 @@ class ZOOptimizer(Optimizer):
                 values.append(0.0)
         values = self.reducer.sum(values, f"step {self.zo_state['step']}'s losses")
         self.zo_state["forward_passes"] += len(values)  # the step's forwards, on all ranks together
+        self.zo_state["queries"] += len(values)
         bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
         kept = values if bad is None else values[: bad + 1]
         record += kept
@@ -695,6 +744,7 @@ class ZOOptimizer(Optimizer):
         super().load_state_dict(state_dict)
         for k in ("seed", "step", "skipped_steps", "forward_passes"):
             self.zo_state[k] = zo[k]
+        self.zo_state["queries"] = zo.get("queries", zo["forward_passes"])  # saved before zoo counted both
         self.plan.load_state_dict(zo.get("plan_state", {}))
         if self.field.magnitude is not None and zo.get("magnitude"):
             self.field.magnitude.load_state_dict(zo["magnitude"])

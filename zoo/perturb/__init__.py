@@ -13,9 +13,11 @@ Public pieces:
     apply_, direction_chunk, perturbed_copy    -- sweeps (in place, or into a copy)
     InplacePerturbation, ExactPerturbation     -- the two ways back (blocked.py: exact-mode
                                                   forwards of large Linear/Embedding in row blocks)
+    BatchedPerturbation                        -- every point of a step in one vmapped forward (P-RGE)
     default_perturbation                       -- which of them when none is asked for
 """
 
+from .batched import BatchedPerturbation
 from .backend import CpuBackend, TorchBackend, TritonBackend, Workspace, make_backend
 from .field import DirectionField
 from .keys import BLOCK_SIZE, DirectionKey, mix, step_seed
@@ -28,6 +30,7 @@ from .subspace import LowRankProduct, LowRankSubspace
 from .sweeps import apply_, direction_chunk, measure_sphere_scale, perturbed_copy
 
 __all__ = [
+    "BatchedPerturbation",
     "BLOCK_SIZE",
     "CpuBackend",
     "GeneratorStream",
