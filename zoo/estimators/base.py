@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from ..perturb.batched import ClosureModule
 from ..perturb.blocked import DEFAULT_BLOCK_ELEMENTS
 from ..perturb import (
     DirectionField,
@@ -100,19 +101,6 @@ def saved_stream(state_dict: dict) -> str:
     A state_dict that names none predates the philox stream, when torch-generator was zoo's only one.
     """
     return state_dict["zo"].get("stream", "torch-generator")
-
-
-class _ClosureModule(nn.Module):
-    """Wraps a zero-argument closure as a module over `model`, so that torch.func.functional_call
-    can hand it other parameter tensors (the forward-mode duals of a jvp) while it runs."""
-
-    def __init__(self, model: nn.Module, closure: Callable):
-        super().__init__()
-        self.model = model
-        self.__dict__["_closure"] = closure  # never a submodule, even when the closure is the model itself
-
-    def forward(self):
-        return self._closure()
 
 
 class ZOOptimizer(Optimizer):
@@ -409,7 +397,7 @@ class ZOOptimizer(Optimizer):
         with forward_ad.dual_level(), sdpa_kernel([SDPBackend.MATH]):
             duals = {s.name: forward_ad.make_dual(
                 s.param.detach(), self.field.materialize(s, key).to(s.param.dtype)) for s in slots}
-            loss = torch.func.functional_call(_ClosureModule(self.module, closure),
+            loss = torch.func.functional_call(ClosureModule(self.module, closure),
                                               {f"model.{n}": t for n, t in duals.items()}, ())
             if not torch.is_tensor(loss):
                 raise ValueError("closure: forward gradients need the closure to return the loss as a tensor")

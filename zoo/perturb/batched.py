@@ -29,11 +29,14 @@ from torch import nn
 from .backend import TorchBackend
 from .field import DirectionField
 from .slots import ParamSlot
+from .modes import UntouchedWeights
 from .sweeps import Term, perturbed_combination
 
 
-class _Closure(nn.Module):
-    """A zero-argument closure as a module over `model`, so that functional_call can swap its tensors."""
+class ClosureModule(nn.Module):
+    """Wraps a zero-argument closure as a module over `model`, so that torch.func.functional_call
+    can hand it other parameter tensors while it runs (stacked replicas here, a jvp's duals in
+    ZOOptimizer)."""
 
     def __init__(self, model: nn.Module, closure: Callable):
         super().__init__()
@@ -44,7 +47,7 @@ class _Closure(nn.Module):
         return self._closure()
 
 
-class BatchedPerturbation:
+class BatchedPerturbation(UntouchedWeights):
     """Evaluates the points of a step as one vmapped forward over stacked copies of the trained tensors.
 
     Args:
@@ -53,7 +56,6 @@ class BatchedPerturbation:
     """
 
     name = "batched"
-    at_theta = True
 
     def __init__(self, module: nn.Module, backend: TorchBackend, field: DirectionField):
         self.module = module
@@ -81,7 +83,7 @@ class BatchedPerturbation:
                 live = [(key, coefs[s.uid]) for key, coefs in terms if coefs.get(s.uid, 0.0) != 0.0]
                 perturbed_combination(self.backend, self.field, s, 0, s.numel, live, copies[q])
             stacked[f"model.{s.name}"] = copies.view(len(points), *s.param.shape)
-        wrapper = _Closure(self.module, closure)
+        wrapper = ClosureModule(self.module, closure)
         self.last_points = len(points)
         if not stacked:  # every point is theta itself
             loss = _loss_tensor(closure())
@@ -99,14 +101,6 @@ class BatchedPerturbation:
             raise
         return losses.reshape(len(points))
 
-    def restore_terms(self) -> list[Term]:
-        return []
-
-    def restore(self) -> None:
-        pass
-
-    def mark_restored(self) -> None:
-        pass
 
 
 def _loss_tensor(loss) -> torch.Tensor:

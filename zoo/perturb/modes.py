@@ -135,7 +135,22 @@ def _refuse_prompts_read_outside_forward(module: nn.Module) -> None:
                          "use perturbation='inplace'")
 
 
-class ExactPerturbation:
+class UntouchedWeights:
+    """A mode that never leaves the live weights moved: there is no way back to take."""
+
+    at_theta = True
+
+    def restore_terms(self) -> list[Term]:
+        return []
+
+    def restore(self) -> None:
+        pass
+
+    def mark_restored(self) -> None:
+        pass
+
+
+class ExactPerturbation(UntouchedWeights):
     """Perturbs each module's own parameters only while that module runs forward.
 
     Args:
@@ -148,7 +163,6 @@ class ExactPerturbation:
     """
 
     name = "exact"
-    at_theta = True
 
     def __init__(
         self,
@@ -298,11 +312,3 @@ class ExactPerturbation:
                 ", ".join(missed[:8]) + (" ..." if len(missed) > 8 else ""),
             )
 
-    def restore_terms(self) -> list[Term]:
-        return []
-
-    def restore(self) -> None:
-        pass
-
-    def mark_restored(self) -> None:
-        pass
