@@ -157,3 +157,27 @@ def test_a_non_finite_point_skips_the_step_and_keeps_the_weights():
     opt = zoo.get("n-spsa", model, n=2, lr=1e-3, perturbation="batched")
     loss = opt.step(lambda: model(**lm_batch()).loss * float("nan"))
     assert math.isnan(float(loss)) and opt.zo_state["skipped_steps"] == 1 and bits_equal(before, snapshot(model))
+
+
+@pytest.mark.parametrize("tuning", ["lora", "prefix"])
+def test_zoo_finetune_batched_follows_the_exact_run_and_rebuilds_from_its_log(tmp_path, tuning):
+    import json
+
+    from conftest import tiny_model_folder
+    from zoo.cli import main
+
+    folder, data = tiny_model_folder(tmp_path)
+    common = ["--model", str(folder), "--task", str(data), "--k", "4", "--quiet"]
+    train = [*common, "--tuning", tuning, "--steps", "4", "--batch-size", "4", "--lr", "0.01", "--eps", "0.01", "--eval-every", "2",
+             "--estimator", "n-spsa", "--n", "4"]
+    runs = {}
+    for mode in ("exact", "batched"):
+        assert main(["finetune", *train, "--perturbation", mode, "--out", str(tmp_path / mode)]) == 0
+        runs[mode] = json.loads((tmp_path / mode / "results.json").read_text())
+    exact, batched = runs["exact"], runs["batched"]
+    assert batched["history"]["loss"] == pytest.approx(exact["history"]["loss"], rel=1e-5)
+    assert batched["perturbation"] == "batched" and batched["queries"] == exact["queries"] == 32
+    assert batched["forward_passes"] == batched["model_calls"] == 4 and exact["forward_passes"] == 32
+    (tmp_path / "batched" / "checkpoint.pt").unlink(missing_ok=True)  # rebuilt from the logged losses alone
+    assert main(["eval", *common, "--run", str(tmp_path / "batched"), "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["metrics"]["accuracy"] == batched["metrics"]["accuracy"]

@@ -174,3 +174,22 @@ def test_a_fresh_load_of_the_same_encoder_reuses_the_pooled_features_and_a_chang
     assert first.scorer.pooled_rows == 6 and again.scorer.pooled_rows == 0 and torch.equal(a, b)
     assert changed.scorer.pooled_rows == 6 and not torch.allclose(a, c)
     torch.testing.assert_close(c, padded, rtol=1e-5, atol=1e-6)
+
+
+def test_an_encoder_whose_lora_factors_arrive_as_batched_copies_is_not_cached(tmp_path):
+    """perturbation="batched" hands the encoder vmap's wrappers of its LoRA factors, which report
+    requires_grad=False; the scorer must still see a trained encoder and score each point as exact mode does."""
+    import zoo
+
+    built, task = _built(tmp_path, tuning="lora")
+    built.model.eval()  # as zoo finetune runs it: an encoder in eval mode is one the cache would serve
+    enc = built.scorer.encode(task.examples("all")[:4])
+    closure = lambda: torch.nn.functional.cross_entropy(built.scorer(built.model, enc), enc.labels)  # noqa: E731
+    records = {}
+    for mode in ("exact", "batched"):
+        opt = zoo.get("n-spsa", built.model, n=2, lr=0.0, eps=1e-2, seed=0, perturbation=mode)
+        opt.step(closure)
+        records[mode] = opt.last_record
+    assert built.scorer.pooled_rows == 0
+    assert records["batched"] == pytest.approx(records["exact"], rel=1e-5)
+    assert len(set(records["exact"])) > 1  # the points differ: the LoRA factors reached the features

@@ -385,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--eps", type=float, default=None, help="default: by tuning (full 1e-3, lora 1e-2, prefix 1e-1, prompt 1e-2, "
                    "tt-adapter 1e-3)")
     f.add_argument("--n", type=int, default=None, help="directions per step, for n-spsa")
-    f.add_argument("--perturbation", choices=["inplace", "exact"], default=None,
+    f.add_argument("--perturbation", choices=["inplace", "exact", "batched"], default=None,
                    help="default: exact where the trained weights are bfloat16/float16 (docs/drift.md), "
                    "else inplace; LoRA factors and prefixes stay float32")
     f.add_argument("--backend", choices=["auto", *BACKENDS], default="auto",

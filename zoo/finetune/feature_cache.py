@@ -35,7 +35,17 @@ def frozen_encoder_weights(model) -> list[torch.Tensor] | None:
     if not isinstance(model, PooledClassifier) or model.encoder.training:
         return None
     weights = list(model.encoder.parameters())
-    return None if any(p.requires_grad for p in weights) else weights
+    return None if any(p.requires_grad or not _has_storage(p) for p in weights) else weights
+
+
+def _has_storage(t: torch.Tensor) -> bool:
+    """False for a function transform's wrapper (perturbation="batched" hands the encoder vmapped copies of
+    its trained tensors, which report requires_grad=False): such a weight varies, so nothing is cached."""
+    try:
+        t.untyped_storage()
+    except (RuntimeError, NotImplementedError):
+        return False
+    return True
 
 
 class CachedHeadScorer(HeadScorer):

@@ -614,6 +614,8 @@ class TrainingRun:
                         "train_examples": len(self.splits.train), "dev_examples": len(self.splits.dev),
                         "test_source": self.splits.test_source},
             "forward_passes": self.forwards_so_far(cfg.steps),
+            # points evaluated: the forward passes, except under perturbation="batched" (each pass, all a step's points)
+            "queries": cfg.steps if first_order else opt.zo_state["queries"],
             "model_calls": history["model_calls"],
             # how the scorer split batches into length-sorted chunks (None: whole); step times depend on it
             "call_cost_tokens": getattr(self.step_scorer, "call_cost_tokens", None),

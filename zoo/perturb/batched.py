@@ -14,7 +14,9 @@ the batch enter unbatched. The activations grow Q-fold: the mode suits estimator
 tensors are small, as P-RGE's setting is.
 
 The closure must return the loss as a tensor computed through the module (a Python float cannot
-carry the replica dimension). Random numbers drawn inside the closure (a batch it samples, dropout in
+carry the replica dimension). Inside the forward the trained tensors are vmap's wrappers: they have no
+storage and report requires_grad=False, so code that asks what trains must not rely on that flag (zoo's
+frozen-encoder feature cache checks for storage). Random numbers drawn inside the closure (a batch it samples, dropout in
 training mode) are drawn once and shared by every point: common random numbers across theta +- eps z,
 where sequential evaluation would draw afresh at each point.
 """
