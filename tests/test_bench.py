@@ -718,3 +718,19 @@ def test_a_failed_worker_is_a_one_line_error_after_the_parent_ran_what_it_could(
     assert started == [([str(path), "--out", str(out), "--only", "seed=1"], 2, max(1, threads // 3))]
     assert len(_finished(out, path)) == 3  # the seed-1 runs, all by the parent since the fake worker ran none
     assert main(["bench", str(path), "--out", str(out), "--jobs", "0"]) == 2
+
+
+def test_the_parameter_efficient_tunings_join_a_suites_model_entries(tmp_path):
+    """tt-adapter, prompt and sparse-delta (with its options) run as model entries, in their own folders."""
+    models = [{"model": "fixture:tiny-llama", "mode": "prompt", "tuning": t} for t in ("tt-adapter", "prompt")]
+    models.append({"model": "fixture:tiny-llama", "mode": "prompt", "tuning": "sparse-delta",
+                   "tuning_options": {"density": 0.05, "regrowth": "probe", "every": 2}})
+    path = _small_suite(tmp_path, models=models, estimators=["adazeta"], baselines=[], seeds=[0])
+    assert main(["bench", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    done = _finished(tmp_path / "out", path)
+    assert len(done) == 6 and all(r["model_calls"] == r["forward_passes"] for r in done)
+    sparse = [r for r in done if r["config"]["tuning"] == "sparse-delta"]
+    assert {r["config"]["tuning_options"]["regrowth"] for r in sparse} == {"probe"}
+    from zoo.bench.suite import model_label
+
+    assert model_label(models[2]) == "fixture:tiny-llama-sparse-delta-density0.05-every2-regrowthprobe"

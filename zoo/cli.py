@@ -55,7 +55,9 @@ def finetune_config(args):
         mode=args.mode, tuning=args.tuning, template=args.template, objective=args.objective,
         eval_every=args.eval_every, test_limit=args.test_limit, max_length=args.max_length,
         checkpoint_every=args.checkpoint_every, estimator_options=options, dtype=args.dtype, device=args.device,
-        blocks=args.blocks, activation_cache=not args.no_activation_cache, max_new_tokens=args.max_new_tokens)
+        blocks=args.blocks, activation_cache=not args.no_activation_cache, max_new_tokens=args.max_new_tokens,
+        tuning_options={k: v for k, v in (("density", args.density), ("regrowth", args.regrowth),
+                                          ("every", args.regrow_every)) if v is not None})
 
 
 def _finetune(args):
@@ -394,10 +396,19 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     _add_dtype_option(f)
     f.add_argument("--batch-size", type=int, default=16)
-    f.add_argument("--tuning", choices=["full", "lora", "prefix", "prompt", "head", "blocks", "tt-adapter"], default="full",
+    f.add_argument("--tuning", choices=["full", "lora", "prefix", "prompt", "head", "blocks", "tt-adapter", "sparse-delta"],
+                   default="full",
                    help="what trains; blocks: the top --blocks K transformer blocks and the final norm; tt-adapter: "
                         "AdaZeta's tensor-train adapters after each block's attention and MLP; prompt: 10 soft-prompt "
-                        "tokens (peft)")
+                        "tokens (peft); sparse-delta: SpIEL's deltas on a --density fraction of each block's "
+                        "Linear weights, dropped and regrown every --regrow-every steps")
+    f.add_argument("--density", type=float, default=None, help="with --tuning sparse-delta: the fraction of "
+                   "each matrix's entries that train (default 0.01)")
+    f.add_argument("--regrowth", choices=["random", "probe"], default=None,
+                   help="with --tuning sparse-delta: random new entries, or candidates trained beside the set and "
+                        "promoted by the size of their ZO updates (default random)")
+    f.add_argument("--regrow-every", type=int, default=None,
+                   help="with --tuning sparse-delta: steps between drop-and-regrow updates (default 50)")
     f.add_argument("--blocks", type=int, default=None, help="with --tuning blocks: how many top blocks train")
     f.add_argument("--no-activation-cache", action="store_true",
                    help="with --tuning blocks: run the whole model at every forward instead of the top blocks "

@@ -57,7 +57,8 @@ def probe(spec: dict) -> dict:
     task = load_task(spec["task"])
     train = sample(task, "kshot", spec["k"], spec["seed"], None).train[: spec["batch"]]
     built = load(spec["model"], task, spec["mode"], spec["tuning"], template=spec.get("template"), seed=spec["seed"],
-                 dtype=dtype_of(spec.get("dtype", "float32")), blocks=spec.get("blocks"))
+                 dtype=dtype_of(spec.get("dtype", "float32")), blocks=spec.get("blocks"),
+                 tuning_options=spec.get("tuning_options"))
     built.to(spec.get("device", "cpu"))
     model, scorer = built.model, built.scorer
     model.train(False)
@@ -77,7 +78,7 @@ def probe(spec: dict) -> dict:
             options["exact_block"] = spec["exact_block"]
         cfg = FinetuneConfig(model=spec["model"], task=spec["task"], estimator=method, lr=1e-9, eps=1e-3,
                              seed=spec["seed"], tuning=spec["tuning"], estimator_options=options,
-                             blocks=spec.get("blocks"))
+                             blocks=spec.get("blocks"), tuning_options=spec.get("tuning_options") or {})
         opt = build_optimizer(cfg, params, model)
     if not cuda:
         page_in(model)

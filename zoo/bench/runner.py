@@ -27,6 +27,7 @@ def _config(suite: Suite, spec: RunSpec, root: Path) -> FinetuneConfig:
         eval_every=max(spec.steps // max(suite.evals, 1), 1), test_limit=suite.test_limit,
         checkpoint_every=max(spec.steps // 4, 1), dtype=m.get("dtype", "float32"), device=m.get("device", "cpu"),
         blocks=m.get("blocks"), activation_cache=m.get("activation_cache", True),
+        tuning_options=m.get("tuning_options", {}),
     )
 
 
@@ -77,6 +78,8 @@ def _one_batch_target(suite: Suite, section: dict, root: Path) -> tuple[dict, di
             "seed": suite.seeds[0], "dtype": model.get("dtype", "float32")}
     if model.get("blocks") is not None:  # absent otherwise, so that the sections measured before still match
         spec["blocks"] = model["blocks"]
+    if model.get("tuning_options"):
+        spec["tuning_options"] = model["tuning_options"]
     return model, spec
 
 
@@ -93,7 +96,7 @@ def _gradient_quality(suite: Suite, root: Path, progress: bool) -> None:
     task = load_task(spec["task"])
     splits = sample(task, "kshot", suite.k, spec["seed"], suite.test_limit)
     built = load(spec["model"], task, spec["mode"], spec["tuning"], template=spec["template"], seed=spec["seed"],
-                 dtype=dtype_of(spec["dtype"]), blocks=spec.get("blocks"))
+                 dtype=dtype_of(spec["dtype"]), blocks=spec.get("blocks"), tuning_options=spec.get("tuning_options"))
     meta = {"model": model, "task": g.get("task", suite.tasks[0]), "batch": spec["batch"], "eps": g.get("eps", 1e-3),
             "samples": g.get("samples", 8)}
     partial = root / "gradient_quality.partial.json"  # rows finished before an interruption

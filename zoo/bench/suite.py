@@ -4,7 +4,8 @@ A suite is a JSON file (presets live in benchmarks/suites/). Its keys:
 
     name            the suite's name
     models          [{"model": ..., "mode": "prompt"|"head", "tuning": "full"|"lora"|"blocks"|...,
-                      "blocks": K (tuning "blocks"),
+                      "blocks": K (tuning "blocks"), "tuning_options": {"density": D, "regrowth": ...}
+                      (tuning "sparse-delta"),
                       "template", "grid", "first_order", "forward_budget": optional per-model overrides,
                       "dtype": "float32"|"bfloat16"|"float16", "device": "cpu"|"cuda"|"cuda:N"}];
                     "template" is one template name for every task or a {task: name} map
@@ -155,6 +156,8 @@ def model_label(model: dict) -> str:
     label = model["model"].replace("/", "_") + f"-{model.get('tuning', 'full')}"
     if model.get("blocks") is not None:
         label += str(model["blocks"])  # tuning "blocks" with K=2: smollm2-135m-blocks2
+    for key, value in sorted(model.get("tuning_options", {}).items()):  # smollm2-135m-sparse-delta-density0.01
+        label += f"-{key}{value:g}" if isinstance(value, float) else f"-{key}{value}"
     for key, default in (("dtype", "float32"), ("device", "cpu")):
         if model.get(key, default) != default:
             label += "-" + model[key].replace(":", "")
@@ -165,6 +168,7 @@ def model_title(model: dict) -> str:
     """A model entry as the report names it: "smollm2-135m (full)", "minilm-l6 (head, bfloat16, cuda)"."""
     extra = [model[k] for k, default in (("dtype", "float32"), ("device", "cpu")) if model.get(k, default) != default]
     tuning = model.get("tuning", "full") + (f" {model['blocks']}" if model.get("blocks") is not None else "")
+    tuning += "".join(f" {k}={v}" for k, v in sorted(model.get("tuning_options", {}).items()))
     return f"{model['model']} ({', '.join([tuning, *extra])})"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-TUNINGS = ("full", "head", "blocks", "lora", "prefix", "prompt", "tt-adapter")
+TUNINGS = ("full", "head", "blocks", "lora", "prefix", "prompt", "tt-adapter", "sparse-delta")
 
 
 def transformer_blocks(model) -> torch.nn.ModuleList:
@@ -32,16 +32,20 @@ def final_norm(model) -> torch.nn.Module | None:
 
 
 def apply_tuning(model, tuning: str, *, head: torch.nn.Module | None = None, lora_r: int = 8,
-                 lora_alpha: int = 16, prefix_tokens: int = 5, seed: int = 0, blocks: int | None = None):
+                 lora_alpha: int = 16, prefix_tokens: int = 5, seed: int = 0, blocks: int | None = None,
+                 options: dict | None = None):
     """Mark the trainable parameters; returns the model (wrapped by peft for lora/prefix).
 
     `blocks`: with tuning "blocks", how many of the top transformer blocks train (with the final norm
     and, in head mode, the new head); the embeddings and the LM head stay frozen, tied or not.
+    `options`: with tuning "sparse-delta", the SparseDeltaConfig's fields (density, regrowth, every, drop, probes).
     """
     if tuning not in TUNINGS:
         raise ValueError(f"unknown tuning {tuning!r}: use one of {', '.join(TUNINGS)}")
     if tuning != "blocks" and blocks is not None:
         raise ValueError(f"blocks: only for tuning 'blocks', not {tuning!r}")
+    if options and tuning != "sparse-delta":
+        raise ValueError(f"tuning options {sorted(options)}: only for tuning 'sparse-delta', not {tuning!r}")
     if tuning == "full":
         model.requires_grad_(True)
         return model
@@ -63,6 +67,17 @@ def apply_tuning(model, tuning: str, *, head: torch.nn.Module | None = None, lor
         from ..tuning.tensor_train import TTAdapterConfig, add_tt_adapters
 
         add_tt_adapters(model, transformer_blocks(model), TTAdapterConfig(), seed=seed)
+        if head is not None:
+            head.requires_grad_(True)
+        return model
+    if tuning == "sparse-delta":  # SpIEL's sparse deltas (zoo/tuning/sparse_delta), not through peft
+        from ..tuning.sparse_delta import SparseDeltaConfig, add_sparse_deltas
+
+        try:
+            config = SparseDeltaConfig(**(options or {}))
+        except TypeError as e:
+            raise ValueError(f"tuning 'sparse-delta': {e}") from None
+        add_sparse_deltas(model, transformer_blocks(model), config, seed=seed)
         if head is not None:
             head.requires_grad_(True)
         return model

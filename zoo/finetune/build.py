@@ -50,7 +50,7 @@ def model_kind(name: str) -> str:
 def load(name: str, task: Task, mode: str = "prompt", tuning: str = "full", *, template: str | None = None,
          max_length: int = 256, dtype: torch.dtype = torch.float32, demonstrations: list[Example] | None = None,
          seed: int = 0, attn_implementation: str = "sdpa", blocks: int | None = None,
-         activation_cache: bool = True) -> Built:
+         activation_cache: bool = True, tuning_options: dict | None = None) -> Built:
     """Load a pretrained model by short name or folder and prepare it for `task`.
 
     `blocks` and `activation_cache`: for tuning "blocks" (see `prepare`).
@@ -69,7 +69,8 @@ def load(name: str, task: Task, mode: str = "prompt", tuning: str = "full", *, t
             raise ValueError(f"model {name!r} is an encoder without a language-model head: use --mode head")
         model, tok = load_causal_lm(name, dtype=dtype, attn_implementation=attn_implementation)
         return prepare(model, tok, task, mode, tuning, template=template, max_length=max_length,
-                       demonstrations=demonstrations, seed=seed, blocks=blocks, activation_cache=activation_cache)
+                       demonstrations=demonstrations, seed=seed, blocks=blocks, activation_cache=activation_cache,
+                       tuning_options=tuning_options)
     folder = local_folder(name)
     tok = AutoTokenizer.from_pretrained(folder)
     if tok.pad_token is None:
@@ -80,19 +81,20 @@ def load(name: str, task: Task, mode: str = "prompt", tuning: str = "full", *, t
             attn_implementation=attn_implementation)
     else:
         model = AutoModel.from_pretrained(folder, dtype=dtype, attn_implementation=attn_implementation)
-    return prepare(model.eval(), tok, task, mode, tuning, max_length=max_length, seed=seed, blocks=blocks)
+    return prepare(model.eval(), tok, task, mode, tuning, max_length=max_length, seed=seed, blocks=blocks,
+                   tuning_options=tuning_options)
 
 
 def prepare(model: nn.Module, tokenizer, task: Task, mode: str, tuning: str, *, template: str | None = None,
             max_length: int = 256, demonstrations: list[Example] | None = None, seed: int = 0,
-            blocks: int | None = None, activation_cache: bool = True) -> Built:
+            blocks: int | None = None, activation_cache: bool = True, tuning_options: dict | None = None) -> Built:
     """Attach the head (head mode), apply the tuning, and build the scorer. Works on any in-memory model.
 
     With tuning "blocks" the top `blocks` transformer blocks train; in prompt mode the scorer then caches
     the activations that enter them (`activation_cache.py`) unless `activation_cache` is False.
     """
     if mode == "prompt":
-        model = apply_tuning(model, tuning, seed=seed, blocks=blocks)
+        model = apply_tuning(model, tuning, seed=seed, blocks=blocks, options=tuning_options)
         if tuning == "prompt":  # soft prompts: zoo builds the prepended input itself (zoo/tuning/prompt)
             from ..tuning.prompt import PromptTuningScorer
 
@@ -110,7 +112,7 @@ def prepare(model: nn.Module, tokenizer, task: Task, mode: str, tuning: str, *, 
     else:
         model = PooledClassifier(model, task.num_classes)
         head = model.head
-    model = apply_tuning(model, tuning, head=head, seed=seed, blocks=blocks)
+    model = apply_tuning(model, tuning, head=head, seed=seed, blocks=blocks, options=tuning_options)
     if tuning in ("lora", "prefix"):
         for name, p in model.named_parameters():  # peft freezes everything else, but a new head must train
             if any(p is q for q in head.parameters()):

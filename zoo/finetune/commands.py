@@ -17,12 +17,13 @@ from .runs import load_run_weights, run_config
 
 # MeZO's grids (appendix E): the middle of each, per tuning; first-order Adam uses its own scale
 # AdaZeta's TT adapters: its scripts' lr 1e-4 and eps 1e-3 (first-order: LoRA's)
+# sparse deltas (about as many trained entries as LoRA at density 1%): LoRA's ZO lr, full tuning's eps; untuned
 DEFAULT_LR = {"full": 1e-6, "lora": 5e-5, "prefix": 1e-3, "head": 1e-2, "blocks": 1e-6, "tt-adapter": 1e-4,
-              "prompt": 1e-3}
+              "prompt": 1e-3, "sparse-delta": 5e-5}
 DEFAULT_EPS = {"full": 1e-3, "lora": 1e-2, "prefix": 1e-1, "head": 1e-3, "blocks": 1e-3, "tt-adapter": 1e-3,
-               "prompt": 1e-2}  # SmolLM2's embeddings have std 0.136: 1e-2 moves a 576-wide row by ~7%
+               "prompt": 1e-2, "sparse-delta": 1e-3}  # SmolLM2's embeddings have std 0.136: 1e-2 moves a 576-wide row by ~7%
 DEFAULT_LR_FIRST_ORDER = {"full": 1e-5, "lora": 1e-4, "prefix": 1e-3, "head": 1e-3, "blocks": 1e-5,
-                          "tt-adapter": 1e-4, "prompt": 1e-3}
+                          "tt-adapter": 1e-4, "prompt": 1e-3, "sparse-delta": 1e-4}
 
 
 def default_lr(estimator: str, tuning: str) -> float:
@@ -65,7 +66,8 @@ def prepare_run(cfg: FinetuneConfig, task_args: dict):
     task = load_task(cfg.task, **task_args)
     splits = sample(task, cfg.protocol, cfg.k, cfg.seed, cfg.test_limit)
     built = load(cfg.model, task, cfg.mode, cfg.tuning, template=cfg.template, max_length=cfg.max_length,
-                 seed=cfg.seed, dtype=dtype_of(cfg.dtype), blocks=cfg.blocks, activation_cache=cfg.activation_cache)
+                 seed=cfg.seed, dtype=dtype_of(cfg.dtype), blocks=cfg.blocks, activation_cache=cfg.activation_cache,
+                 tuning_options=cfg.tuning_options)
     built.to(cfg.device)
     return built, splits
 
@@ -135,7 +137,8 @@ def run_eval(model: str, task_name: str, *, split: str | None = None, limit: int
         built = load(model, task, mode, tuning, template=template, max_length=max_length, demonstrations=demos,
                      seed=run_cfg["seed"] if run_cfg else seed, dtype=torch_dtype,
                      blocks=run_cfg["blocks"] if run_cfg else None,
-                     activation_cache=run_cfg["activation_cache"] if run_cfg else True)
+                     activation_cache=run_cfg["activation_cache"] if run_cfg else True,
+                     tuning_options=run_cfg.get("tuning_options") if run_cfg else None)
         built.to(device)
         if run_cfg:
             load_run_weights(from_run, built.model, progress=progress)

@@ -34,7 +34,7 @@ from .lock import exclusive
 from .metrics_log import MetricsLog
 from .step import zo_step
 from .ranks import check_data_parallel, rank_and_world
-from .trajectory import TrajectoryLog, fingerprint_of, weights_fingerprint
+from .trajectory import TrajectoryLog, fingerprint_of, trained_state, weights_fingerprint
 
 logger = logging.getLogger("zoo")
 
@@ -69,6 +69,7 @@ class FinetuneConfig:
     blocks: int | None = None  # tuning "blocks": how many top transformer blocks train
     activation_cache: bool = True  # tuning "blocks", prompt mode: run only the top blocks on cached states
     max_new_tokens: int = 16  # generation tasks (squad): the longest answer decoded
+    tuning_options: dict = field(default_factory=dict)  # tuning "sparse-delta": density, regrowth, every, drop
 
     def validate(self) -> None:
         from .. import estimators
@@ -163,26 +164,32 @@ def build_optimizer(cfg: FinetuneConfig, params, module, stream: str | None = No
     machine without a C compiler).
     """
     if cfg.estimator in FIRST_ORDER:
-        return FIRST_ORDER[cfg.estimator](params, lr=cfg.lr, **cfg.estimator_options)
-    from .. import estimators
-    from ..perturb.backend import backend_for_stream
+        opt = FIRST_ORDER[cfg.estimator](params, lr=cfg.lr, **cfg.estimator_options)
+    else:
+        from .. import estimators
+        from ..perturb.backend import backend_for_stream
 
-    options = dict(cfg.estimator_options)
-    if stream is not None and "backend" not in options:
-        options["backend"] = backend_for_stream(stream, params[0].device)
-    return estimators.get(cfg.estimator, params, lr=cfg.lr, eps=cfg.eps, seed=cfg.seed, module=module, **options)
+        options = dict(cfg.estimator_options)
+        if stream is not None and "backend" not in options:
+            options["backend"] = backend_for_stream(stream, params[0].device)
+        opt = estimators.get(cfg.estimator, params, lr=cfg.lr, eps=cfg.eps, seed=cfg.seed, module=module, **options)
+    if cfg.tuning == "sparse-delta":  # the index sets change after given steps, live and in a replay alike
+        from ..tuning.sparse_delta import IndexSetUpdates
+
+        opt.index_set_updates = IndexSetUpdates(module, opt)
+    return opt
 
 
 def _trainable_state(model) -> dict:
     # views, not copies: torch.save writes them straight from the weights, so a checkpoint of the full
     # model costs no second copy of it (a 540 MB peak on SmolLM2-135M, more than MeZO's whole overhead)
-    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    return trained_state(model)
 
 
 @torch.no_grad()
 def load_trainable_state(model, params: dict) -> None:
-    """Copy a checkpoint's trainable parameters (by name) into `model`."""
-    named = dict(model.named_parameters())
+    """Copy a checkpoint's trainable parameters (by name), and sparse deltas' index sets, into `model`."""
+    named = {**dict(model.named_buffers()), **dict(model.named_parameters())}
     for n, v in params.items():
         named[n].copy_(v)
 
@@ -266,10 +273,11 @@ class Checkpoint:
                 raise RunFileError(f"{self.path}: damaged: '{key}' is missing or not a {kind.__name__}")
         check_same_config(self.path, payload["config"], cfg)
         params = payload["params"]
-        mine = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        mine = _trainable_state(model)
         if list(params) != list(mine) or any(not torch.is_tensor(params[n]) or params[n].shape != p.shape
                                              or params[n].dtype != p.dtype for n, p in mine.items()):
-            raise RunFileError(f"{self.path}: damaged: its weights are not the model's trainable parameters")
+            raise RunFileError(f"{self.path}: damaged: its weights are not the model's trainable parameters "
+                               "(and sparse deltas' index sets)")
         return verified(self.path, payload)
 
 
@@ -448,6 +456,8 @@ class TrainingRun:
                 raise RunFileError(f"{self.ckpt.path}: damaged: {e}; delete it to start the run over") from None
             load_trainable_state(model, state["params"])
             self.history, self.start, self.elapsed = state["history"], state["step"], state["elapsed"]
+            if hasattr(self.opt, "index_set_updates"):
+                self.opt.index_set_updates.steps_done = state["step"]
         elif logged is not None:
             self.log.replay(logged, model, self.opt, progress=self.progress)
             self.history, self.start, self.elapsed = logged["history"], logged["step"], logged["elapsed"]

@@ -31,9 +31,16 @@ def fingerprint_of(named_tensors) -> str:
     return h.hexdigest()
 
 
+def trained_state(model) -> dict:
+    """What a run changes, by name: the trainable parameters and sparse deltas' index sets (detached views)."""
+    from ..tuning.sparse_delta import index_set_state
+
+    return {**{n: p.detach() for n, p in model.named_parameters() if p.requires_grad}, **index_set_state(model)}
+
+
 def weights_fingerprint(model) -> str:
-    """A hash of the trainable parameters' names, dtypes, shapes and bits."""
-    return fingerprint_of((n, p) for n, p in model.named_parameters() if p.requires_grad)
+    """A hash of the trainable parameters' (and index sets') names, dtypes, shapes and bits."""
+    return fingerprint_of(trained_state(model).items())
 
 
 def check_log(path: Path, payload: dict) -> None:

@@ -191,5 +191,5 @@ def load_squad_model(cfg):
     if cfg.tuning == "blocks" and cfg.activation_cache:
         logging.getLogger("zoo").info("zoo: squad runs the whole model at every forward: the activation cache "
                                       "serves classification prompts only (generation extends each prompt)")
-    model = apply_tuning(model, cfg.tuning, seed=cfg.seed, blocks=cfg.blocks)
+    model = apply_tuning(model, cfg.tuning, seed=cfg.seed, blocks=cfg.blocks, options=cfg.tuning_options)
     return Built(model, tok, SquadScorer(tok, cfg.max_length, cfg.max_new_tokens), cfg.mode, cfg.tuning)
