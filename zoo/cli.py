@@ -30,6 +30,17 @@ def _estimators(args):
         print(f"{name:12s} {s.description}  [forwards/step: {s.cost}; extra state: {s.extra_state}; {s.paper}]")
 
 
+def _prune(args):
+    from .pruning.experiment import PruneConfig, run_prune, summary
+
+    cfg = PruneConfig(model=args.model, units=args.units, keep=args.keep, steps=args.steps, samples=args.samples,
+                      lr=args.lr, batch_size=args.batch_size, seq_len=args.seq_len, held_out=args.held_out,
+                      sst2_limit=args.sst2_limit, seed=args.seed)
+    result = run_prune(cfg, args.out, data_dir=args.data_dir, progress=not args.quiet)
+    print(summary(result))
+    print(f"wrote {args.out}/results.json")
+
+
 def _task_args(args) -> dict:
     labels = args.labels.split(",") if args.labels else None
     return {"data_dir": args.data_dir, "text_column": args.text_column, "text_b_column": args.text_b_column,
@@ -493,6 +504,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "and baselines run first, alone")
     b.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     b.set_defaults(fn=_bench)
+    p = sub.add_parser("prune", help="structured pruning by policy-gradient masks (arXiv 2406.10576) against "
+                                     "magnitude pruning: perplexity on held-out SQuAD paragraphs, SST-2 accuracy")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--units", choices=["mlp", "heads"], default="mlp", help="MLP channels or attention heads")
+    p.add_argument("--keep", type=float, default=0.5, help="the fraction of units kept")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--samples", type=int, default=4, help="masks sampled (forward passes) per step")
+    p.add_argument("--lr", type=float, default=0.05, help="step size on the keep-probabilities")
+    p.add_argument("--batch-size", type=int, default=8, help="calibration paragraphs per step")
+    p.add_argument("--seq-len", type=int, default=128, help="tokens per paragraph")
+    p.add_argument("--held-out", type=int, default=64, help="test-pool paragraphs for perplexity")
+    p.add_argument("--sst2-limit", type=int, default=200, help="SST-2 test examples for accuracy")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None, help="the data folder (default ../shared/data)")
+    p.add_argument("--out", required=True, help="folder for results.json and the resumable state")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(fn=_prune)
     e = sub.add_parser("estimators", help="list the registered estimators")
     e.set_defaults(fn=_estimators)
     return ap

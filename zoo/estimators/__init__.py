@@ -12,6 +12,7 @@ from .forward_grad import ForwardGrad
 from .hizoo import HiZOO
 from .mezo import MeZOAdam, MeZOSGD
 from .mezo_svrg import MeZOSVRG
+from .policy_gradient import PolicyGradientMasks
 from .plans import BlockPlan, ConservativePlan, Estimate, HessianPlan, JvpPlan, OneSidedPlan, Query, QueryPlan, TwoPointPlan
 from .registry import EstimatorSpec, aliases, available, get, register, spec
 from .rules import AdamRule, HessianRule, MomentumRule, SGDRule, UpdateRule
@@ -37,6 +38,7 @@ __all__ = [
     "MomentumRule",
     "OneSided",
     "OneSidedPlan",
+    "PolicyGradientMasks",
     "Query",
     "QueryPlan",
     "QuerySchedule",
