@@ -77,11 +77,9 @@ def _finetune(args):
     cfg = finetune_config(args)
     r = run_finetune(cfg, args.out, _task_args(args), progress=not args.quiet, snapshot_every=args.snapshot_every,
                      test_curve=args.test_curve, tensorboard=args.tensorboard)
-    if r.get("world_size", 1) > 1:
-        from .finetune.ranks import rank_and_world
-
-        if rank_and_world()[0] != 0:  # under torchrun one line for the run, from the rank that wrote it
-            return
+    # under torchrun one line for the run, from the rank that wrote it (torchrun's RANK: the group is gone by now)
+    if r.get("world_size", 1) > 1 and int(os.environ.get("RANK", "0")) != 0:
+        return
     m = r["metrics"]
     source = f": {m['test_source']}" if "test_source" in m else ""
     ranks = f" on {r['world_size']} ranks" if r.get("world_size", 1) > 1 else ""
