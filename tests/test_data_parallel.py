@@ -210,7 +210,8 @@ def test_zoo_finetune_destroys_the_process_group_it_created(tmp_path):
     args = ["finetune", "--model", str(folder), "--task", str(data), "--k", "4", "--quiet", "--steps", "2",
             "--batch-size", "4", "--lr", "0.01", "--eval-every", "2", "--out", str(tmp_path / "run")]
     script = (f"import torch.distributed as dist, zoo.cli; code = zoo.cli.main({args!r}); "
-              "print('exit', code, 'still initialised', dist.is_initialized())")
+              "import os, sys; sys.stdout.write(f'exit {code} still initialised {dist.is_initialized()}\\n'); "
+              "sys.stdout.flush()")  # one write per rank: print's pieces interleave between the ranks
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            "--no-python", sys.executable, "-c", script],
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
