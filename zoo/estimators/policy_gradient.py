@@ -96,12 +96,9 @@ class PolicyGradientMasks(torch.optim.Optimizer):
                 self.masks.set(m)
                 loss = closure()
                 losses.append(float(loss.detach()) if torch.is_tensor(loss) else float(loss))
-                self.pg_state["forward_passes"] += 1
-        except BaseException:
-            self.pg_state["forward_passes"] -= len(losses)
-            raise
         finally:
             self.masks.set(torch.ones(self.masks.total))
+        self.pg_state["forward_passes"] += len(losses)  # only a step that is taken counts its forwards
         return self._update(drawn, losses)
 
     def _update(self, drawn: Sequence[torch.Tensor], losses: Sequence[float]) -> torch.Tensor:

@@ -41,14 +41,6 @@ class SparseDelta(nn.Module):
         out = torch.zeros(*x.shape[:-1], self.shape[0], dtype=contrib.dtype, device=x.device)
         return out.index_add(-1, rows, contrib)
 
-    def dense(self) -> torch.Tensor:
-        """The dense Delta (for tests and merging)."""
-        out = torch.zeros(self.shape[0] * self.shape[1], dtype=self.values.dtype, device=self.values.device)
-        out.index_put_((self.index,), self.values.detach(), accumulate=True)
-        if self.probe_index.numel():
-            out.index_put_((self.probe_index,), self.probe_values.detach(), accumulate=True)
-        return out.view(self.shape)
-
 
 def _add_delta(module: nn.Linear, args, output):
     return output + getattr(module, ATTRIBUTE).delta_output(args[0]).to(output.dtype)
