@@ -134,8 +134,9 @@ def test_every_command_in_the_report_runs_what_the_script_runs(paper):
             assert finetune_config(args) == paper.finetune_config(task, seed, settings)
         kinds.add((kind, settings.get("estimator"), settings.get("tuning"), settings.get("icl", 0),
                    settings.get("linear_probe", False)))
-    # every kind of row was checked: zero-shot, ICL, linear probing, Adam and the three MeZO modes
-    assert len(kinds) == 7
+    # every kind of row was checked: zero-shot, ICL, linear probing, Adam, the three MeZO modes, and
+    # AdaZeta on TT adapters, MeZO with prompt tuning and with sparse deltas
+    assert len(kinds) == 10
     assert len(runs) == sum(len(paper._seeds(t, r)) if s is not None else 1 for t, r, s, *_ in runs if s in (None, 0))
 
 
@@ -169,3 +170,15 @@ def test_a_stopped_row_is_reported_as_stopped_with_why_and_run_leaves_it(paper, 
     monkeypatch.setattr(paper, "report", lambda path: None)
     paper.main(["run", "--only", task])
     assert ran and (task, row) not in ran
+
+
+def test_regenerating_the_report_keeps_the_sections_written_by_hand(paper, tmp_path):
+    doc = tmp_path / "results.md"
+    paper.report(doc)
+    doc.write_text(doc.read_text() + "## SQuAD by hand\n\nkept text\n\n## Pruning\n\nalso kept\n")
+    _write(paper, "sst2", "zero-shot-review", None, 0.70)
+    paper.report(doc)
+    text = doc.read_text()
+    assert "| zero shot review | review | 0.700 |" in text
+    assert text.count("## SST2") == 1 and text.count("## SQuAD by hand") == 1
+    assert text.index("## RTE") < text.index("## SQuAD by hand\n\nkept text") < text.index("## Pruning\n\nalso kept")
