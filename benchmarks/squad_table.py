@@ -1,0 +1,188 @@
+"""MeZO's SQuAD rows at small scale: SmolLM2-135M-Instruct on SQuAD v1.1's pools, F1 and exact match.
+
+The rows of MeZO's Table 1 (generation column) and Table 3 (the F1 objective): zero-shot, in-context
+learning, MeZO (full) on the cross-entropy of the gold answer, MeZO (full) on minus the F1 of its own
+greedy answers, first-order Adam, and MeZO with LoRA. Every run is the `zoo` command the report prints,
+run through zoo's own CLI, with its results.json under benchmarks/results/squad/<row>/<seed>/:
+
+    python benchmarks/squad_table.py run                  # the pending runs, in order; resumable
+    python benchmarks/squad_table.py run --rows mezo-ce   # some rows only (comma-separated)
+    python benchmarks/squad_table.py report               # rewrites docs/results.md's SQuAD section
+
+Two `run`s side by side (one per core) split the pending runs. Finished runs are skipped; an
+interrupted finetune run resumes from its checkpoint. Sizes are what a CPU affords (a full-parameter
+MeZO step on 4 questions of ~220 tokens costs seconds, not the paper's 1,000 examples and 20,000
+steps), so the report shows each trained row's dev trend beside its test score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "squad"
+DOC = ROOT / "docs" / "results.md"
+SECTION = "SQuAD (generation)"
+MODEL = "smollm2-135m"
+SEEDS = (0, 1, 2)
+TEST = 200  # test-pool questions, the same ones for every row (drawn with seed 0)
+TRAIN = {"k": 32, "batch_size": 4, "max_length": 512, "eval_every": 25, "checkpoint_every": 10}
+
+# (row, label, kind, seeds, settings)
+ROWS = [
+    ("zero-shot", "Zero-shot", "eval", (None,), {}),
+    ("icl", "ICL (1 demonstration)", "eval", SEEDS, {"icl": 1}),
+    ("mezo-ce", "MeZO (full), CE", "finetune", SEEDS,
+     {"estimator": "mezo-sgd", "tuning": "full", "objective": "ce", "lr": 3e-5, "eps": 1e-3, "steps": 100}),
+    ("mezo-f1", "MeZO (full), F1 objective", "finetune", SEEDS,
+     {"estimator": "mezo-sgd", "tuning": "full", "objective": "f1", "lr": 3e-5, "eps": 1e-3, "steps": 100}),
+    ("ft-adam", "First-order FT (Adam, full)", "finetune", SEEDS,
+     {"estimator": "adam", "tuning": "full", "objective": "ce", "lr": 1e-5, "steps": 50}),
+    ("mezo-lora-ce", "MeZO (LoRA), CE", "finetune", SEEDS,
+     {"estimator": "mezo-sgd", "tuning": "lora", "objective": "ce", "lr": 1e-3, "eps": 1e-2, "steps": 100}),
+]
+
+# The paper's rows (OPT-13B, 1,000 examples; Table 1, and Table 3 for the F1 objective with prefix tuning)
+PAPER = {"zero-shot": 46.2, "icl": 75.9, "mezo-ce": 84.7, "mezo-f1": 78.5, "ft-adam": 84.9}
+
+
+def folder(row: str, seed) -> Path:
+    return RESULTS / row / ("all" if seed is None else f"seed{seed}")
+
+
+def command(row: str, seed, kind: str, settings: dict, out: str | None = None) -> str:
+    """The `zoo` command line of one run; `seed` may be a shell variable such as "$S"."""
+    name = row + ("" if seed is None else f"-seed{seed}")
+    flags = [f"--model {MODEL} --task squad"]
+    if kind == "eval":
+        flags.append(f"--limit {TEST}")
+        if settings.get("icl"):
+            flags.append(f"--icl {settings['icl']}")
+        if seed is not None:
+            flags.append(f"--seed {seed}")
+        return " ".join(["zoo eval", *flags, f"--json {out or f'squad-{name}.json'}"])
+    for key, value in {**settings, **TRAIN}.items():
+        flags.append(f"--{key.replace('_', '-')} {value!r}" if isinstance(value, float)
+                     else f"--{key.replace('_', '-')} {value}")
+    flags += [f"--seed {seed}", f"--test-limit {TEST}", f"--out {out or f'runs/squad/{name}'}"]
+    return " ".join(["zoo finetune", *flags])
+
+
+def planned():
+    """(row, seed, kind, settings): seed 0 of every row first, then seeds 1 and 2."""
+    first = [(row, seeds[0], kind, st) for row, _, kind, seeds, st in ROWS]
+    rest = [(row, seed, kind, st) for seed in SEEDS[1:] for row, _, kind, seeds, st in ROWS if seed in seeds]
+    return first + rest
+
+
+def run_one(row, seed, kind, settings):
+    from zoo.cli import main
+    from zoo.finetune.lock import claimed
+
+    out = folder(row, seed)
+    if (out / "results.json").exists():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with claimed(out) as mine:
+        if mine:
+            target = str(out / "results.json") if kind == "eval" else str(out)
+            cmd = command(row, seed, kind, settings, out=target)
+            print(f"== {cmd}", flush=True)
+            if main(shlex.split(cmd)[1:] + ["--quiet"]) != 0:
+                raise SystemExit(f"{row} seed {seed}: the command failed")
+
+
+def _finished(row: str, seeds) -> list[dict]:
+    runs = [folder(row, s) / "results.json" for s in seeds]
+    return [json.loads(f.read_text()) for f in runs if f.exists()]
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "not run yet"
+    mean = f"{100 * statistics.mean(values):.1f}"
+    return mean + (f" ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else "")
+
+
+def _trend(result: dict) -> str:
+    evals = result.get("history", {}).get("evals", [])
+    return ", ".join(f"{100 * e['dev_f1']:.1f} (step {e['step']})" for e in evals)
+
+
+def section() -> str:
+    """The SQuAD section of docs/results.md, from the finished runs."""
+    lines = [f"## {SECTION}", "",
+             "SmolLM2-135M-Instruct on the SQuAD v1.1 pools of `zoo/generation/squad.py` (train and dev questions from",
+             "two thirds of the dev file's articles, test questions from the other third, drawn with seed 0: the",
+             f"same {TEST} for every row), MeZO's prompt, greedy answers with the KV cache up to 16 tokens, SQuAD's",
+             "official normalisation; F1 and exact match x100, mean ± std over the seeds that finished (`n`). Trained",
+             f"rows: k = {TRAIN['k']} train and {TRAIN['k']} dev questions per seed, batches of {TRAIN['batch_size']}, "
+             f"prompts up to {TRAIN['max_length']} tokens.",
+             "Generated by `python benchmarks/squad_table.py report`; each run's results.json is under",
+             "`benchmarks/results/squad/`.", "",
+             "| row | F1 | EM | n | paper (OPT-13B) F1 | forward passes | wall time / run | settings |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    trends = []
+    for row, label, kind, seeds, settings in ROWS:
+        done = _finished(row, seeds)
+        f1 = [r["metrics"]["f1"] for r in done]
+        em = [r["metrics"]["exact_match"] for r in done]
+        fps = [r["forward_passes"] for r in done if r.get("forward_passes")]
+        walls = [r["wall_time_s"] for r in done if "wall_time_s" in r]
+        cells = [label, _mean_std(f1), _mean_std(em) if done else "", str(len(done)), str(PAPER.get(row, "—")),
+                 f"{statistics.mean(fps):.0f}" if fps else "—", f"{statistics.mean(walls):.0f} s" if walls else "",
+                 ", ".join(f"{k}={v}" for k, v in settings.items())]
+        lines.append("| " + " | ".join(cells) + " |")
+        for seed, r in zip(seeds, done):
+            if kind == "finetune" and (trend := _trend(r)):
+                trends.append(f"- {label}, seed {seed}: dev {trend}")
+    lines += ["", "The paper's rows are OPT-13B on 1,000 examples (Table 1; the F1 objective is its Table 3 row, with",
+              "prefix tuning), 20,000 MeZO steps: for scale, not a target for a 135M model trained for minutes."]
+    if trends:
+        lines += ["", "Dev trend of each trained run (dev F1 x100 at each evaluation, the first before any step):", "",
+                  *trends]
+    lines += ["", "Commands, seed by seed (from the repository root):", "", "```bash"]
+    for row, _, kind, seeds, settings in ROWS:
+        if seeds == (None,):
+            lines.append(command(row, None, kind, settings))
+        else:
+            lines.append(f"for S in {' '.join(map(str, seeds))}; do {command(row, '$S', kind, settings)}; done")
+    return "\n".join(lines + ["```", ""])
+
+
+def report(path: Path = DOC) -> None:
+    """Replaces the SQuAD section of `path` (or appends it), keeping every other section as it is."""
+    from zoo.files import write_text
+
+    text = path.read_text() if path.exists() else ""
+    before, found, after = text.partition(f"## {SECTION}")
+    if found:  # the old section runs to the next heading of its level
+        after = after[after.index("\n## ") + 1:] if "\n## " in after else ""
+    parts = [before.rstrip("\n"), section().rstrip("\n"), after.rstrip("\n")]
+    write_text(path, "\n\n".join(p for p in parts if p) + "\n")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("action", choices=["run", "report"])
+    ap.add_argument("--rows", default=None, help="comma-separated rows to run (default: all)")
+    args = ap.parse_args(argv)
+    if args.action == "run":
+        wanted = set(args.rows.split(",")) if args.rows else None
+        unknown = (wanted or set()) - {r for r, *_ in ROWS}
+        if unknown:
+            raise SystemExit(f"--rows: unknown {', '.join(sorted(unknown))}; rows are {', '.join(r for r, *_ in ROWS)}")
+        for row, seed, kind, settings in planned():
+            if wanted is None or row in wanted:
+                run_one(row, seed, kind, settings)
+    report()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
