@@ -275,3 +275,15 @@ def run_rank(body) -> None:
         raise
     dist.destroy_process_group()
     os._exit(0)
+
+
+def benchmark_script(name: str):
+    """benchmarks/<name>.py imported as a fresh module (the scripts are not a package), for its tests."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test",
+                                                  Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

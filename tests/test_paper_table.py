@@ -1,22 +1,18 @@
 """benchmarks/paper_table.py's report: the verdicts it prints on the issue's targets follow from the runs."""
 
-import importlib.util
 import json
 import shlex
 import statistics
 from inspect import signature
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_table.py"
+from conftest import benchmark_script
 
 
 @pytest.fixture
 def paper(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("paper_table_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = benchmark_script("paper_table")
     monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(module, "STREAMS", tmp_path / "results" / "streams.json")
     return module

@@ -310,13 +310,9 @@ def test_progress_off_a_terminal_is_plain_lines(capsys, monkeypatch):
 def test_sigkill_inside_a_checkpoint_write_then_the_same_command_finishes_bit_identically(tmp_path):
     """One trial of benchmarks/crash_test.py (docs/reliability.md has the full 32): `zoo finetune` in a
     subprocess, SIGKILLed the moment a temporary file of a checkpoint or log write appears, then rerun."""
-    import importlib.util
-    from pathlib import Path
+    from conftest import benchmark_script
 
-    spec = importlib.util.spec_from_file_location(
-        "crash_test", Path(__file__).resolve().parent.parent / "benchmarks" / "crash_test.py")
-    crash = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(crash)
+    crash = benchmark_script("crash_test")
     from zoo.bench.fixtures import resolve
 
     model, data = crash.model_folder(tmp_path), resolve("fixture:sentiment", tmp_path)

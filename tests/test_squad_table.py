@@ -1,20 +1,16 @@
 """benchmarks/squad_table.py: its commands are valid zoo commands, and its report replaces only its section."""
 
-import importlib.util
 import json
 import shlex
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "squad_table.py"
+from conftest import benchmark_script
 
 
 @pytest.fixture
 def squad(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("squad_table_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = benchmark_script("squad_table")
     monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
     return module
 
