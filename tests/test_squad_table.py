@@ -12,6 +12,7 @@ from conftest import benchmark_script
 def squad(tmp_path, monkeypatch):
     module = benchmark_script("squad_table")
     monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(module, "OBJECTIVE_RESULTS", tmp_path / "objective")
     return module
 
 
@@ -22,6 +23,13 @@ def test_every_finetune_command_is_a_valid_squad_run_with_the_tables_settings(sq
     kinds = set()
     for row, seed, kind, settings in squad.planned():
         args = parser.parse_args(shlex.split(squad.command(row, seed, kind, settings))[1:])
+        if kind == "objective":  # a classification run on 1 - accuracy, with the cpu suite's MeZO settings
+            cfg = finetune_config(args)
+            cfg.validate()
+            assert (cfg.task, cfg.objective, cfg.seed, cfg.eps) == (settings["task"], "accuracy", seed, settings["eps"])
+            assert {k: getattr(cfg, k) for k in squad.OBJECTIVE_TRAIN} == squad.OBJECTIVE_TRAIN
+            kinds.add((cfg.estimator, cfg.tuning, cfg.objective))
+            continue
         assert (args.command, args.model, args.task) == (kind, squad.MODEL, "squad")
         if kind == "eval":
             assert (args.limit, args.icl, args.seed) == (squad.TEST, settings.get("icl", 0), seed or 0)
@@ -33,7 +41,7 @@ def test_every_finetune_command_is_a_valid_squad_run_with_the_tables_settings(sq
         assert {k: getattr(cfg, k) for k in settings} == settings
         kinds.add((cfg.estimator, cfg.tuning, cfg.objective))
     assert kinds == {("mezo-sgd", "full", "ce"), ("mezo-sgd", "full", "f1"), ("adam", "full", "ce"),
-                     ("mezo-sgd", "lora", "ce")}
+                     ("mezo-sgd", "lora", "ce"), ("mezo-sgd", "blocks", "accuracy")}
 
 
 def test_the_report_fills_its_section_in_place_and_keeps_the_others(squad, tmp_path):
@@ -55,3 +63,26 @@ def test_the_report_fills_its_section_in_place_and_keeps_the_others(squad, tmp_p
     assert "- MeZO (full), CE, seed 2: dev 20.0 (step 0), 50.0 (step 100)" in text
     squad.report(doc)  # a second report changes nothing
     assert doc.read_text() == text
+
+
+def test_an_accuracy_row_sits_beside_the_cross_entropy_runs_of_its_seeds_and_counts_the_steps_that_moved(
+        squad, tmp_path, monkeypatch):
+    monkeypatch.setattr(squad, "CE_RUNS", tmp_path / "cpu")
+    row, _, seeds, settings = squad.OBJECTIVE_ROWS[0]
+    base = {"model": "smollm2-135m", "task": settings["task"], "lr": 3e-4, "steps": 3}
+    for seed, (ce, acc) in zip(seeds[:2], ((0.80, 0.70), (0.90, 0.60))):
+        ce_dir = tmp_path / "cpu" / settings["task"] / "mezo-sgd" / "lr0.0003-eps0.001" / f"seed{seed}"
+        ce_dir.mkdir(parents=True)
+        ce_dir.joinpath("results.json").write_text(json.dumps(
+            {"config": {**base, "objective": "ce", "seed": seed}, "metrics": {"accuracy": ce}}))
+        out = squad.folder(row, seed)
+        out.mkdir(parents=True)
+        out.joinpath("results.json").write_text(json.dumps({
+            "config": {**base, "objective": "accuracy", "seed": seed}, "metrics": {"accuracy": acc},
+            "history": {"step_losses": [[0.5, 0.5], [0.5, 0.4375], [0.25, 0.3125]]}}))
+    ce_dir.joinpath("results.json").write_text(json.dumps(  # seed 1's cross-entropy run had other settings
+        {"config": {**base, "lr": 1e-3, "objective": "ce", "seed": 1}, "metrics": {"accuracy": 0.90}}))
+    lines = squad.objective_lines()
+    table = next(line for line in lines if line.startswith(f"| {squad.OBJECTIVE_ROWS[0][1]} |"))
+    assert table.startswith("| SST-2 | 0.850 ± 0.071 | 0.650 ± 0.071 | 0.001 | 2, 2 | 2 |")
+    assert any("seeds [1]: the cross-entropy run's config differs" in line for line in lines)
