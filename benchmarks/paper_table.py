@@ -209,8 +209,9 @@ def report(path: Path):
              "(docs/performance.md, *The LM head over the kept positions*);",
              "full-parameter runs compute the same bits either way.", ""]
     for task in ("sst2", "rte"):
-        lines += [f"## {task.upper()}", "", "| row | template | accuracy | n | forward passes | wall time / run | settings |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [f"## {task.upper()}", "",
+                  "| row | template | accuracy | n | forward passes | trainable params | wall time / run | settings |",
+                  "|---|---|---|---|---|---:|---|---|"]
         for t, row, seed, kind, settings in planned():
             if t != task or (seed not in (None, 0)):
                 continue
@@ -218,6 +219,7 @@ def report(path: Path):
             accs = [r["metrics"]["accuracy"] for r in done]
             fps = [r.get("forward_passes", 0) for r in done]
             walls = [r["wall_time_s"] for r in done]
+            trainable = {r["trainable_params"] for r in done if r.get("trainable_params")}
             labels = {rr: lab for rr, lab, _, _ in ROWS} | {rr: lab for _, rr, lab, _, _ in EXTRA_ROWS}
             label = labels.get(row, row.replace("-", " "))
             running = [f"seed {s} at step {json.loads(log.read_text())['step']} of {settings['steps']}"
@@ -235,8 +237,10 @@ def report(path: Path):
                 acc = ((f"{state}: " if not accs else f"{acc} ({state}: ") + ", ".join(running)
                        + (")" if accs else ""))
             first_order = settings.get("estimator") in FIRST_ORDER
-            shown = {k: v for k, v in settings.items() if k != "template" and not (first_order and k == "eps")}
-            lines.append(f"| {label} | {settings['template']} | {acc} | {len(accs)} | {cost} | {wall} | "
+            shown = {k: v for k, v in settings.items() if k not in ("template", "tuning_options")
+                     and not (first_order and k == "eps")} | settings.get("tuning_options", {})
+            params = ", ".join(f"{n:,}" for n in sorted(trainable)) or "—"
+            lines.append(f"| {label} | {settings['template']} | {acc} | {len(accs)} | {cost} | {params} | {wall} | "
                          f"{', '.join(f'{k}={v}' for k, v in shown.items())} |")
         lines.append("")
         lines += _running_evals(task)
