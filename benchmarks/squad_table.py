@@ -6,7 +6,7 @@ greedy answers, first-order Adam, and MeZO with LoRA. Every run is the `zoo` com
 run through zoo's own CLI, with its results.json under benchmarks/results/squad/<row>/<seed>/:
 
     python benchmarks/squad_table.py run                  # the pending runs, in order; resumable
-    python benchmarks/squad_table.py run --rows mezo-ce   # some rows only (comma-separated)
+    python benchmarks/squad_table.py run --rows mezo-ce --seeds 0   # some rows and seeds only
     python benchmarks/squad_table.py report               # rewrites docs/results.md's SQuAD section
 
 Two `run`s side by side (one per core) split the pending runs. Finished runs are skipped; an
@@ -243,14 +243,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("action", choices=["run", "report"])
     ap.add_argument("--rows", default=None, help="comma-separated rows to run (default: all)")
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds to run (default: every row's)")
     args = ap.parse_args(argv)
     if args.action == "run":
         wanted = set(args.rows.split(",")) if args.rows else None
-        unknown = (wanted or set()) - {r for r, *_ in ROWS}
+        unknown = (wanted or set()) - {r for r, *_ in ROWS} - {r for r, *_ in OBJECTIVE_ROWS}
         if unknown:
             raise SystemExit(f"--rows: unknown {', '.join(sorted(unknown))}; rows are {', '.join(r for r, *_ in ROWS)}")
+        seeds = None if args.seeds is None else {int(s) for s in args.seeds.split(",")}
         for row, seed, kind, settings in planned():
-            if wanted is None or row in wanted:
+            if (wanted is None or row in wanted) and (seeds is None or seed is None or seed in seeds):
                 run_one(row, seed, kind, settings)
     report()
     return 0
