@@ -246,6 +246,7 @@ def report(path: Path):
         lines += _running_evals(task)
         lines += _stream_lines(task)
         lines += _targets(task)
+        lines += _claims(task)
         lines += _commands(task)
     from zoo.files import write_text
 
@@ -364,6 +365,48 @@ def _median_step_seconds(task: str, row: str) -> float | None:
     """The median training step over every finished seed of a row (None before steps were timed)."""
     steps = [s for r in _finished(task, row).values() for s in r["history"].get("step_seconds", [])]
     return statistics.median(steps) if steps else None
+
+
+# Published claims that the rows above test (issue 31), each as (task, row, against, claim): the row's
+# accuracy minus the other's, paired by seed (both share the seed's k-shot sample).
+CLAIMS = [
+    ("sst2", "adazeta-tt", "mezo-lora",
+     "AdaZeta (TT adapters, growing queries) beats MeZO-LoRA at equal forwards (arXiv 2406.18060)"),
+    ("sst2", "mezo-sparse-delta", "mezo-lora",
+     "sparse deltas (SpIEL, arXiv 2401.16405) against LoRA at equal trainable parameters, both trained by MeZO"),
+]
+
+
+def _claims(task: str) -> list[str]:
+    """Each claim's verdict from the seeds both rows finished: the mean paired difference against twice its
+    standard error (the benchmark's rule), so that 3 seeds can also leave a claim unresolved."""
+    out = []
+    for t, row, against, claim in CLAIMS:
+        if t != task:
+            continue
+        a, b = _finished(task, row), _finished(task, against)
+        seeds = sorted(set(a) & set(b))
+        if not seeds:
+            continue
+        diffs = [a[s]["metrics"]["accuracy"] - b[s]["metrics"]["accuracy"] for s in seeds]
+        mean = statistics.mean(diffs)
+        se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else None
+        spread = f" ± {se:.3f} (SE)" if se is not None else ""
+        if se is None:
+            verdict = "not resolved: one seed"
+        elif mean - 2 * se > 0:
+            verdict = "reproduced"
+        elif mean + 2 * se < 0:
+            verdict = "not reproduced: the other way round"
+        else:
+            verdict = "not resolved: within 2 standard errors"
+        cost = "; ".join(f"{r}: {statistics.mean(x[s].get('forward_passes', 0) for s in seeds):.0f} forwards, "
+                         f"{x[seeds[0]].get('trainable_params', 0):,} trainable"
+                         for r, x in ((row, a), (against, b)))
+        out.append(f"- Claim: {claim}. {row} - {against}, paired by seed ({', '.join(map(str, seeds))}): "
+                   f"{', '.join(f'{d:+.3f}' for d in diffs)}; mean {mean:+.3f}{spread}: **{verdict}** "
+                   f"({cost}).")
+    return ["Claims checked on these rows:", "", *out, ""] if out else []
 
 
 def _superseded(task: str) -> list[str]:

@@ -54,6 +54,7 @@ ROWS = [
 OBJECTIVE_ROWS = [
     ("sst2-accuracy", "SST-2", SEEDS, {"task": "sst2", "template": "review", "eps": 1e-3}),
     ("trec-accuracy", "TREC", SEEDS, {"task": "trec", "template": "words", "eps": 1e-3}),
+    ("sst2-accuracy-eps1e-2", "SST-2, eps 1e-2", SEEDS, {"task": "sst2", "template": "review", "eps": 1e-2}),
     ("trec-accuracy-eps1e-2", "TREC, eps 1e-2", SEEDS, {"task": "trec", "template": "words", "eps": 1e-2}),
 ]
 OBJECTIVE_RESULTS = ROOT / "benchmarks" / "results" / "objective"

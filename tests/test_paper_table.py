@@ -178,3 +178,22 @@ def test_regenerating_the_report_keeps_the_sections_written_by_hand(paper, tmp_p
     assert "| zero shot review | review | 0.700 |" in text
     assert text.count("## SST2") == 1 and text.count("## SQuAD by hand") == 1
     assert text.index("## RTE") < text.index("## SQuAD by hand\n\nkept text") < text.index("## Pruning\n\nalso kept")
+
+
+@pytest.mark.parametrize("deltas, verdict", [
+    ((0.03, 0.04, 0.05), "reproduced"),
+    ((0.03, -0.04, 0.02), "not resolved: within 2 standard errors"),
+    ((-0.03, -0.04, -0.05), "not reproduced: the other way round"),
+    ((0.03,), "not resolved: one seed"),
+])
+def test_a_claim_is_judged_on_the_seeds_both_rows_finished_paired(paper, tmp_path, deltas, verdict):
+    task, row, against, _ = paper.CLAIMS[0]
+    for seed, delta in zip(paper.SEEDS, deltas):
+        _write(paper, task, against, seed, 0.80)
+        _write(paper, task, row, seed, 0.80 + delta)
+    if len(deltas) == 1:
+        _write(paper, task, against, 2, 0.10)  # a seed the row has not finished is left out
+    lines = paper._claims(task)
+    claim = next(line for line in lines if line.startswith("- Claim:") and row in line)
+    assert f"**{verdict}**" in claim
+    assert ", ".join(f"{d:+.3f}" for d in deltas) in claim
