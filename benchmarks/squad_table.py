@@ -167,11 +167,19 @@ def section() -> str:
         for seed, r in zip(seeds, done):
             if kind == "finetune" and (trend := _trend(r)):
                 trends.append(f"- {label}, seed {seed}: dev {trend}")
+    first = [(label, json.loads(f.read_text())["metrics"]) for label, f in (
+        ("zero-shot", RESULTS / "zero-shot.json"), ("ICL with 1 demonstration", RESULTS / "icl1.json")) if f.exists()]
+    if first:
+        lines += ["", "A first look on 100 test-pool questions (`--limit 100`: a draw of its own, not a part of the "
+                  "200 above; 2026-12-07, one seed): " + "; ".join(
+            f"{label} F1 {100 * m['f1']:.1f}, EM {100 * m['exact_match']:.1f}" for label, m in first)
+            + " (benchmarks/results/squad/zero-shot.json, icl1.json)."]
     lines += ["", "The paper's rows are OPT-13B on 1,000 examples (Table 1; the F1 objective is its Table 3 row, with",
               "prefix tuning), 20,000 MeZO steps: for scale, not a target for a 135M model trained for minutes."]
     if trends:
         lines += ["", "Dev trend of each trained run (dev F1 x100 at each evaluation, the first before any step):", "",
                   *trends]
+    lines += _pending()
     lines += objective_lines()
     lines += ["", "Commands, seed by seed (from the repository root):", "", "```bash"]
     for row, _, kind, seeds, settings in ROWS:
@@ -182,6 +190,35 @@ def section() -> str:
     for row, _, seeds, settings in OBJECTIVE_ROWS:
         lines.append(f"for S in {' '.join(map(str, seeds))}; do {command(row, '$S', 'objective', settings)}; done")
     return "\n".join(lines + ["```", ""])
+
+
+def _pending() -> list[str]:
+    """Where the trained rows stand: each started run's step, dev F1 and median step time, then the cost."""
+    started, missing = [], []
+    for row, label, kind, seeds, settings in ROWS:
+        for seed in seeds:
+            out = folder(row, seed)
+            if kind != "finetune" or (out / "results.json").exists():
+                continue
+            log = out / "trajectory.json"
+            if not log.exists():
+                missing.append(f"{row} seed {seed}")
+                continue
+            traj = json.loads(log.read_text())
+            step_s = traj["history"].get("step_seconds") or [float("nan")]
+            started.append(f"- {label}, seed {seed}: unfinished at step {traj['step']} of {settings['steps']}; dev F1 "
+                           f"{_trend(traj) or '—'}; median step {statistics.median(step_s):.1f} s (the machine's load "
+                           "at the time included). `run` resumes it from its checkpoint, or rebuilds it from this log.")
+    if not started and not missing:
+        return []
+    lines = ["", "Not finished yet:", "", *started]
+    if missing:
+        lines.append(f"- not started: {', '.join(missing)}.")
+    return lines + ["", "A SQuAD row is about 221 tokens, 15 times an SST-2 row: a full-parameter MeZO step on 8 questions",
+                    "measured 54-64 s under the CE objective and 56-78 s under the F1 objective on this machine while",
+                    "other work ran (docs/performance.md, *SQuAD: decoding and the cost of a step*); the rows above",
+                    "take batches of 4, 100 MeZO steps (50 for Adam) and 200 test questions so that all of them fit",
+                    "in a few hours of both cores, and report the dev trend beside the test score."]
 
 
 def _ce_run(task: str, seed: int) -> dict | None:
@@ -202,8 +239,9 @@ def objective_lines() -> list[str]:
              "cross-entropy: SmolLM2's top 2 blocks through the activation cache, k = 16, batches of 16, 200 steps",
              "(400 forwards), 200 test examples, seeds 0-2. The cross-entropy runs are the `cpu` bench suite's",
              "MeZO-SGD runs (docs/benchmarks.md), whose configs equal these but for the objective (checked by",
-             "this report). A step moves the weights only when the two perturbed batches' accuracies differ;",
-             "`moved` counts those steps.", "",
+             "this report). A batch's accuracy moves in steps of 1/16, so a perturbation too small to flip an",
+             "answer gives a projected gradient of 0 and no update: `moved` counts the steps whose two perturbed",
+             "accuracies differed.", "",
              "| task | cross-entropy (eps 1e-3) | accuracy objective | eps | moved (of 200 steps) | n | paper, RoBERTa-large k=512: CE / accuracy |",
              "|---|---:|---:|---:|---:|---:|---|"]
     for row, label, seeds, settings in OBJECTIVE_ROWS:
