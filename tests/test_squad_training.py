@@ -106,6 +106,31 @@ def test_ce_objective_equals_a_float64_reference_on_the_answer_tokens_alone(ques
     assert int(other.target_mask.sum()) == count
 
 
+def test_ce_in_length_sorted_chunks_equals_the_whole_batch_and_each_row_alone(questions):
+    import dataclasses
+
+    tok, model = _tokenizer(questions), _model()
+    # contexts cut to a few words or many, so that the batch pads a lot when it runs whole
+    qs = [dataclasses.replace(q, context=" ".join(q.context.split()[:n])) for q, n in zip(questions, (2, 30, 4, 25, 3))]
+    calls = []
+    model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    whole = SquadScorer(tok, max_length=64, call_cost_tokens=None)
+    chunked = SquadScorer(tok, max_length=64, call_cost_tokens=0)
+    batch = whole.encode(qs)
+    lengths = batch.attention_mask.sum(1)
+    assert lengths.max() > 2 * lengths.min()
+    with torch.no_grad():
+        one = whole.ce(model, batch)
+        assert len(calls) == 1
+        split = chunked.ce(model, batch)
+        assert len(calls) > 2
+        rows = [whole.ce(model, whole.encode([q]), reduce=False) for q in qs]
+    assert float(split) == pytest.approx(float(one), rel=1e-5)
+    assert float(split) == pytest.approx(sum(float(s) for s, _ in rows) / sum(c for _, c in rows), rel=1e-5)
+    total, count = chunked.ce(model, batch, reduce=False)
+    assert count == int(batch.target_mask.sum())
+
+
 def test_f1_objective_is_minus_the_mean_f1_of_the_plain_loops_answers(questions):
     tok, model = _tokenizer(questions), _model()
     scorer = SquadScorer(tok, max_length=MAX_LENGTH, max_new_tokens=4)
@@ -228,3 +253,13 @@ def test_a_runs_test_questions_are_those_zoo_eval_scores_at_the_same_limit():
     for limit in (4, 100):
         run = squad_run_splits(FinetuneConfig(task="squad", seed=3, test_limit=limit))
         assert [q.id for q in run.test] == [q.id for q in squad_splits(articles, 0, train=1, dev=1, test=limit)[2]]
+
+
+def test_exact_perturbation_prices_a_squad_chunk_as_the_classification_scorer_does(questions):
+    from zoo.finetune.scoring import EXACT_SWEEP_TOKENS
+
+    scorer = SquadScorer(_tokenizer(questions), call_cost_tokens=64)
+    assert scorer.for_exact_perturbation(1.0).call_cost_tokens == 64 + EXACT_SWEEP_TOKENS
+    assert scorer.for_exact_perturbation(1e-4).call_cost_tokens == 64  # LoRA-sized: the sweep is nearly free
+    assert scorer.call_cost_tokens == 64  # a copy: the step scorer keeps its own price
+    assert SquadScorer(_tokenizer(questions), call_cost_tokens=None).for_exact_perturbation(1.0).call_cost_tokens is None

@@ -110,6 +110,27 @@ def length_chunks(lengths: list[int], call_cost_tokens: int | None) -> list[list
     return chunks[::-1]
 
 
+def priced_for_exact(scorer, trained_fraction: float):
+    """A copy of a chunking scorer whose model calls are priced for `perturbation="exact"`.
+
+    Exact mode perturbs each module on entry and restores it on exit, so every model call draws z for
+    the trained weights again: a call costs one more sweep over them. On this project's CPU a sweep
+    over all of a model's weights costs about as much as 101 (float32) or 237 (bfloat16) tokens through
+    that model, whatever its size, since both scale with the parameter count (docs/performance.md,
+    *Precision*). Chunks then split a batch only where they save more than that; with few trained
+    weights (LoRA, prefix) nothing changes.
+
+    Args:
+        scorer: has `call_cost_tokens` (None: it runs every batch as one call, and is returned as is).
+        trained_fraction: trained parameters / all parameters of the model.
+    """
+    if scorer.call_cost_tokens is None:
+        return scorer
+    priced = copy.copy(scorer)
+    priced.call_cost_tokens = scorer.call_cost_tokens + round(EXACT_SWEEP_TOKENS * trained_fraction)
+    return priced
+
+
 class PromptScorer:
     """Scores the classes of examples under a template with a causal LM.
 
@@ -137,23 +158,8 @@ class PromptScorer:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def for_exact_perturbation(self, trained_fraction: float) -> "PromptScorer":
-        """This scorer for the closures of a ZO step with `perturbation="exact"`.
-
-        Exact mode perturbs each module on entry and restores it on exit, so every model call
-        draws z for the trained weights again: a call costs one more sweep over them. On this
-        project's CPU a sweep over all of a model's weights costs about as much as 101 (float32)
-        or 237 (bfloat16) tokens through that model, whatever its size, since both scale with the
-        parameter count (docs/performance.md, *Precision*). Chunks then split a batch only where
-        they save more than that; with few trained weights (LoRA, prefix) nothing changes.
-
-        Args:
-            trained_fraction: trained parameters / all parameters of the model.
-        """
-        if self.call_cost_tokens is None:
-            return self
-        priced = copy.copy(self)
-        priced.call_cost_tokens = self.call_cost_tokens + round(EXACT_SWEEP_TOKENS * trained_fraction)
-        return priced
+        """This scorer for the closures of a ZO step with `perturbation="exact"` (see `priced_for_exact`)."""
+        return priced_for_exact(self, trained_fraction)
 
     def _ids(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False)["input_ids"]

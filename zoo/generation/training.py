@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from ..finetune.scoring import length_chunks, priced_for_exact
 from ..placement import model_device
 from ..progress import progress as progress_bar
 from .decode import answer_text, greedy_decode, stop_token_ids
@@ -54,6 +55,15 @@ class SquadBatch:
 
     labels = None  # the loop's objective takes (scores, labels); a generation batch has no class labels
 
+    def rows(self, index: list[int]) -> "SquadBatch":
+        """Rows `index` of the batch, cut to the longest of them (the batch is left-padded, so that is its last
+        columns)."""
+        width = int(self.attention_mask[index].sum(1).max())
+        idx = torch.tensor(index)
+        return SquadBatch(self.input_ids[idx, -width:], self.attention_mask[idx, -width:],
+                          self.target_mask[idx, -width:], [self.prompts[i] for i in index],
+                          [self.golds[i] for i in index])
+
     def to(self, device) -> "SquadBatch":
         return dataclasses.replace(self, input_ids=self.input_ids.to(device),
                                    attention_mask=self.attention_mask.to(device),
@@ -69,13 +79,19 @@ class SquadScorer:
             the context), as the classification prompts do.
         max_new_tokens: the longest answer decoded (the F1 objective and evaluation).
         batch_size: questions per decoding batch in evaluation.
+        call_cost_tokens: the teacher-forced loss runs a batch as length-sorted chunks of least cost, one
+            call each, as the classification prompts do (`zoo.finetune.scoring.length_chunks`): SQuAD's
+            contexts vary from about 150 to 500 tokens, so a batch of 4 padded whole is a quarter padding.
+            None runs every batch as one call (what a GPU wants; `Built.to` sets it for CUDA).
     """
 
     metric = "f1"
     reported = ("f1", "exact_match")
 
-    def __init__(self, tokenizer, max_length: int = 512, max_new_tokens: int = 16, batch_size: int = 8):
+    def __init__(self, tokenizer, max_length: int = 512, max_new_tokens: int = 16, batch_size: int = 8,
+                 call_cost_tokens: int | None = 64):
         self.tok = tokenizer
+        self.call_cost_tokens = call_cost_tokens
         self.max_length = max_length
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
@@ -83,8 +99,8 @@ class SquadScorer:
         self.stop = stop_token_ids(tokenizer)
 
     def for_exact_perturbation(self, trained_fraction: float) -> "SquadScorer":
-        """The same scorer: it runs every batch as one call, so there is no chunking to re-price."""
-        return self
+        """This scorer with its chunks priced for `perturbation="exact"` (see `priced_for_exact`)."""
+        return priced_for_exact(self, trained_fraction)
 
     def _ids(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False)["input_ids"]
@@ -108,6 +124,14 @@ class SquadScorer:
 
     def ce(self, model, batch: SquadBatch, reduce: bool = True):
         """The teacher-forced cross-entropy of the targets: the batch's token mean (or (sum, count))."""
+        lengths = batch.attention_mask.sum(1).tolist()
+        chunks = length_chunks(lengths, self.call_cost_tokens)
+        parts = [self._ce_sum(model, batch if len(rows) == len(lengths) else batch.rows(rows)) for rows in chunks]
+        total, count = sum(s for s, _ in parts), sum(c for _, c in parts)
+        return total / count if reduce else (total, count)
+
+    def _ce_sum(self, model, batch: SquadBatch) -> tuple[torch.Tensor, int]:
+        """(summed NLL of the target tokens, their count) from one model call."""
         batch = batch.to(model_device(model))
         keep = int(batch.target_mask.sum(1).max()) + 1  # targets sit at the right end: no logits for the prompt
         positions = (batch.attention_mask.cumsum(-1) - 1).clamp_min(0)
@@ -116,9 +140,7 @@ class SquadScorer:
         predicted, wanted = logits[:, :-1], batch.input_ids[:, -keep + 1:]
         mask = batch.target_mask[:, -keep + 1:]
         nll = F.cross_entropy(predicted.reshape(-1, predicted.shape[-1]), wanted.reshape(-1), reduction="none")
-        total = (nll * mask.reshape(-1)).sum()
-        count = int(mask.sum())
-        return total / count if reduce else (total, count)
+        return (nll * mask.reshape(-1)).sum(), int(mask.sum())
 
     def answers(self, model, batch: SquadBatch) -> list[str]:
         """The greedy answers at the model's current weights."""
