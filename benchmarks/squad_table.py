@@ -130,11 +130,12 @@ def _finished(row: str, seeds) -> list[dict]:
     return [json.loads(f.read_text()) for f in runs if f.exists()]
 
 
-def _mean_std(values: list[float]) -> str:
+def _mean_std(values: list[float], scale: float = 100, digits: int = 1) -> str:
+    """`mean ± std` of `values` x `scale` (F1 and EM x100; accuracies as they are, 3 digits)."""
     if not values:
         return "not run yet"
-    mean = f"{100 * statistics.mean(values):.1f}"
-    return mean + (f" ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else "")
+    mean = f"{scale * statistics.mean(values):.{digits}f}"
+    return mean + (f" ± {scale * statistics.stdev(values):.{digits}f}" if len(values) > 1 else "")
 
 
 def _trend(result: dict) -> str:
@@ -254,10 +255,7 @@ def objective_lines() -> list[str]:
         paper = OBJECTIVE_PAPER.get(settings["task"])
 
         def acc(rs):
-            values = [r["metrics"]["accuracy"] for r in rs]
-            if not values:
-                return "not run yet"
-            return f"{statistics.mean(values):.3f}" + (f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else "")
+            return _mean_std([r["metrics"]["accuracy"] for r in rs], scale=1, digits=3)
 
         lines.append(f"| {label} | {acc(ce.values())} | {acc(runs.values())} | {settings['eps']:g} | "
                      f"{', '.join(map(str, moved)) or '—'} | {len(runs)} | "
