@@ -38,8 +38,11 @@ def compare(name: str, scorer, score, batches: list) -> None:
         gap = max(gap, float((out[None] - out[chunked]).abs().max()))
     scorer.call_cost_tokens = chunked
     ratio = statistics.median(a / b for a, b in zip(seconds[None], seconds[chunked]))
+    masks = [b.attention_mask for b in batches]
+    padding = 1 - sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
     print(f"{name}: whole {statistics.median(seconds[None]):.2f} s, chunked {statistics.median(seconds[chunked]):.2f} s "
-          f"(median of {len(batches)}); whole/chunked {ratio:.2f}x; largest difference {gap:.1e}", flush=True)
+          f"(median of {len(batches)}); whole/chunked {ratio:.2f}x; largest difference {gap:.1e}; "
+          f"padding of the whole batches {padding:.0%}", flush=True)
 
 
 def main() -> None:
