@@ -380,6 +380,8 @@ CLAIMS = [
 def _claims(task: str) -> list[str]:
     """Each claim's verdict from the seeds both rows finished: the mean paired difference against twice its
     standard error (the benchmark's rule), so that 3 seeds can also leave a claim unresolved."""
+    from zoo.bench.claims import paired_verdict
+
     out = []
     for t, row, against, claim in CLAIMS:
         if t != task:
@@ -389,17 +391,8 @@ def _claims(task: str) -> list[str]:
         if not seeds:
             continue
         diffs = [a[s]["metrics"]["accuracy"] - b[s]["metrics"]["accuracy"] for s in seeds]
-        mean = statistics.mean(diffs)
-        se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else None
+        mean, se, verdict = paired_verdict(diffs)
         spread = f" ± {se:.3f} (SE)" if se is not None else ""
-        if se is None:
-            verdict = "not resolved: one seed"
-        elif mean - 2 * se > 0:
-            verdict = "reproduced"
-        elif mean + 2 * se < 0:
-            verdict = "not reproduced: the other way round"
-        else:
-            verdict = "not resolved: within 2 standard errors"
         cost = "; ".join(f"{r}: {statistics.mean(x[s].get('forward_passes', 0) for s in seeds):.0f} forwards, "
                          f"{x[seeds[0]].get('trainable_params', 0):,} trainable"
                          for r, x in ((row, a), (against, b)))

@@ -86,3 +86,39 @@ def test_an_accuracy_row_sits_beside_the_cross_entropy_runs_of_its_seeds_and_cou
     table = next(line for line in lines if line.startswith(f"| {squad.OBJECTIVE_ROWS[0][1]} |"))
     assert table.startswith("| SST-2 | 0.850 ± 0.071 | 0.650 ± 0.071 | 0.001 | 2, 2 | 2 |")
     assert any("seeds [1]: the cross-entropy run's config differs" in line for line in lines)
+
+
+def _finish(squad, row, seed, f1):
+    out = squad.folder(row, seed)
+    out.mkdir(parents=True)
+    out.joinpath("results.json").write_text(json.dumps({"metrics": {"f1": f1, "exact_match": f1 / 2}}))
+
+
+def test_claims_pair_each_seed_and_let_the_seedless_zero_shot_stand_for_every_seed(squad):
+    _finish(squad, "zero-shot", None, 0.20)
+    for seed, (ce, f1) in zip(squad.SEEDS, ((0.30, 0.21), (0.32, 0.18), (0.31, 0.22))):
+        _finish(squad, "mezo-ce", seed, ce)
+        _finish(squad, "mezo-f1", seed, f1)
+    _finish(squad, "ft-adam", 0, 0.40)  # one seed only: paired on seed 0, and unresolved
+    lines = {line.split(". F1 ")[1].split(",")[0]: line for line in squad.claims() if line.startswith("- Claim")}
+    assert set(lines) == {"mezo-ce − zero-shot", "mezo-f1 − zero-shot", "mezo-ce − mezo-f1", "ft-adam − mezo-ce"}
+    assert "+10.0, +12.0, +11.0; mean +11.0 ± 0.6 (SE): **reproduced**" in lines["mezo-ce − zero-shot"]
+    assert "+1.0, -2.0, +2.0; mean +0.3" in lines["mezo-f1 − zero-shot"]
+    assert "**not resolved: within 2 standard errors**" in lines["mezo-f1 − zero-shot"]
+    assert "paired by seed (0): +10.0; mean +10.0: **not resolved: one seed**" in lines["ft-adam − mezo-ce"]
+
+
+@pytest.mark.parametrize("diffs, verdict", [
+    ((3.0, 4.0, 5.0), "reproduced"),
+    ((-3.0, -4.0, -5.0), "not reproduced: the other way round"),
+    ((3.0, -4.0, 2.0), "not resolved: within 2 standard errors"),
+    ((3.0,), "not resolved: one seed"),
+])
+def test_paired_verdict_is_the_mean_difference_against_twice_its_standard_error(diffs, verdict):
+    import numpy as np
+
+    from zoo.bench.claims import paired_verdict
+
+    mean, se, got = paired_verdict(list(diffs))
+    assert got == verdict and mean == pytest.approx(np.mean(diffs))
+    assert se == (None if len(diffs) == 1 else pytest.approx(np.std(diffs, ddof=1) / np.sqrt(len(diffs))))

@@ -35,6 +35,24 @@ def _verdict(diff: float, se: float, known: bool) -> str:
     return "not reproduced (within 2 standard errors)"
 
 
+def paired_verdict(diffs: list[float]) -> tuple[float, float | None, str]:
+    """A claim "row beats the other" judged on per-seed paired differences (row - other).
+
+    Returns the mean difference, its standard error (None from one seed) and the verdict: the
+    claim is reproduced, or reversed, only where the mean lies beyond 2 standard errors of 0, so a
+    few seeds can also leave it unresolved.
+    """
+    mean = statistics.mean(diffs)
+    if len(diffs) < 2:
+        return mean, None, "not resolved: one seed"
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5
+    if mean - 2 * se > 0:
+        return mean, se, "reproduced"
+    if mean + 2 * se < 0:
+        return mean, se, "not reproduced: the other way round"
+    return mean, se, "not resolved: within 2 standard errors"
+
+
 def mean_dev_loss(row: dict) -> list[float]:
     """Per seed: the dev loss averaged over the run's evaluations after step 0 (the area under its
     curve per evaluation: lower is faster, at the equal forward passes every run of a suite gets)."""
