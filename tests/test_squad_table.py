@@ -53,13 +53,14 @@ def test_the_report_fills_its_section_in_place_and_keeps_the_others(squad, tmp_p
         out.mkdir(parents=True)
         out.joinpath("results.json").write_text(json.dumps({
             "metrics": {"f1": f1, "exact_match": f1 / 2}, "forward_passes": 200, "wall_time_s": 60.0,
-            "history": {"evals": [{"step": 0, "dev_f1": 0.2}, {"step": 100, "dev_f1": f1}]}}))
+            "median_step_s": 0.5 + seed,
+            "history": {"evals": [{"step": 0, "dev_f1": 0.2}, {"step": 100, "dev_f1": f1}], "loss": [1.0] * 100}}))
     squad.report(doc)
     text = doc.read_text()
     assert "old text" not in text and text.count("## SQuAD (generation)") == 1
     assert text.index("## SST2\n\nkept") < text.index("## SQuAD (generation)") < text.index("## Structured pruning\n\nalso kept")
     row = next(line for line in text.splitlines() if line.startswith("| MeZO (full), CE |"))
-    assert row.startswith("| MeZO (full), CE | 40.0 ± 10.0 | 20.0 ± 5.0 | 3 | 84.7 | 200 | 60 s |")
+    assert row.startswith("| MeZO (full), CE | 40.0 ± 10.0 | 20.0 ± 5.0 | 3 | 84.7 | 200 | 1.5 | 60 s |")
     assert "- MeZO (full), CE, seed 2: dev 20.0 (step 0), 50.0 (step 100)" in text
     squad.report(doc)  # a second report changes nothing
     assert doc.read_text() == text
@@ -122,3 +123,16 @@ def test_paired_verdict_is_the_mean_difference_against_twice_its_standard_error(
     mean, se, got = paired_verdict(list(diffs))
     assert got == verdict and mean == pytest.approx(np.mean(diffs))
     assert se == (None if len(diffs) == 1 else pytest.approx(np.std(diffs, ddof=1) / np.sqrt(len(diffs))))
+
+
+def test_each_trend_line_names_its_own_seed_and_counts_the_steps_that_moved(squad):
+    out = squad.folder("mezo-f1", 2)  # seeds 0 and 1 unfinished: the line must still say seed 2
+    out.mkdir(parents=True)
+    pairs = [[-0.5, -0.5]] * 30 + [[-0.25, -0.5]] * 70
+    out.joinpath("results.json").write_text(json.dumps({
+        "metrics": {"f1": 0.3, "exact_match": 0.1}, "forward_passes": 200, "wall_time_s": 60.0,
+        "history": {"evals": [{"step": 0, "dev_f1": 0.2}, {"step": 100, "dev_f1": 0.3}],
+                    "loss": [-0.5] * 25 + [-0.4] * 50 + [-0.375] * 25, "step_losses": pairs}}))
+    text = squad.section()
+    assert ("- MeZO (full), F1 objective, seed 2: dev 20.0 (step 0), 30.0 (step 100); training loss, mean of the "
+            "first 25 steps -0.500, of the last 25 -0.375; 70 of 100 steps moved") in text
