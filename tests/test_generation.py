@@ -103,6 +103,22 @@ def test_the_cache_gives_the_tokens_of_the_full_recomputation_and_batches_equal_
     assert cached == full == alone and all(len(g) == 8 for g in cached)
 
 
+def test_a_peft_model_decodes_with_the_cache_argument_of_the_model_inside_it():
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    model = tiny_llama()
+    prompts = [[3, 4, 5, 6, 7], [9, 8]]
+    plain = greedy_decode(model, prompts, 6, frozenset(), pad_id=0)
+    wrapped = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"])).eval()
+    with warnings.catch_warnings():
+        # transformers 5 deprecates `past_key_values` (gone in 5.40): decoding must not pass it
+        warnings.filterwarnings("error", message=".*past_key_values.*")
+        got = greedy_decode(wrapped, prompts, 6, frozenset(), pad_id=0)
+    assert got == plain  # LoRA's B starts at zero, so the wrapped model is the same function
+
+
 def test_a_row_stops_at_its_stop_token_and_a_capped_row_keeps_what_it_made():
     model = tiny_llama()
     prompts = [[3, 4, 5, 6, 7], [9, 8]]

@@ -35,7 +35,9 @@ def _cache_of(out):
 
 
 def _cache_argument(model) -> str:
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    # peft's wrappers take **kwargs and hand them on, so their signature cannot say: ask the model inside
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
