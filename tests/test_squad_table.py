@@ -100,13 +100,25 @@ def test_claims_pair_each_seed_and_let_the_seedless_zero_shot_stand_for_every_se
     for seed, (ce, f1) in zip(squad.SEEDS, ((0.30, 0.21), (0.32, 0.18), (0.31, 0.22))):
         _finish(squad, "mezo-ce", seed, ce)
         _finish(squad, "mezo-f1", seed, f1)
-    _finish(squad, "ft-adam", 0, 0.40)  # one seed only: paired on seed 0, and unresolved
+    for seed, f1 in zip(squad.SEEDS, (0.40, 0.45, 0.42)):  # first-order FT well ahead: "matches" fails
+        _finish(squad, "ft-adam", seed, f1)
+    _finish(squad, "mezo-lora-ce", 0, 0.20)  # one seed only: paired on seed 0, and unresolved
     lines = {line.split(". F1 ")[1].split(",")[0]: line for line in squad.claims() if line.startswith("- Claim")}
-    assert set(lines) == {"mezo-ce − zero-shot", "mezo-f1 − zero-shot", "mezo-ce − mezo-f1", "ft-adam − mezo-ce"}
+    assert set(lines) == {"mezo-ce − zero-shot", "mezo-f1 − zero-shot", "mezo-ce − mezo-f1", "mezo-ce − ft-adam",
+                          "mezo-ce − mezo-lora-ce"}
     assert "+10.0, +12.0, +11.0; mean +11.0 ± 0.6 (SE): **reproduced**" in lines["mezo-ce − zero-shot"]
     assert "+1.0, -2.0, +2.0; mean +0.3" in lines["mezo-f1 − zero-shot"]
     assert "**not resolved: within 2 standard errors**" in lines["mezo-f1 − zero-shot"]
-    assert "paired by seed (0): +10.0; mean +10.0: **not resolved: one seed**" in lines["ft-adam − mezo-ce"]
+    assert "paired by seed (0): +10.0; mean +10.0: **not resolved: one seed**" in lines["mezo-ce − mezo-lora-ce"]
+    assert "-10.0, -13.0, -11.0; mean -11.3 ± 0.9 (SE): **not reproduced: ft-adam ahead**" in lines["mezo-ce − ft-adam"]
+
+
+def test_a_tie_claim_holds_when_neither_row_is_ahead_beyond_2_standard_errors(squad):
+    for seed, (ce, ft) in zip(squad.SEEDS, ((0.30, 0.31), (0.32, 0.30), (0.31, 0.31))):
+        _finish(squad, "mezo-ce", seed, ce)
+        _finish(squad, "ft-adam", seed, ft)
+    (line,) = [line for line in squad.claims() if "ft-adam" in line]
+    assert "**consistent: no difference beyond 2 standard errors**" in line
 
 
 @pytest.mark.parametrize("diffs, verdict", [
