@@ -254,7 +254,9 @@ def section() -> str:
             f"{label} F1 {100 * m['f1']:.1f}, EM {100 * m['exact_match']:.1f}" for label, m in first)
             + " (benchmarks/results/squad/zero-shot.json, icl1.json)."]
     lines += ["", "The paper's rows are OPT-13B on 1,000 examples (Table 1; the F1 objective is its Table 3 row, with",
-              "prefix tuning), 20,000 MeZO steps: for scale, not a target for a 135M model trained for minutes."]
+              "prefix tuning), 20,000 MeZO steps: for scale, not a target for a 135M model trained for minutes. The",
+              "trained rows here are short (100 MeZO steps, 0.5% of the paper's; 50 Adam steps), so each run's dev",
+              "trend is listed below its claims."]
     lines += claims()
     if trends:
         lines += ["", "Dev trend of each trained run (dev F1 x100 at each evaluation, the first before any step), and its",
