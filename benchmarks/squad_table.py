@@ -138,17 +138,17 @@ def _mean_std(values: list[float], scale: float = 100, digits: int = 1) -> str:
     return mean + (f" ± {scale * statistics.stdev(values):.{digits}f}" if len(values) > 1 else "")
 
 
-# (row, against, claim): "row beats against" in test F1, or, where the claim says "matches", that neither
+# (row, kind, against, claim): kind "beats" claims row ahead of against in test F1, "matches" that neither
 # is ahead; with the paper's numbers (OPT-13B; Table 3 for the objectives, which it compares with prefix tuning)
 CLAIMS = [
-    ("icl", "zero-shot", "in-context demonstrations beat zero-shot (Table 1: 75.9 against 46.2)"),
-    ("mezo-ce", "zero-shot", "MeZO (full) on the cross-entropy beats zero-shot (Table 1: 84.7 against 46.2)"),
-    ("mezo-f1", "zero-shot", "MeZO trained on the non-differentiable F1 itself beats zero-shot (Table 3: 78.5, "
-                             "prefix)"),
-    ("mezo-ce", "mezo-f1", "the cross-entropy beats the F1 objective (Table 3, prefix: 84.2 against 78.5)"),
-    ("mezo-ce", "ft-adam", "MeZO (full) matches first-order FT (Table 1: 84.7 against 84.9)"),
-    ("mezo-ce", "mezo-lora-ce", "full-parameter MeZO beats MeZO-LoRA (Table 1 has no LoRA SQuAD row; its "
-                                "prefix row is 84.2 against 84.7)"),
+    ("icl", "beats", "zero-shot", "in-context demonstrations beat zero-shot (Table 1: 75.9 against 46.2)"),
+    ("mezo-ce", "beats", "zero-shot", "MeZO (full) on the cross-entropy beats zero-shot (Table 1: 84.7 against 46.2)"),
+    ("mezo-f1", "beats", "zero-shot", "MeZO trained on the non-differentiable F1 itself beats zero-shot (Table 3: "
+                                      "78.5, prefix)"),
+    ("mezo-ce", "beats", "mezo-f1", "the cross-entropy beats the F1 objective (Table 3, prefix: 84.2 against 78.5)"),
+    ("mezo-ce", "matches", "ft-adam", "MeZO (full) matches first-order FT (Table 1: 84.7 against 84.9)"),
+    ("mezo-ce", "beats", "mezo-lora-ce", "full-parameter MeZO beats MeZO-LoRA (Table 1 has no LoRA SQuAD row; its "
+                                         "prefix row is 84.2 against 84.7)"),
 ]
 
 
@@ -172,14 +172,14 @@ def claims() -> list[str]:
     from zoo.bench.claims import paired_verdict
 
     out = []
-    for row, against, claim in CLAIMS:
+    for row, kind, against, claim in CLAIMS:
         a, b = _by_seed(row), _by_seed(against)
         seeds = sorted(set(a) & set(b))
         if not seeds:
             continue
         diffs = [100 * (a[s]["metrics"]["f1"] - b[s]["metrics"]["f1"]) for s in seeds]
         mean, se, verdict = paired_verdict(diffs)
-        if " matches " in claim:  # a tie is the claim: either row ahead contradicts it
+        if kind == "matches":  # a tie is the claim: either row ahead contradicts it
             verdict = {"reproduced": f"not reproduced: {row} ahead",
                        "not reproduced: the other way round": f"not reproduced: {against} ahead",
                        "not resolved: within 2 standard errors": "consistent: no difference beyond 2 standard errors",
@@ -221,10 +221,11 @@ def section() -> str:
              "`benchmarks/results/squad/`.", "",
              "| row | F1 | EM | n | paper (OPT-13B) F1 | forward passes | s / step | wall time / run | settings |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    trends = []
+    trends, measured = [], set()
     for row, label, kind, seeds, settings in ROWS:
         by_seed = _finished(row, seeds)
         done = list(by_seed.values())
+        measured |= {(m["date"], m["machine"], m["threads"], m["torch"]) for r in done if (m := r.get("measured"))}
         f1 = [r["metrics"]["f1"] for r in done]
         em = [r["metrics"]["exact_match"] for r in done]
         fps = [r["forward_passes"] for r in done if r.get("forward_passes")]
@@ -238,11 +239,9 @@ def section() -> str:
         for seed, r in by_seed.items():
             if kind == "finetune" and (trend := _trend(r)):
                 trends.append(f"- {label}, seed {seed}: dev {trend}; {_training(r)}")
-    measured = sorted({(m["date"], m["machine"], m["threads"], m["torch"]) for row, *_, seeds, _ in ROWS
-                       for r in _finished(row, seeds).values() if (m := r.get("measured"))})
     if measured:
         lines += ["", "Measured " + "; ".join(f"{d}, {mach} CPU (2 cores), torch {t}, {n} thread(s) a run"
-                                           for d, mach, n, t in measured)
+                                           for d, mach, n, t in sorted(measured))
                   + ", two runs at a time (`OMP_NUM_THREADS=1 python benchmarks/squad_table.py run`"
                   " in two shells), so a run's times carry the other's load. *s / step* is the run's median step; "
                   "*wall time* includes its dev evaluations and the test questions."]

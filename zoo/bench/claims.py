@@ -25,14 +25,16 @@ def _difference(a: dict, b: dict, field: str = "test_accuracy") -> tuple[float, 
     return m1 - m0, math.sqrt(s1**2 / a["seeds"] + s0**2 / b["seeds"]), min(a["seeds"], b["seeds"]) >= 2
 
 
+def _side(diff: float, se: float) -> int:
+    """+1 or -1 where `diff` lies beyond 2 standard errors of 0 on that side, else 0: the rule of every claim."""
+    return 1 if diff > 2 * se else -1 if diff < -2 * se else 0
+
+
 def _verdict(diff: float, se: float, known: bool) -> str:
     if not known:
         return "undecided (needs 2+ seeds of each)"
-    if diff > 2 * se:
-        return "reproduced"
-    if diff < -2 * se:
-        return "**contradicted** (the opposite, beyond 2 standard errors)"
-    return "not reproduced (within 2 standard errors)"
+    return {1: "reproduced", -1: "**contradicted** (the opposite, beyond 2 standard errors)",
+            0: "not reproduced (within 2 standard errors)"}[_side(diff, se)]
 
 
 def paired_verdict(diffs: list[float]) -> tuple[float, float | None, str]:
@@ -46,11 +48,8 @@ def paired_verdict(diffs: list[float]) -> tuple[float, float | None, str]:
     if len(diffs) < 2:
         return mean, None, "not resolved: one seed"
     se = statistics.stdev(diffs) / len(diffs) ** 0.5
-    if mean - 2 * se > 0:
-        return mean, se, "reproduced"
-    if mean + 2 * se < 0:
-        return mean, se, "not reproduced: the other way round"
-    return mean, se, "not resolved: within 2 standard errors"
+    return mean, se, {1: "reproduced", -1: "not reproduced: the other way round",
+                      0: "not resolved: within 2 standard errors"}[_side(mean, se)]
 
 
 def mean_dev_loss(row: dict) -> list[float]:
